@@ -1,0 +1,1 @@
+//! pagegen-alloc: filled in by its issue.

@@ -1,0 +1,306 @@
+//! The request context: one per request, shared by every task, blocking closure and I/O operation
+//! that works on the request's behalf.
+//!
+//! Contracts:
+//! - A [`RequestCtx`] is created at admission (`classify → predict → grant`) and lives in an `Arc` as
+//!   long as any task of the request does. Its id and class never change; its grant may (checkpoints).
+//! - Subsystems write into its accounts following the *flush once per poll* protocol of
+//!   [`account`](crate::account).
+//! - The executor makes the context of the task it is polling the thread's **current** context
+//!   ([`RequestCtx::enter`]) for the duration of the poll, of a drop, or of a `spawn_blocking` closure,
+//!   so code without a handle (pagegen-io's `fs` functions, a `tracing` layer) can find it with
+//!   [`RequestCtx::current`]/[`RequestCtx::with_current`]. Children spawned from inside a poll inherit
+//!   it.
+//! - Control flags: anyone may ask for the request to be cancelled ([`RequestCtx::request_cancel`]);
+//!   the executor honours it at the next poll boundary of each of the request's tasks. Checkpoint flags
+//!   ([`RequestCtx::mark_checkpoint`]) record, once each, that usage crossed 50 % or 90 % of a grant.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::account::{CpuAccount, IoAccount, MemAccount, NetAccount, SpanAccount};
+use crate::class::ClassId;
+use crate::demand::{Demand, Resource};
+use crate::grant::{Grant, GrantCell};
+use crate::hook::CancelReason;
+use crate::usage::{PerfCounters, Usage};
+
+/// Process-unique request id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "req#{}", self.0)
+    }
+}
+
+/// Checkpoint levels, as bit positions within a resource's byte of the checkpoint word.
+const LEVEL_HALF: u32 = 0;
+const LEVEL_NINETY: u32 = 1;
+const LEVEL_SOFT: u32 = 2;
+
+/// How far a request's usage has gone into one of its grants.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CheckpointLevel {
+    /// 50 % of the grant.
+    Half,
+    /// 90 % of the grant.
+    Ninety,
+    /// The soft limit (memory); the runtime may extend the grant.
+    Soft,
+}
+
+impl CheckpointLevel {
+    fn bit(self, resource: Resource) -> u32 {
+        let level = match self {
+            CheckpointLevel::Half => LEVEL_HALF,
+            CheckpointLevel::Ninety => LEVEL_NINETY,
+            CheckpointLevel::Soft => LEVEL_SOFT,
+        };
+        1 << (resource as u32 * 4 + level)
+    }
+}
+
+/// One request's identity, grant, accounts and control flags.
+pub struct RequestCtx {
+    id: RequestId,
+    class: ClassId,
+    /// Admission time on the runtime's clock, ns.
+    admitted_ns: u64,
+    grant: GrantCell,
+    /// CPU and scheduling.
+    pub cpu: CpuAccount,
+    /// Memory.
+    pub mem: MemAccount,
+    /// File I/O.
+    pub io: IoAccount,
+    /// Outgoing network.
+    pub net: NetAccount,
+    /// Tracing spans.
+    pub spans: SpanAccount,
+    counters: Mutex<Option<PerfCounters>>,
+    demand: Mutex<Option<Demand>>,
+    /// 0 = not cancelled; otherwise `CancelReason::to_tag() + 1`.
+    cancel: AtomicU8,
+    checkpoints: AtomicU32,
+}
+
+impl fmt::Debug for RequestCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestCtx")
+            .field("id", &self.id)
+            .field("class", &self.class)
+            .field("grant", &self.grant.get())
+            .field("cancel", &self.cancel_requested())
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<RequestCtx>>> = const { RefCell::new(None) };
+}
+
+impl RequestCtx {
+    /// A new context. `admitted_ns` is the admission time on the runtime's [`Clock`](crate::Clock).
+    pub fn new(id: RequestId, grant: Grant, admitted_ns: u64) -> Arc<Self> {
+        Arc::new(RequestCtx {
+            id,
+            class: grant.class,
+            admitted_ns,
+            grant: GrantCell::new(grant),
+            cpu: CpuAccount::default(),
+            mem: MemAccount::default(),
+            io: IoAccount::default(),
+            net: NetAccount::default(),
+            spans: SpanAccount::default(),
+            counters: Mutex::new(None),
+            demand: Mutex::new(None),
+            cancel: AtomicU8::new(0),
+            checkpoints: AtomicU32::new(0),
+        })
+    }
+
+    /// A context for work that is not a request (background tasks, unclassified spawns): unlimited
+    /// grant in `class`.
+    pub fn background(id: RequestId, class: ClassId) -> Arc<Self> {
+        RequestCtx::new(id, Grant::unlimited(class), 0)
+    }
+
+    /// The request id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+    /// The request's class.
+    pub fn class(&self) -> ClassId {
+        self.class
+    }
+    /// Admission time, ns on the runtime's clock.
+    pub fn admitted_ns(&self) -> u64 {
+        self.admitted_ns
+    }
+    /// The grant, live.
+    pub fn grant(&self) -> &GrantCell {
+        &self.grant
+    }
+
+    /// Stores the prediction the grant was computed from (cold path: once per request and per
+    /// re-prediction).
+    pub fn set_demand(&self, demand: Demand) {
+        *self.demand.lock().unwrap_or_else(|e| e.into_inner()) = Some(demand);
+    }
+    /// The stored prediction.
+    pub fn demand(&self) -> Option<Demand> {
+        *self.demand.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Adds hardware counter readings (cold path: at most once per poll, only where supported).
+    pub fn add_counters(&self, c: PerfCounters) {
+        let mut slot = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let acc = slot.get_or_insert_with(PerfCounters::default);
+        acc.instructions += c.instructions;
+        acc.cycles += c.cycles;
+        acc.cache_misses += c.cache_misses;
+        acc.branch_misses += c.branch_misses;
+    }
+
+    /// Asks for the request to be cancelled at its tasks' next poll boundary. The first reason wins;
+    /// returns whether this call set it.
+    pub fn request_cancel(&self, reason: CancelReason) -> bool {
+        self.cancel
+            .compare_exchange(0, reason.to_tag() + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+    /// The pending cancellation, if any.
+    pub fn cancel_requested(&self) -> Option<CancelReason> {
+        match self.cancel.load(Ordering::Acquire) {
+            0 => None,
+            t => CancelReason::from_tag(t - 1),
+        }
+    }
+
+    /// Records that usage of `resource` crossed `level` of its grant. Returns `true` only the first
+    /// time, so a checkpoint fires once per level.
+    pub fn mark_checkpoint(&self, resource: Resource, level: CheckpointLevel) -> bool {
+        let bit = level.bit(resource);
+        self.checkpoints.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+    /// Whether `resource` has crossed `level`.
+    pub fn checkpoint_reached(&self, resource: Resource, level: CheckpointLevel) -> bool {
+        self.checkpoints.load(Ordering::Relaxed) & level.bit(resource) != 0
+    }
+
+    /// Snapshot of everything used so far. `now_ns` (same clock as admission) gives the wall time.
+    pub fn usage(&self, now_ns: u64) -> Usage {
+        let mut cpu = self.cpu.snapshot();
+        cpu.wall_ns = now_ns.saturating_sub(self.admitted_ns);
+        Usage {
+            cpu,
+            mem: self.mem.snapshot(),
+            io: self.io.snapshot(),
+            net: self.net.snapshot(),
+            spans: self.spans.snapshot(),
+            counters: *self.counters.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Makes `ctx` the thread's current context until the guard drops (then the previous one is
+    /// restored, so enters nest).
+    pub fn enter(ctx: &Arc<RequestCtx>) -> CtxGuard {
+        let prev = CURRENT.with(|c| c.replace(Some(Arc::clone(ctx))));
+        CtxGuard { prev }
+    }
+    /// The thread's current context, if the thread is running a request's work.
+    pub fn current() -> Option<Arc<RequestCtx>> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+    /// Runs `f` with the current context without cloning the `Arc`.
+    pub fn with_current<R>(f: impl FnOnce(Option<&RequestCtx>) -> R) -> R {
+        CURRENT.with(|c| f(c.borrow().as_deref()))
+    }
+}
+
+/// Restores the previous current context when dropped. Not `Send`: it belongs to the thread that
+/// entered.
+#[derive(Debug)]
+#[must_use = "the context is current only while the guard lives"]
+pub struct CtxGuard {
+    prev: Option<Arc<RequestCtx>>,
+}
+
+impl Drop for CtxGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        CURRENT.with(|c| {
+            *c.borrow_mut() = prev;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enter_nests_and_restores() {
+        assert!(RequestCtx::current().is_none());
+        let a = RequestCtx::background(RequestId(1), ClassId::from_raw(1));
+        let b = RequestCtx::background(RequestId(2), ClassId::from_raw(2));
+        {
+            let _ga = RequestCtx::enter(&a);
+            assert_eq!(RequestCtx::current().map(|c| c.id()), Some(RequestId(1)));
+            {
+                let _gb = RequestCtx::enter(&b);
+                assert_eq!(
+                    RequestCtx::with_current(|c| c.map(|c| c.class())),
+                    Some(ClassId::from_raw(2))
+                );
+            }
+            assert_eq!(RequestCtx::current().map(|c| c.id()), Some(RequestId(1)));
+        }
+        assert!(RequestCtx::current().is_none());
+    }
+
+    #[test]
+    fn first_cancel_reason_wins() {
+        let c = RequestCtx::background(RequestId(1), ClassId::DEFAULT);
+        assert_eq!(c.cancel_requested(), None);
+        assert!(c.request_cancel(CancelReason::BudgetExceeded(Resource::Memory)));
+        assert!(!c.request_cancel(CancelReason::Shed));
+        assert_eq!(
+            c.cancel_requested(),
+            Some(CancelReason::BudgetExceeded(Resource::Memory))
+        );
+    }
+
+    #[test]
+    fn checkpoints_fire_once_per_level_and_resource() {
+        let c = RequestCtx::background(RequestId(1), ClassId::DEFAULT);
+        assert!(c.mark_checkpoint(Resource::Memory, CheckpointLevel::Half));
+        assert!(!c.mark_checkpoint(Resource::Memory, CheckpointLevel::Half));
+        assert!(c.mark_checkpoint(Resource::Memory, CheckpointLevel::Ninety));
+        assert!(c.mark_checkpoint(Resource::Cpu, CheckpointLevel::Half));
+        assert!(!c.checkpoint_reached(Resource::IoBytes, CheckpointLevel::Soft));
+        assert!(c.mark_checkpoint(Resource::IoBytes, CheckpointLevel::Soft));
+        assert!(c.checkpoint_reached(Resource::IoBytes, CheckpointLevel::Soft));
+    }
+
+    #[test]
+    fn usage_wall_is_measured_from_admission() {
+        let mut g = Grant::unlimited(ClassId::from_raw(4));
+        g.mem_hard = 10;
+        let c = RequestCtx::new(RequestId(9), g, 1_000);
+        c.cpu.record_poll(50, 60, 5);
+        let u = c.usage(4_000);
+        assert_eq!(u.cpu.wall_ns, 3_000);
+        assert_eq!(u.cpu.cpu_ns, 50);
+        assert_eq!(u.cpu.polls, 1);
+        assert!(u.counters.is_none());
+        c.add_counters(PerfCounters {
+            instructions: 7,
+            ..PerfCounters::default()
+        });
+        assert_eq!(c.usage(4_000).counters.map(|p| p.instructions), Some(7));
+    }
+}

@@ -1,0 +1,1 @@
+//! pagegen-executor: filled in by its issue.

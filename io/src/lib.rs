@@ -1,0 +1,1 @@
+//! pagegen-io: filled in by its issue.

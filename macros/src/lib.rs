@@ -1,0 +1,1 @@
+//! pagegen-macros: filled in by the executor issue.

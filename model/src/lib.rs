@@ -1,0 +1,1 @@
+//! pagegen-model: filled in by its issue.
