@@ -4,7 +4,7 @@
 //! most on the allocation path (figures in `benches/README.md`, "Memory"):
 //!
 //! 1. **Per-request accounting.** Every allocation and free adds to a const-initialised,
-//!    destructor-free thread-local cell ([`cell`](crate::cell) docs, private); [`AllocHook`] zeroes it
+//!    destructor-free thread-local cell (module `cell`, private); [`AllocHook`] zeroes it
 //!    before each poll and folds it into the request's `MemAccount` once after it (core's *flush once
 //!    per poll*). Bytes allocated and freed, counts, a log2 size histogram, **signed** net bytes
 //!    (a request that frees what another allocated goes negative), peak net bytes, and bytes freed
