@@ -15,11 +15,11 @@
 //! life, including while the thread is being torn down, without re-entering itself.
 //!
 //! ## What "same-poll freed" measures
-//! Tagging each object with the poll that allocated it would cost a header per allocation. Instead a
-//! free during a poll is matched, first come first served, against bytes allocated *earlier in the
-//! same poll* and not yet matched: `same += min(size, allocated − same)`. It is exact when a poll
-//! frees only what it allocated, and an upper bound when a poll frees older objects after
-//! allocating new ones (it cannot tell them apart). It is a lifetime signal for the model, not a
+//! Tagging each object with the poll that allocated it would cost a header per allocation, and even
+//! a running match per free costs a dependency chain on the hot path. So it is computed at flush as
+//! `min(bytes allocated in the poll, bytes freed in the poll)`: exact when a poll frees only what it
+//! allocated (the short-lived temporaries it is meant to find), an upper bound when a poll also
+//! frees older objects (it cannot tell them apart). It is a lifetime signal for the model, not a
 //! ledger.
 
 use std::cell::Cell;
@@ -30,6 +30,11 @@ use pagegen_core::{log2_bucket, MemFlush, LOG2_BUCKETS};
 pub(crate) const NO_SLOT: usize = usize::MAX;
 
 /// One thread's counters and allocation mode.
+///
+/// Kept to the fewest read-modify-writes per call: on a tight alloc/free loop each counter is a
+/// store-to-load dependency chain, so a pair costs about one forwarding latency per counter it
+/// touches. Net bytes are `alloc_bytes − freed_bytes`, the allocation count is the histogram's sum,
+/// and the peak is only stored when it rises; an allocation writes two cells, a free two.
 #[derive(Debug)]
 pub(crate) struct ThreadCell {
     /// jemalloc flags for allocations in the current bracket; 0 = plain jemalloc (default arena,
@@ -39,11 +44,9 @@ pub(crate) struct ThreadCell {
     pub(crate) slot: Cell<usize>,
     alloc_bytes: Cell<u64>,
     freed_bytes: Cell<u64>,
-    allocs: Cell<u64>,
     frees: Cell<u64>,
-    net: Cell<i64>,
+    /// Highest `alloc_bytes − freed_bytes` seen since the reset (starts at 0).
     peak: Cell<i64>,
-    same_poll: Cell<u64>,
     sizes: [Cell<u64>; LOG2_BUCKETS],
 }
 
@@ -54,11 +57,8 @@ impl ThreadCell {
             slot: Cell::new(NO_SLOT),
             alloc_bytes: Cell::new(0),
             freed_bytes: Cell::new(0),
-            allocs: Cell::new(0),
             frees: Cell::new(0),
-            net: Cell::new(0),
             peak: Cell::new(0),
-            same_poll: Cell::new(0),
             sizes: [const { Cell::new(0) }; LOG2_BUCKETS],
         }
     }
@@ -67,25 +67,17 @@ impl ThreadCell {
     #[inline(always)]
     pub(crate) fn on_alloc(&self, size: usize) {
         let size = size as u64;
-        self.alloc_bytes
-            .set(self.alloc_bytes.get().wrapping_add(size));
-        self.allocs.set(self.allocs.get().wrapping_add(1));
         let bucket = &self.sizes[log2_bucket(size)];
         bucket.set(bucket.get().wrapping_add(1));
-        self.grow(size as i64);
+        self.grow(size);
     }
 
     /// Counts one free of `size` bytes.
     #[inline(always)]
     pub(crate) fn on_free(&self, size: usize) {
-        let size = size as u64;
-        let freed = self.freed_bytes.get().wrapping_add(size);
-        self.freed_bytes.set(freed);
+        self.freed_bytes
+            .set(self.freed_bytes.get().wrapping_add(size as u64));
         self.frees.set(self.frees.get().wrapping_add(1));
-        let same = self.same_poll.get();
-        let unmatched = self.alloc_bytes.get().saturating_sub(same);
-        self.same_poll.set(same + size.min(unmatched));
-        self.net.set(self.net.get().wrapping_sub(size as i64));
     }
 
     /// Counts an in-place or same-arena reallocation from `old` to `new` bytes: growth is allocated
@@ -93,28 +85,20 @@ impl ThreadCell {
     #[inline(always)]
     pub(crate) fn on_realloc(&self, old: usize, new: usize) {
         if new >= old {
-            let grown = (new - old) as u64;
-            self.alloc_bytes
-                .set(self.alloc_bytes.get().wrapping_add(grown));
-            self.allocs.set(self.allocs.get().wrapping_add(1));
             let bucket = &self.sizes[log2_bucket(new as u64)];
             bucket.set(bucket.get().wrapping_add(1));
-            self.grow(grown as i64);
+            self.grow((new - old) as u64);
         } else {
-            let shrunk = (old - new) as u64;
             self.freed_bytes
-                .set(self.freed_bytes.get().wrapping_add(shrunk));
-            let same = self.same_poll.get();
-            let unmatched = self.alloc_bytes.get().saturating_sub(same);
-            self.same_poll.set(same + shrunk.min(unmatched));
-            self.net.set(self.net.get().wrapping_sub(shrunk as i64));
+                .set(self.freed_bytes.get().wrapping_add((old - new) as u64));
         }
     }
 
     #[inline(always)]
-    fn grow(&self, by: i64) {
-        let net = self.net.get().wrapping_add(by);
-        self.net.set(net);
+    fn grow(&self, by: u64) {
+        let allocated = self.alloc_bytes.get().wrapping_add(by);
+        self.alloc_bytes.set(allocated);
+        let net = allocated.wrapping_sub(self.freed_bytes.get()) as i64;
         if net > self.peak.get() {
             self.peak.set(net);
         }
@@ -124,11 +108,8 @@ impl ThreadCell {
     pub(crate) fn reset(&self) {
         self.alloc_bytes.set(0);
         self.freed_bytes.set(0);
-        self.allocs.set(0);
         self.frees.set(0);
-        self.net.set(0);
         self.peak.set(0);
-        self.same_poll.set(0);
         for b in &self.sizes {
             b.set(0);
         }
@@ -136,14 +117,16 @@ impl ThreadCell {
 
     /// Reads the counters out as one flush and zeroes them (end of a bracket).
     pub(crate) fn take(&self) -> MemFlush {
+        let size_classes: [u64; LOG2_BUCKETS] = std::array::from_fn(|i| self.sizes[i].get());
+        let (alloc_bytes, freed_bytes) = (self.alloc_bytes.get(), self.freed_bytes.get());
         let flush = MemFlush {
-            alloc_bytes: self.alloc_bytes.get(),
-            freed_bytes: self.freed_bytes.get(),
-            allocs: self.allocs.get(),
+            alloc_bytes,
+            freed_bytes,
+            allocs: size_classes.iter().sum(),
             frees: self.frees.get(),
             peak_delta: self.peak.get().max(0),
-            same_poll_freed_bytes: self.same_poll.get(),
-            size_classes: std::array::from_fn(|i| self.sizes[i].get()),
+            same_poll_freed_bytes: alloc_bytes.min(freed_bytes),
+            size_classes,
         };
         self.reset();
         flush

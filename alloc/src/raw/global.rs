@@ -112,6 +112,18 @@ unsafe fn dealloc_in(cell: &ThreadCell, ptr: *mut u8, layout: Layout) {
     unsafe { sys::sdallocx(ptr.cast::<c_void>(), size, flags) }
 }
 
+/// This thread's cell, by reference. `LocalKey::with` with the allocator's whole body as its
+/// closure was not inlined (an indirect call through the key on every allocation, measured at
+/// +6 ns per pair); taking only the address keeps `with` trivial and inlined.
+#[inline(always)]
+fn cell() -> &'static ThreadCell {
+    let p: *const ThreadCell = CELL.with(|c| c as *const ThreadCell);
+    // SAFETY: the cell is a const-initialised thread-local without a destructor, so it lives, at
+    // this address, until the thread exits; the reference is used only by the current allocator
+    // call on this thread (it is never sent or stored), and `ThreadCell` is all `Cell`s.
+    unsafe { &*p }
+}
+
 // SAFETY: every path returns memory from jemalloc sized and aligned for the layout (the alignment
 // flag covers over-aligned layouts), frees through jemalloc with the same size, never unwinds and
 // passes allocation failure on as null. The thread-local it touches has no destructor and no lazy
@@ -120,24 +132,25 @@ unsafe impl GlobalAlloc for PagegenAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded `GlobalAlloc::alloc` contract.
-        CELL.with(|c| unsafe { alloc_in(c, layout, false) })
+        unsafe { alloc_in(cell(), layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded `GlobalAlloc::alloc_zeroed` contract.
-        CELL.with(|c| unsafe { alloc_in(c, layout, true) })
+        unsafe { alloc_in(cell(), layout, true) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded `GlobalAlloc::dealloc` contract.
-        CELL.with(|c| unsafe { dealloc_in(c, ptr, layout) })
+        unsafe { dealloc_in(cell(), ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        CELL.with(|c| {
+        let c = cell();
+        {
             let old = layout.size();
             let owner = region::owner(ptr as usize);
             let af = align_flags(layout.align(), new_size);
@@ -173,6 +186,6 @@ unsafe impl GlobalAlloc for PagegenAlloc {
                 }
                 p
             }
-        })
+        }
     }
 }
