@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pagegen_alloc::baseline::{GlibcMalloc, Jemalloc};
+use pagegen_alloc::baseline::{ExplicitTcache, GlibcMalloc, Jemalloc};
 use pagegen_alloc::{AllocHook, ClassArenas, PagegenAlloc};
 use pagegen_core::{ClassId, Grant, PollHook, PollStats, RequestCtx, RequestId};
 
@@ -42,14 +42,17 @@ fn request(class: u32) -> Arc<RequestCtx> {
 enum Who {
     System,
     Jemalloc,
+    /// jemalloc's `mallocx`/`sdallocx` with an explicit arena and tcache, nothing else.
+    JemallocExplicit,
     PagegenAcct,
     PagegenClass,
 }
 
 impl Who {
-    const ALL: [Who; 4] = [
+    const ALL: [Who; 5] = [
         Who::System,
         Who::Jemalloc,
+        Who::JemallocExplicit,
         Who::PagegenAcct,
         Who::PagegenClass,
     ];
@@ -57,6 +60,7 @@ impl Who {
         match self {
             Who::System => "system",
             Who::Jemalloc => "jemalloc",
+            Who::JemallocExplicit => "jemalloc_explicit",
             Who::PagegenAcct => "pagegen_acct",
             Who::PagegenClass => "pagegen_class",
         }
@@ -65,11 +69,21 @@ impl Who {
 
 static PAGEGEN: PagegenAlloc = PagegenAlloc::new();
 
+/// One explicit tcache for class A, made once (criterion runs every benchmark on this thread).
+fn explicit() -> ExplicitTcache {
+    static E: std::sync::OnceLock<ExplicitTcache> = std::sync::OnceLock::new();
+    *E.get_or_init(|| {
+        let _ = request(CLASS_A);
+        ExplicitTcache::for_class(ClassId::from_raw(CLASS_A)).expect("tcache")
+    })
+}
+
 /// Runs `f` with `who`'s allocator; for `PagegenClass` inside a poll bracket of class A.
 fn with_alloc<R>(who: Who, f: impl FnOnce(&dyn GlobalAlloc) -> R) -> R {
     match who {
         Who::System => f(&GlibcMalloc),
         Who::Jemalloc => f(&Jemalloc),
+        Who::JemallocExplicit => f(&explicit()),
         Who::PagegenAcct => f(&PAGEGEN),
         Who::PagegenClass => {
             let hook = AllocHook::new();
@@ -146,10 +160,15 @@ fn micro(c: &mut Criterion) {
         g.bench_function(who.name(), |b| {
             b.iter_custom(|iters| {
                 let foreign_n = (iters / 5 + 1) as usize;
-                let (a, a_layout): (&dyn GlobalAlloc, Layout) = match who {
-                    Who::System => (&GlibcMalloc, layout),
-                    Who::Jemalloc => (&Jemalloc, layout),
-                    _ => (&PAGEGEN, layout),
+                let e = explicit();
+                let a_layout = layout;
+                let a: &dyn GlobalAlloc = match who {
+                    Who::System => &GlibcMalloc,
+                    Who::Jemalloc => &Jemalloc,
+                    // The anchor frees class B's objects through A's tcache: the hazard pagegen
+                    // avoids, shown for its cost only.
+                    Who::JemallocExplicit => &e,
+                    Who::PagegenAcct | Who::PagegenClass => &PAGEGEN,
                 };
                 let hook = AllocHook::new();
                 let (ctx_a, ctx_b) = (request(CLASS_A), request(CLASS_B));

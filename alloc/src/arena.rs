@@ -50,15 +50,30 @@ fn warn_once(class: ClassId, why: &AllocError) {
 
 /// Creates the class arenas and answers which arena a class uses. Subscribe it to the
 /// [`ClassRegistry`](pagegen_core::ClassRegistry); it is idempotent, as observers must be.
+///
+/// An arena of its own costs a class about 3–4 ns per allocator call (jemalloc's `mallocx`/`sdallocx`
+/// leave their fast paths when given explicit flags; `benches/README.md`, "Memory"), so a runtime may
+/// isolate only its memory-heavy classes with [`heavy_only`](Self::heavy_only) and keep light ones
+/// on the default arena with accounting alone.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClassArenas {
-    _private: (),
+    /// Registration creates an arena only for classes annotated with at least this many bytes
+    /// (0: every class).
+    min_mem: u64,
 }
 
 impl ClassArenas {
-    /// The observer.
+    /// The observer: every registered class gets an arena.
     pub const fn new() -> Self {
-        ClassArenas { _private: () }
+        ClassArenas { min_mem: 0 }
+    }
+
+    /// The observer for memory-heavy classes only: a registration creates an arena when the
+    /// class's route annotation says it needs at least `min_mem` bytes
+    /// ([`RouteSpec::mem`](pagegen_core::RouteSpec::mem)). [`ensure`](Self::ensure) still creates
+    /// one on demand.
+    pub const fn heavy_only(min_mem: u64) -> Self {
+        ClassArenas { min_mem }
     }
 
     /// Creates `class`'s arena if it has none yet. `Ok(None)` for classes that share the default
@@ -89,7 +104,10 @@ impl ClassArenas {
 }
 
 impl ClassObserver for ClassArenas {
-    fn class_registered(&self, id: ClassId, _spec: &ClassSpec) {
+    fn class_registered(&self, id: ClassId, spec: &ClassSpec) {
+        if self.min_mem > 0 && spec.route.mem.is_none_or(|m| m < self.min_mem) {
+            return;
+        }
         if id.index() >= MAX_CLASS_ARENAS {
             warn_once(id, &AllocError::TooManyClasses(MAX_CLASS_ARENAS));
             return;

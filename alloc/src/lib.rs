@@ -45,5 +45,6 @@ pub use tcache::{thread_tcaches, MAX_TCACHES_PER_THREAD};
 /// Allocators to compare against in benchmarks: what users run without pagegen.
 pub mod baseline {
     pub use crate::raw::glibc::GlibcMalloc;
+    pub use crate::raw::global::ExplicitTcache;
     pub use tikv_jemallocator::Jemalloc;
 }

@@ -9,7 +9,7 @@ use pagegen_alloc::{
     size_class, tcache_max, thread_tcaches, AllocHook, ArenaStats, ClassArenas, ClassStats,
     PagegenAlloc, MAX_TCACHES_PER_THREAD,
 };
-use pagegen_core::{ClassId, ClassRegistry, ClassSpec, PollHook, Verdict, WorkerInfo};
+use pagegen_core::{ClassId, ClassRegistry, ClassSpec, PollHook, RouteSpec, Verdict, WorkerInfo};
 use proptest::prelude::*;
 use support::{ctx, Step, Task};
 
@@ -49,6 +49,28 @@ fn registry_fan_out_creates_arenas() {
     let id = reg.register(ClassSpec::new("GET /a")).expect("register");
     assert!(ClassArenas::new().arena(id).is_some());
     assert_eq!(ClassArenas::new().arena(ClassId::DEFAULT), None);
+    let heavy = ClassRegistry::in_memory();
+    heavy.subscribe(Arc::new(ClassArenas::heavy_only(64 << 20)));
+    // Arenas are process-wide by class id: move this registry's ids past the other tests' classes.
+    for i in 1..56 {
+        heavy
+            .register(ClassSpec::new(format!("GET /unannotated/{i}")))
+            .expect("register");
+    }
+    let light = heavy
+        .register(ClassSpec::new("GET /light").with_route(RouteSpec {
+            mem: Some(1 << 20),
+            ..RouteSpec::default()
+        }))
+        .expect("register");
+    let big = heavy.register(ClassSpec::new("GET /report").with_route(RouteSpec {
+        mem: Some(300 << 20),
+        ..RouteSpec::default()
+    }));
+    let big = big.expect("register");
+    assert_eq!(light.raw(), 56);
+    assert_eq!(ClassArenas::new().arena(light), None);
+    assert!(ClassArenas::new().arena(big).is_some());
     let far = ClassId::from_raw(pagegen_alloc::MAX_CLASS_ARENAS as u32);
     assert_eq!(ClassArenas::new().ensure(far).expect("no error"), None);
 }

@@ -189,3 +189,41 @@ unsafe impl GlobalAlloc for PagegenAlloc {
         }
     }
 }
+
+/// jemalloc called with an explicit arena and tcache (`mallocx`/`sdallocx` with
+/// `MALLOCX_ARENA | MALLOCX_TCACHE`) and nothing else: the anchor that separates jemalloc's own
+/// cost of explicit flags from pagegen's additions in the benchmarks. Not an allocator to install:
+/// its tcache is created for the thread that builds it and must be used by that thread only.
+#[derive(Clone, Copy, Debug)]
+pub struct ExplicitTcache {
+    flags: c_int,
+}
+
+impl ExplicitTcache {
+    /// Flags for `class`'s arena and a tcache of its own (never destroyed: benchmarks only).
+    /// `None` if the class has no arena or jemalloc refused a tcache.
+    pub fn for_class(class: pagegen_core::ClassId) -> Option<Self> {
+        let arena = crate::arena::slot_of(class).and_then(crate::arena::arena_of_slot)?;
+        let tc = super::ffi::tcache_create().ok()?;
+        Some(ExplicitTcache {
+            flags: sys::MALLOCX_ARENA(arena as usize) | sys::MALLOCX_TCACHE(tc as usize),
+        })
+    }
+}
+
+// SAFETY: memory comes from jemalloc with the layout's size and alignment flag and is freed with
+// the same size; failure is null; it never unwinds.
+unsafe impl GlobalAlloc for ExplicitTcache {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let af = align_flags(layout.align(), layout.size());
+        // SAFETY: non-zero size (contract); flags name a live arena and tcache.
+        unsafe { sys::mallocx(layout.size(), self.flags | af).cast() }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let af = align_flags(layout.align(), layout.size());
+        // SAFETY: `ptr` came from `alloc` with `layout`.
+        unsafe { sys::sdallocx(ptr.cast(), layout.size(), self.flags | af) }
+    }
+}
