@@ -112,6 +112,25 @@ unsafe fn dealloc_in(cell: &ThreadCell, ptr: *mut u8, layout: Layout) {
     unsafe { sys::sdallocx(ptr.cast::<c_void>(), size, flags) }
 }
 
+/// Reallocates by allocating in the current mode, copying and freeing the old block.
+///
+/// # Safety
+/// The `GlobalAlloc::realloc` contract: `ptr` is live with `layout`, `new_size > 0` and forms a
+/// valid layout with `layout.align()`.
+unsafe fn move_block(c: &ThreadCell, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees `new_size` with `layout.align()` is a valid layout.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    // SAFETY: `new_size > 0`.
+    let p = unsafe { alloc_in(c, new_layout, false) };
+    if !p.is_null() {
+        // SAFETY: both blocks are live, distinct, and at least `min(old, new)` long.
+        unsafe { ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size)) };
+        // SAFETY: `ptr` is live with `layout`; it is not used again.
+        unsafe { dealloc_in(c, ptr, layout) };
+    }
+    p
+}
+
 /// This thread's cell, by reference. `LocalKey::with` with the allocator's whole body as its
 /// closure was not inlined (an indirect call through the key on every allocation, measured at
 /// +6 ns per pair); taking only the address keeps `with` trivial and inlined.
@@ -150,42 +169,35 @@ unsafe impl GlobalAlloc for PagegenAlloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let c = cell();
-        {
-            let old = layout.size();
-            let owner = region::owner(ptr as usize);
-            let af = align_flags(layout.align(), new_size);
-            if owner == c.slot.get() {
-                // Same pool (both default, or both the current class): jemalloc may grow in place.
-                let flags = c.flags.get();
-                // SAFETY: `ptr` is live with `layout` and `new_size > 0` (contract); `flags` is
-                // this thread's arena/tcache or 0.
-                let p: *mut u8 = unsafe {
-                    if flags == 0 && af == 0 {
-                        sys::realloc(ptr.cast(), new_size).cast()
-                    } else {
-                        sys::rallocx(ptr.cast(), new_size, flags | af).cast()
-                    }
-                };
-                if !p.is_null() {
-                    c.on_realloc(old, new_size);
-                }
-                p
+        let flags = c.flags.get();
+        if region::owner(ptr as usize) != c.slot.get() {
+            // Moving between pools: rallocx would free the old object into the current tcache
+            // (the cross-class hazard), so move by hand; it counts as one alloc and one free.
+            // SAFETY: forwarded `GlobalAlloc::realloc` contract.
+            return unsafe { move_block(c, ptr, layout, new_size) };
+        }
+        // Same pool (both default, or both the current class): jemalloc may grow in place.
+        let af = align_flags(layout.align(), new_size);
+        // SAFETY: `ptr` is live with `layout` and `new_size > 0` (contract); `flags` is this
+        // thread's arena/tcache or 0.
+        let p: *mut u8 = unsafe {
+            if flags == 0 && af == 0 {
+                sys::realloc(ptr.cast(), new_size).cast()
             } else {
-                // Moving between pools: rallocx would free the old object into the current
-                // tcache (the cross-class hazard), so move by hand; it counts as alloc + free.
-                // SAFETY: the caller guarantees `new_size` with `layout.align()` is a valid layout.
-                let new_layout =
-                    unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-                // SAFETY: `new_size > 0`.
-                let p = unsafe { alloc_in(c, new_layout, false) };
-                if !p.is_null() {
-                    // SAFETY: both blocks are live, distinct, and at least `min(old, new)` long.
-                    unsafe { ptr::copy_nonoverlapping(ptr, p, old.min(new_size)) };
-                    // SAFETY: `ptr` is live with `layout`; it is not used again.
-                    unsafe { dealloc_in(c, ptr, layout) };
-                }
-                p
+                sys::rallocx(ptr.cast(), new_size, flags | af).cast()
             }
+        };
+        if !p.is_null() {
+            c.on_realloc(layout.size(), new_size);
+            p
+        } else if flags == 0 {
+            // Out of memory in the default arena: passed on.
+            p
+        } else {
+            // The class's slot is exhausted: move by hand; `alloc_in` falls back to the default
+            // arena, where a real out-of-memory returns null too.
+            // SAFETY: forwarded `GlobalAlloc::realloc` contract; `ptr` is still live.
+            unsafe { move_block(c, ptr, layout, new_size) }
         }
     }
 }
