@@ -14,8 +14,23 @@
 //!    `mallocx(MALLOCX_ARENA | MALLOCX_TCACHE)` with this thread's explicit tcache for the class
 //!    (bounded per thread, destroyed by the `thread_stopping` hook). Frees find the owning class by
 //!    a range check, so a free across classes goes home, and [`ArenaStats`] stays truthful.
+//!    Because jemalloc leaves its `malloc`/`free` fast paths when given explicit flags, a class
+//!    arena costs a few ns per call; [`ClassArenas::heavy_only`] isolates only memory-heavy classes.
 //! 3. **Budgets at poll boundaries** ([`MemCheck`]): soft, 50 % and 90 % checkpoints and a cancel
 //!    verdict past the hard limit; the process-wide [`MemoryPool`] bounds the sum of grants.
+//!
+//! ## Wiring (for the facade)
+//! - `#[global_allocator] static A: PagegenAlloc = PagegenAlloc::new();`
+//! - add [`AllocHook`] to the executor's hook tuple; it needs nothing else;
+//! - subscribe [`ClassArenas`] (or [`ClassArenas::heavy_only`]) to the class registry;
+//! - size a [`MemoryPool`] (configured, or [`MemoryPool::from_cgroup`]) and take a [`Reservation`]
+//!   per admitted request;
+//! - on a timer or a metrics scrape: [`ArenaStats::refresh`], then [`ArenaStats::all`]; after a
+//!   class's burst, [`ArenaStats::purge`] or [`ArenaStats::decay`].
+//!
+//! Accounting is exact for Rust allocations made through the global allocator inside a bracket;
+//! allocations by C code calling `malloc` directly (jemalloc serves them too, unprefixed) are not
+//! attributed to any request.
 //!
 //! ## Unsafe
 //! `unsafe` is denied crate-wide and allowed only under `raw` (FFI to jemalloc, the extent

@@ -227,3 +227,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn realloc_across_classes_moves_the_object_home_to_the_new_class() {
+    let s = ArenaStats::new().expect("stats");
+    let (a, b) = (arena(15), arena(16));
+    let big = large_size();
+    let (a0, b0) = (stats(&s, a), stats(&s, b));
+    let mut held: Option<Vec<u8>> = None;
+    let slot = &mut held;
+    in_poll(15, move || *slot = Some(vec![0u8; big]));
+    let mut v = held.expect("allocated");
+    assert!(
+        v.iter().all(|&x| x == 0),
+        "zeroed allocation in a class arena"
+    );
+    v[big - 1] = 9;
+    assert_eq!(stats(&s, a).allocated - a0.allocated, big as u64);
+    let slot = &mut v;
+    in_poll(16, move || slot.reserve_exact(big));
+    assert_eq!(v[big - 1], 9, "contents survive the move");
+    let grown = v.capacity() as u64;
+    assert!(grown >= 2 * big as u64);
+    let (a1, b1) = (stats(&s, a), stats(&s, b));
+    assert_eq!(a1.allocated, a0.allocated, "the old block went home to A");
+    assert_eq!(
+        b1.allocated - b0.allocated,
+        size_class(grown as usize) as u64
+    );
+    drop(v);
+    assert_eq!(stats(&s, b).allocated, b0.allocated);
+}

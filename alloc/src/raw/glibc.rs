@@ -76,3 +76,28 @@ unsafe impl GlobalAlloc for GlibcMalloc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glibc_round_trips_plain_and_over_aligned_blocks() {
+        for align in [8, 16, 64, 4096] {
+            let layout = Layout::from_size_align(100, align).expect("layout");
+            // SAFETY: non-zero layout; each block is used within its size and freed once.
+            unsafe {
+                let p = GlibcMalloc.alloc_zeroed(layout);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0);
+                assert_eq!(*p.add(99), 0);
+                *p.add(99) = 5;
+                let q = GlibcMalloc.realloc(p, layout, 5000);
+                assert!(!q.is_null());
+                assert_eq!(q as usize % align, 0);
+                assert_eq!(*q.add(99), 5);
+                GlibcMalloc.dealloc(q, Layout::from_size_align(5000, align).expect("layout"));
+            }
+        }
+    }
+}
