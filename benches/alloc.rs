@@ -216,6 +216,25 @@ fn micro(c: &mut Criterion) {
     g.finish();
 }
 
+/// The hook's own cost per poll: `before_poll` + `after_poll` around an empty poll (select the
+/// class's tcache, zero the cell; take it, flush into the request's atomics, judge the budget).
+fn hook_bracket(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc_hook_bracket");
+    let ctx = request(CLASS_A);
+    for (name, hook) in [
+        ("class", AllocHook::new()),
+        ("accounting_only", AllocHook::accounting_only()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                hook.before_poll(&ctx);
+                black_box(hook.after_poll(&ctx, &PollStats::default()))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     let c = Criterion::default().configure_from_args();
     if smoke() {
@@ -232,6 +251,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = micro
+    targets = micro, hook_bracket
 }
 criterion_main!(benches);

@@ -84,14 +84,15 @@ impl ThreadCell {
     /// bytes (one allocation, bucketed by the new size), shrinkage is freed bytes (no extra free).
     #[inline(always)]
     pub(crate) fn on_realloc(&self, old: usize, new: usize) {
-        if new >= old {
+        if new > old {
             let bucket = &self.sizes[log2_bucket(new as u64)];
             bucket.set(bucket.get().wrapping_add(1));
             self.grow((new - old) as u64);
-        } else {
+        } else if new < old {
             self.freed_bytes
                 .set(self.freed_bytes.get().wrapping_add((old - new) as u64));
         }
+        // Same size: nothing moved, nothing counted.
     }
 
     #[inline(always)]
@@ -106,6 +107,9 @@ impl ThreadCell {
 
     /// Zeroes the counters (start of a bracket). The allocation mode is left alone.
     pub(crate) fn reset(&self) {
+        if self.alloc_bytes.get() == 0 && self.freed_bytes.get() == 0 {
+            return; // already zero: see `take`
+        }
         self.alloc_bytes.set(0);
         self.freed_bytes.set(0);
         self.frees.set(0);
@@ -117,6 +121,11 @@ impl ThreadCell {
 
     /// Reads the counters out as one flush and zeroes them (end of a bracket).
     pub(crate) fn take(&self) -> MemFlush {
+        // Every counted event moves a byte counter (sizes are never 0, a same-size realloc counts
+        // nothing), so an idle bracket is recognised without touching the histogram.
+        if self.alloc_bytes.get() == 0 && self.freed_bytes.get() == 0 {
+            return MemFlush::default();
+        }
         let size_classes: [u64; LOG2_BUCKETS] = std::array::from_fn(|i| self.sizes[i].get());
         let (alloc_bytes, freed_bytes) = (self.alloc_bytes.get(), self.freed_bytes.get());
         let flush = MemFlush {
@@ -170,6 +179,12 @@ mod tests {
         assert_eq!(f.size_classes[log2_bucket(1000)], 1);
         assert_eq!(f.size_classes[log2_bucket(1500)], 1);
         assert_eq!(c.take(), MemFlush::default(), "take zeroes the cell");
+        c.on_realloc(64, 64);
+        assert_eq!(
+            c.take(),
+            MemFlush::default(),
+            "a same-size realloc counts nothing"
+        );
     }
 
     #[test]

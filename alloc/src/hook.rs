@@ -82,6 +82,17 @@ impl AllocHook {
         })
     }
 
+    /// Folds `f` into the request's account and returns its peak. A bracket that neither allocated
+    /// nor freed skips the account's atomics (~50 ns of the ~65 ns a bracket costs, measured by the
+    /// `alloc_hook_bracket` bench) and just reads the peak.
+    fn fold(ctx: &RequestCtx, f: &MemFlush) -> i64 {
+        if f.alloc_bytes == 0 && f.freed_bytes == 0 {
+            ctx.mem.peak_net_bytes()
+        } else {
+            ctx.mem.flush(f)
+        }
+    }
+
     /// Judges `peak` against `ctx`'s live grant, marks the checkpoints it reached, and says whether
     /// to cancel.
     pub fn check(ctx: &RequestCtx, peak: i64) -> Verdict {
@@ -105,8 +116,8 @@ impl PollHook for AllocHook {
     }
     #[inline]
     fn after_poll(&self, ctx: &RequestCtx, _stats: &PollStats) -> Verdict {
-        let f = self.leave();
-        let peak = ctx.mem.flush(&f);
+        let peak = AllocHook::fold(ctx, &self.leave());
+        // Judged even after an empty poll: a checkpoint may have shrunk the grant meanwhile.
         AllocHook::check(ctx, peak)
     }
     #[inline]
@@ -115,7 +126,7 @@ impl PollHook for AllocHook {
     }
     #[inline]
     fn after_drop(&self, ctx: &RequestCtx, _cause: DropCause) {
-        ctx.mem.flush(&self.leave());
+        AllocHook::fold(ctx, &self.leave());
     }
     #[inline]
     fn before_blocking(&self, ctx: &RequestCtx) {
@@ -123,7 +134,7 @@ impl PollHook for AllocHook {
     }
     #[inline]
     fn after_blocking(&self, ctx: &RequestCtx, _stats: &BlockingStats) {
-        let peak = ctx.mem.flush(&self.leave());
+        let peak = AllocHook::fold(ctx, &self.leave());
         // A blocking closure has no verdict of its own; an overrun shows at the request's next poll
         // boundary through the cancel flag.
         if let Verdict::Cancel(reason) = AllocHook::check(ctx, peak) {
