@@ -25,6 +25,9 @@ use crate::cell::{CELL, NO_SLOT};
 use crate::tcache;
 
 /// The allocator's poll hook. Compose it with the others in the executor's hook tuple.
+///
+/// It reads what [`PagegenAlloc`](crate::PagegenAlloc) counted: with another global allocator
+/// installed (`#[pagegen::main(allocator = false)]`) every count stays zero and no budget fires.
 #[derive(Clone, Copy, Debug)]
 pub struct AllocHook {
     arenas: bool,
