@@ -1,0 +1,214 @@
+//! State shared by a runtime's threads and its handles: queues, idle set, owner list, blocking pool,
+//! and the spawn/schedule paths.
+//!
+//! Scheduling rules:
+//! - a **spawn** from one of this runtime's workers goes to the back of that worker's queue; from any
+//!   other thread, to the injector;
+//! - a **wake** on one of this runtime's workers goes to its LIFO slot (the displaced task to the back
+//!   of its queue): the woken task most likely shares the waker's cache lines (ping-pong); from any
+//!   other thread, to the injector;
+//! - every push that others could steal notifies an idle worker (`idle.rs`, I1/I2).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::sync::{Arc, OnceLock};
+
+use pagegen_core::{CancelReason, ClassId, PollHook, RequestCtx, RequestId, Unpark};
+
+use crate::blocking::{BlockingPool, BlockingTask};
+use crate::context;
+use crate::idle::Idle;
+use crate::injector::Injector;
+use crate::loom::{AtomicBool, Ordering};
+use crate::owned::OwnedTasks;
+use crate::queue::{Local, CAPACITY};
+use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
+use crate::task::JoinHandle;
+
+/// Per-worker state other threads see.
+pub(crate) struct WorkerSlot {
+    pub(crate) queue: Local,
+    pub(crate) unpark: OnceLock<Arc<dyn Unpark>>,
+}
+
+/// The runtime's shared state.
+pub(crate) struct Shared {
+    pub(crate) injector: Injector,
+    pub(crate) workers: Box<[WorkerSlot]>,
+    pub(crate) idle: Idle,
+    pub(crate) owned: OwnedTasks,
+    pub(crate) shutdown: AtomicBool,
+    next_id: AtomicU64,
+    /// Context of unclassified work spawned outside any request.
+    pub(crate) background: Arc<RequestCtx>,
+    pub(crate) blocking: Arc<BlockingPool>,
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The hook for cold paths (spawn after shutdown, shutdown drops, blocking threads).
+    pub(crate) cold_hook: Arc<dyn PollHook>,
+}
+
+/// Request id of the background context. Request ids come from the facade's admission; the
+/// background context is not a request, so it takes the top of the range nobody hands out.
+pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId(u64::MAX);
+
+impl Shared {
+    pub(crate) fn new(
+        workers: usize,
+        blocking: Arc<BlockingPool>,
+        tokio: Option<tokio::runtime::Handle>,
+        cold_hook: Arc<dyn PollHook>,
+    ) -> Self {
+        Shared {
+            injector: Injector::new(),
+            workers: (0..workers)
+                .map(|_| WorkerSlot {
+                    queue: Local::new(),
+                    unpark: OnceLock::new(),
+                })
+                .collect(),
+            idle: Idle::new(workers),
+            owned: OwnedTasks::new(),
+            shutdown: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            background: RequestCtx::background(BACKGROUND_REQUEST, ClassId::DEFAULT),
+            blocking,
+            tokio,
+            cold_hook,
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, StdOrdering::Relaxed)
+    }
+
+    /// Spawns `fut` in `ctx` (default: the current request's, else the background context).
+    pub(crate) fn spawn<F>(
+        self: &Arc<Self>,
+        fut: F,
+        ctx: Option<Arc<RequestCtx>>,
+    ) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let ctx = ctx
+            .or_else(RequestCtx::current)
+            .unwrap_or_else(|| self.background.clone());
+        let (notified, join, owned) = new_task(fut, self.clone(), ctx, self.next_id(), true);
+        let owned = owned.expect("worker tasks are owned");
+        match self.owned.insert(owned) {
+            Ok(()) => self.schedule_spawn(notified),
+            Err(owned) => {
+                // Shut down: the task completes at once as cancelled, its future dropped here.
+                drop(notified);
+                self.shutdown_task(owned);
+            }
+        }
+        JoinHandle::new(join)
+    }
+
+    /// Runs `f` on the blocking pool in `ctx` (default: the current request's, else background).
+    pub(crate) fn spawn_blocking<F, R>(
+        self: &Arc<Self>,
+        f: F,
+        ctx: Option<Arc<RequestCtx>>,
+    ) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let ctx = ctx
+            .or_else(RequestCtx::current)
+            .unwrap_or_else(|| self.background.clone());
+        let (notified, join, _) = new_task(
+            BlockingTask::new(f),
+            self.blocking.clone(),
+            ctx,
+            self.next_id(),
+            false,
+        );
+        notified.schedule();
+        JoinHandle::new(join)
+    }
+
+    /// A2 for one task: take its permit and drop its future as cancelled by shutdown.
+    pub(crate) fn shutdown_task(&self, owned: OwnedRef) {
+        if let Some(r) = owned.shutdown() {
+            let _ctx = RequestCtx::enter(&r.header().ctx);
+            crate::run::cancel(&*self.cold_hook, r, CancelReason::Shutdown);
+        }
+    }
+
+    #[inline]
+    fn schedule_spawn(&self, task: Notified) {
+        match context::worker_index(self) {
+            Some(i) => self.push_local(i, task),
+            None => self.push_remote(task),
+        }
+    }
+
+    /// Pushes on worker `index`'s own queue (caller is that worker), overflowing half the queue to
+    /// the injector, and notifies an idle worker.
+    #[inline]
+    pub(crate) fn push_local(&self, index: usize, task: Notified) {
+        let q = &self.workers[index].queue;
+        if let Err(task) = q.push(task) {
+            let mut batch = Vec::with_capacity(CAPACITY / 2 + 1);
+            q.pop_n(CAPACITY / 2, &mut batch);
+            batch.push(task);
+            // A closed injector means shutdown: the owner list completes these tasks.
+            drop(self.injector.push_batch(batch));
+        }
+        self.notify_one();
+    }
+
+    /// Pushes on the injector and notifies an idle worker.
+    pub(crate) fn push_remote(&self, task: Notified) {
+        if let Err(task) = self.injector.push(task) {
+            drop(task);
+            return;
+        }
+        self.notify_one();
+    }
+
+    /// I1/I2: wakes one sleeping worker if nobody is searching.
+    #[inline]
+    pub(crate) fn notify_one(&self) {
+        if let Some(w) = self.idle.worker_to_notify() {
+            self.unpark(w);
+        }
+    }
+
+    pub(crate) fn unpark(&self, worker: usize) {
+        if let Some(u) = self.workers[worker].unpark.get() {
+            u.unpark();
+        }
+    }
+
+    /// Whether any queue holds work (I1's re-check).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.workers.iter().any(|w| !w.queue.is_empty())
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+impl Schedule for Arc<Shared> {
+    #[inline]
+    fn schedule(&self, task: Notified) {
+        match context::worker_index(self) {
+            Some(i) => {
+                if let Some(prev) = context::lifo_replace(task) {
+                    self.push_local(i, prev);
+                }
+            }
+            None => self.push_remote(task),
+        }
+    }
+
+    fn release(&self, task: &Header) -> Option<OwnedRef> {
+        self.owned.remove(task)
+    }
+}

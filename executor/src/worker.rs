@@ -1,0 +1,267 @@
+//! The worker loop: find a task, run it, park when there is none.
+//!
+//! Order of search, per tick (tokio's order, which its benchmarks tuned):
+//! 1. every [`GLOBAL_INTERVAL`] ticks, the injector first, so remote work cannot starve behind a busy
+//!    local queue;
+//! 2. the LIFO slot, at most [`MAX_LIFO_POLLS`] times in a row (so two tasks waking each other cannot
+//!    starve the queue);
+//! 3. the local queue; 4. a batch from the injector; 5. as a searcher (`idle.rs` I2), half of another
+//!    worker's queue, then the injector again;
+//! 6. nothing: park by `idle.rs` I1, through the I/O driver if there is one.
+//!
+//! The driver is polled without blocking every [`GLOBAL_INTERVAL`] ticks and before parking
+//! (`core::driver`'s contract). The request context of the task being polled is made current; it is
+//! kept current across consecutive tasks of the same request (no `Arc` traffic per poll when one
+//! request's tasks run back to back) and cleared before parking.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use pagegen_core::{CtxGuard, DriverFactory, PollHook, PoolId, RequestCtx, WorkerInfo};
+
+use crate::context;
+use crate::park::{Park, Parker};
+use crate::run::{self, Ran};
+use crate::shared::Shared;
+use crate::task::raw::{Notified, Start};
+
+/// Ticks between injector-first checks and driver polls. Tokio's `global_queue_interval` and
+/// `event_interval` default to 31 and 61; a prime avoids resonating with task periods. 61 for both
+/// keeps one counter.
+pub(crate) const GLOBAL_INTERVAL: u32 = 61;
+/// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
+const MAX_LIFO_POLLS: u32 = 3;
+
+/// Everything a worker thread needs, moved onto it.
+pub(crate) struct WorkerStart<H> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hook: Arc<H>,
+    pub(crate) index: usize,
+    pub(crate) driver: Option<Arc<dyn DriverFactory>>,
+    pub(crate) timing: bool,
+    /// Signalled once the worker's unparker is registered.
+    pub(crate) ready: std::sync::mpsc::Sender<()>,
+}
+
+struct Worker<'a, H> {
+    shared: &'a Shared,
+    hook: &'a H,
+    index: usize,
+    park: Park,
+    tick: u32,
+    lifo_polls: u32,
+    searching: bool,
+    timing: bool,
+    /// The context made current for the last task, kept while the next task shares it.
+    cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
+    steal_seed: u32,
+    batch: Vec<Notified>,
+}
+
+/// A worker thread's body.
+pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
+    let WorkerStart {
+        shared,
+        hook,
+        index,
+        driver,
+        timing,
+        ready,
+    } = start;
+    let info = WorkerInfo {
+        index,
+        pool: Some(PoolId::LATENCY),
+        name: std::thread::current().name().unwrap_or_default().to_owned(),
+    };
+    let _tokio = shared.tokio.as_ref().map(|h| h.enter());
+    let _rt = context::enter(shared.clone());
+    context::set_worker(Some(&shared), index);
+    let park = match driver.map(|f| f.worker_driver(&info)) {
+        Some(Ok(d)) => Park::Driver(d),
+        Some(Err(e)) => {
+            if index == 0 {
+                tracing::warn!("I/O driver unavailable on workers ({e}); parking on a condvar");
+            }
+            Park::Own(Arc::new(Parker::new()))
+        }
+        None => Park::Own(Arc::new(Parker::new())),
+    };
+    let _ = shared.workers[index].unpark.set(park.unparker());
+    let _ = ready.send(());
+    drop(ready);
+    let _ = catch_unwind(AssertUnwindSafe(|| hook.thread_started(&info)));
+
+    let mut w = Worker {
+        shared: &shared,
+        hook: &*hook,
+        index,
+        park,
+        tick: 0,
+        lifo_polls: 0,
+        searching: false,
+        timing,
+        cur_ctx: None,
+        steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
+        batch: Vec::new(),
+    };
+    w.run();
+
+    // Wakes from here on go to the injector, which shutdown drains.
+    context::set_worker(None, 0);
+    drop(context::lifo_take());
+    while let Some(t) = shared.workers[index].queue.pop() {
+        drop(t);
+    }
+    w.cur_ctx = None;
+    let _ = catch_unwind(AssertUnwindSafe(|| hook.thread_stopping(&info)));
+    drop(w);
+}
+
+impl<H: PollHook> Worker<'_, H> {
+    fn run(&mut self) {
+        while !self.shared.is_shutdown() {
+            self.tick = self.tick.wrapping_add(1);
+            if self.tick % GLOBAL_INTERVAL == 0 {
+                self.park.poll_nonblocking();
+            }
+            match self.next_task() {
+                Some(task) => {
+                    if self.searching {
+                        self.searching = false;
+                        if self.shared.idle.stop_searching() {
+                            self.shared.notify_one();
+                        }
+                    }
+                    self.run_task(task);
+                }
+                None => self.park(),
+            }
+        }
+        if self.searching {
+            self.searching = false;
+            self.shared.idle.stop_searching();
+        }
+    }
+
+    #[inline]
+    fn next_task(&mut self) -> Option<Notified> {
+        let q = &self.shared.workers[self.index].queue;
+        if self.tick % GLOBAL_INTERVAL == 0 {
+            if let Some(t) = self.from_injector() {
+                return Some(t);
+            }
+        }
+        if self.lifo_polls < MAX_LIFO_POLLS {
+            if let Some(t) = context::lifo_take() {
+                self.lifo_polls += 1;
+                return Some(t);
+            }
+        } else if let Some(t) = context::lifo_take() {
+            // The LIFO task had its turns: it goes behind the queue.
+            self.shared.push_local(self.index, t);
+        }
+        self.lifo_polls = 0;
+        if let Some(t) = q.pop() {
+            return Some(t);
+        }
+        if let Some(t) = self.from_injector() {
+            return Some(t);
+        }
+        if !self.searching {
+            self.searching = self.shared.idle.try_start_searching();
+            if !self.searching {
+                return None;
+            }
+        }
+        self.steal().or_else(|| self.from_injector())
+    }
+
+    fn from_injector(&mut self) -> Option<Notified> {
+        let n = self.shared.workers.len();
+        let q = &self.shared.workers[self.index].queue;
+        // Take a fair share of the backlog at once (tokio takes up to half its queue's capacity).
+        let extra = (crate::queue::CAPACITY / 2)
+            .saturating_sub(q.len())
+            .min(16 * n);
+        let first = self
+            .shared
+            .injector
+            .pop_batch(extra / n.max(1), &mut self.batch)?;
+        for t in self.batch.drain(..) {
+            if let Err(t) = q.push(t) {
+                // Cannot happen with `extra` sized to the free space; keep the task regardless.
+                self.shared.push_remote(t);
+            }
+        }
+        Some(first)
+    }
+
+    fn steal(&mut self) -> Option<Notified> {
+        let n = self.shared.workers.len();
+        // xorshift32: a cheap per-worker sequence so thieves do not all start at worker 0.
+        self.steal_seed ^= self.steal_seed << 13;
+        self.steal_seed ^= self.steal_seed >> 17;
+        self.steal_seed ^= self.steal_seed << 5;
+        let start = self.steal_seed as usize % n;
+        let mine = &self.shared.workers[self.index].queue;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if i == self.index {
+                continue;
+            }
+            if let Some(t) = self.shared.workers[i].queue.steal_into(mine) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn run_task(&mut self, task: Notified) {
+        match task.start() {
+            Start::Skip => {}
+            Start::Cancel(r) => {
+                self.enter_ctx(&r.header().ctx);
+                run::cancel(self.hook, r, pagegen_core::CancelReason::Aborted);
+            }
+            Start::Run(r) => {
+                self.enter_ctx(&r.header().ctx);
+                if let Ran::Requeue(t) = run::poll(self.hook, r, self.timing) {
+                    // A yield (or budget exhaustion): behind everything already queued.
+                    self.shared.push_local(self.index, t);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn enter_ctx(&mut self, ctx: &Arc<RequestCtx>) {
+        let p = Arc::as_ptr(ctx);
+        if let Some((cur, _)) = &self.cur_ctx {
+            if std::ptr::eq(*cur, p) {
+                return;
+            }
+        }
+        // Drop the previous guard first so the new one restores "no context", not the old one.
+        self.cur_ctx = None;
+        self.cur_ctx = Some((p, RequestCtx::enter(ctx)));
+    }
+
+    /// I1: register as sleeping, re-check, park; on wake-up, I3.
+    fn park(&mut self) {
+        if self.park.poll_nonblocking() > 0 {
+            return;
+        }
+        self.cur_ctx = None;
+        let idle = &self.shared.idle;
+        idle.register_sleeper(self.index, self.searching);
+        self.searching = false;
+        idle.fence_after_register();
+        if self.shared.has_work() || self.shared.is_shutdown() {
+            self.searching = idle.unregister_sleeper(self.index);
+            return;
+        }
+        self.park.park(None);
+        self.searching = idle.unregister_sleeper(self.index);
+    }
+}
