@@ -26,9 +26,27 @@
 use std::io;
 use std::thread;
 
+/// The handle workers enter. Under `--cfg loom` (models of the queues and state machine only) tokio is
+/// not built: tokio itself swaps in loom under that flag and does not compile as a dependency then.
+#[cfg(not(loom))]
+pub(crate) type TokioHandle = tokio::runtime::Handle;
+#[cfg(loom)]
+pub(crate) use loom_stub::TokioHandle;
+
+#[cfg(loom)]
+mod loom_stub {
+    /// Stand-in so the rest of the crate compiles unchanged under loom.
+    #[derive(Clone, Debug)]
+    pub(crate) struct TokioHandle;
+    impl TokioHandle {
+        pub(crate) fn enter(&self) {}
+    }
+}
+
 /// The driver thread and its runtime's handle.
 pub(crate) struct TokioDriver {
-    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) handle: TokioHandle,
+    #[cfg(not(loom))]
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -40,7 +58,16 @@ impl std::fmt::Debug for TokioDriver {
 }
 
 impl TokioDriver {
+    /// Under loom there is no tokio: the runtime is built without compatibility.
+    #[cfg(loom)]
+    pub(crate) fn start(_name: &str) -> io::Result<Self> {
+        Err(io::Error::other(
+            "tokio compatibility is not built under --cfg loom",
+        ))
+    }
+
     /// Starts the driver thread.
+    #[cfg(not(loom))]
     pub(crate) fn start(name: &str) -> io::Result<Self> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
@@ -75,6 +102,7 @@ impl TokioDriver {
 
     /// Stops the driver thread and waits for it.
     pub(crate) fn stop(&mut self) {
+        #[cfg(not(loom))]
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

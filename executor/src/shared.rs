@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     /// Context of unclassified work spawned outside any request.
     pub(crate) background: Arc<RequestCtx>,
     pub(crate) blocking: Arc<BlockingPool>,
-    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    pub(crate) tokio: Option<crate::compat::TokioHandle>,
     /// The hook for cold paths (spawn after shutdown, shutdown drops, blocking threads).
     pub(crate) cold_hook: Arc<dyn PollHook>,
 }
@@ -55,7 +55,7 @@ impl Shared {
     pub(crate) fn new(
         workers: usize,
         blocking: Arc<BlockingPool>,
-        tokio: Option<tokio::runtime::Handle>,
+        tokio: Option<crate::compat::TokioHandle>,
         cold_hook: Arc<dyn PollHook>,
     ) -> Self {
         Shared {
