@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Mutex;
 
 use pagegen_core::CancelReason;
 
@@ -15,7 +16,9 @@ pub struct JoinError {
 
 enum Repr {
     Cancelled(CancelReason),
-    Panic(Box<dyn Any + Send + 'static>),
+    /// The mutex makes the error `Sync` (so it converts into `anyhow::Error` and friends) without
+    /// requiring the payload to be; it is locked only to read the message or take the payload.
+    Panic(Mutex<Box<dyn Any + Send + 'static>>),
 }
 
 /// The cause of a [`JoinError`], for logs and `source()` chains.
@@ -50,7 +53,7 @@ impl JoinError {
     pub(crate) fn panic(id: u64, payload: Box<dyn Any + Send + 'static>) -> Self {
         JoinError {
             id,
-            repr: Repr::Panic(payload),
+            repr: Repr::Panic(Mutex::new(payload)),
         }
     }
     /// Whether the task was cancelled (abort, hook verdict, request cancellation, shutdown).
@@ -78,7 +81,7 @@ impl JoinError {
     /// Gives the error back when it is not a panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
-            Repr::Panic(p) => Ok(p),
+            Repr::Panic(p) => Ok(p.into_inner().unwrap_or_else(|e| e.into_inner())),
             repr => Err(JoinError { id: self.id, repr }),
         }
     }
@@ -91,7 +94,7 @@ impl JoinError {
             },
             Repr::Panic(p) => TaskFailure::Panicked {
                 id: self.id,
-                message: panic_message(p.as_ref()),
+                message: panic_message(p.lock().unwrap_or_else(|e| e.into_inner()).as_ref()),
             },
         }
     }

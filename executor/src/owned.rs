@@ -4,9 +4,10 @@
 //! poll); each entry owns the task's list reference (rule S1). A task's slot index lives in its
 //! header and is read and written only under its shard's lock.
 
-use crate::loom::{lock, Condvar, Mutex};
+use crate::loom::{lock, Mutex};
 use crate::task::raw::{Header, OwnedRef};
 use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
 
 /// Shards. 64 makes two workers meet on the same lock in ~1/64 of spawns; plucked from thin air
 /// within the range tokio uses (its count scales with cores, 4× rounded up to a power of two).
@@ -16,8 +17,9 @@ pub(crate) struct OwnedTasks {
     shards: Box<[Mutex<Shard>]>,
     /// Set while `shutdown_timeout` waits for the list to empty: completions then signal `drained`.
     draining: AtomicBool,
-    drain_lock: Mutex<()>,
-    drained: Condvar,
+    // Cold-path signalling only (shutdown): plain std types, outside the loom models.
+    drain_lock: StdMutex<()>,
+    drained: StdCondvar,
 }
 
 #[derive(Default)]
@@ -33,8 +35,8 @@ impl OwnedTasks {
         OwnedTasks {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             draining: AtomicBool::new(false),
-            drain_lock: Mutex::new(()),
-            drained: Condvar::new(),
+            drain_lock: StdMutex::new(()),
+            drained: StdCondvar::new(),
         }
     }
 
@@ -79,7 +81,7 @@ impl OwnedTasks {
             }
         };
         if self.draining.load(StdOrdering::Relaxed) {
-            drop(lock(&self.drain_lock));
+            drop(self.drain_lock.lock().unwrap_or_else(|e| e.into_inner()));
             self.drained.notify_all();
         }
         r
@@ -90,10 +92,9 @@ impl OwnedTasks {
     }
 
     /// Waits until no task is live or `deadline` passes; `true` if it emptied.
-    #[cfg(not(loom))]
     pub(crate) fn wait_empty(&self, deadline: std::time::Instant) -> bool {
         self.draining.store(true, StdOrdering::SeqCst);
-        let mut g = lock(&self.drain_lock);
+        let mut g = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if self.is_empty() {
                 return true;
