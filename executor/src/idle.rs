@@ -97,3 +97,43 @@ impl Idle {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_idle {
+    use super::*;
+    use crate::loom::AtomicBool;
+    use crate::park::Parker;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// I1: a producer publishing work while the only worker goes to sleep never leaves it asleep
+    /// with work queued (loom reports a deadlock if the worker parks forever).
+    #[test]
+    fn loom_push_racing_with_sleep_is_never_lost() {
+        loom::model(|| {
+            let idle = Arc::new(Idle::new(1));
+            let parker = Arc::new(Parker::new());
+            let work = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let (idle, parker, work) = (idle.clone(), parker.clone(), work.clone());
+                thread::spawn(move || {
+                    work.store(true, Ordering::SeqCst);
+                    if idle.worker_to_notify() == Some(0) {
+                        parker.unpark();
+                    }
+                })
+            };
+            // The worker: look, register, fence, look again, park.
+            if !work.load(Ordering::SeqCst) {
+                idle.register_sleeper(0, false);
+                idle.fence_after_register();
+                if !work.load(Ordering::SeqCst) {
+                    parker.park(None);
+                }
+                idle.unregister_sleeper(0);
+            }
+            assert!(work.load(Ordering::SeqCst));
+            producer.join().unwrap();
+        });
+    }
+}

@@ -56,14 +56,20 @@ impl Injector {
         Vec::new()
     }
 
-    /// Takes one task, and up to `extra` more into `out`.
-    pub(crate) fn pop_batch(&self, extra: usize, out: &mut Vec<Notified>) -> Option<Notified> {
+    /// Takes one task, and into `out` a fair share of the rest: `len / workers` (tokio's split, so
+    /// one worker does not take everything), at most `max_extra`.
+    pub(crate) fn pop_batch(
+        &self,
+        workers: usize,
+        max_extra: usize,
+        out: &mut Vec<Notified>,
+    ) -> Option<Notified> {
         if self.is_empty() {
             return None;
         }
         let mut g = lock(&self.inner);
         let first = g.tasks.pop_front()?;
-        let n = extra.min(g.tasks.len());
+        let n = (g.tasks.len() / workers.max(1)).min(max_extra);
         out.extend(g.tasks.drain(..n));
         self.len.store(g.tasks.len(), Ordering::Release);
         Some(first)

@@ -143,14 +143,16 @@ impl Runtime {
                 let _ = t.join();
             }
         }
-        let _rt = context::enter(shared.clone());
-        let _tokio = shared.tokio.as_ref().map(|h| h.enter());
-        drop(shared.injector.close());
-        for owned in shared.owned.close() {
-            shared.shutdown_task(owned);
+        {
+            // Futures dropped here may touch tokio resources or spawn: keep both contexts entered.
+            let _rt = context::enter(shared.clone());
+            let _tokio = shared.tokio.as_ref().map(|h| h.enter());
+            drop(shared.injector.close());
+            for owned in shared.owned.close() {
+                shared.shutdown_task(owned);
+            }
+            shared.blocking.shutdown(blocking_until);
         }
-        shared.blocking.shutdown(blocking_until);
-        drop(_tokio);
         if let Some(mut t) = self.tokio.take() {
             t.stop();
         }

@@ -9,7 +9,7 @@
 //!    worker's queue, then the injector again;
 //! 6. nothing: park by `idle.rs` I1, through the I/O driver if there is one.
 //!
-//! The driver is polled without blocking every [`GLOBAL_INTERVAL`] ticks and before parking
+//! The driver is polled without blocking every [`DRIVER_INTERVAL`] ticks and before parking
 //! (`core::driver`'s contract). The request context of the task being polled is made current; it is
 //! kept current across consecutive tasks of the same request (no `Arc` traffic per poll when one
 //! request's tasks run back to back) and cleared before parking.
@@ -25,10 +25,11 @@ use crate::run::{self, Ran};
 use crate::shared::Shared;
 use crate::task::raw::{Notified, Start};
 
-/// Ticks between injector-first checks and driver polls. Tokio's `global_queue_interval` and
-/// `event_interval` default to 31 and 61; a prime avoids resonating with task periods. 61 for both
-/// keeps one counter.
-pub(crate) const GLOBAL_INTERVAL: u32 = 61;
+/// Ticks between injector-first checks: tokio's fixed default before it made the interval adaptive
+/// (31); a prime avoids resonating with task periods.
+pub(crate) const GLOBAL_INTERVAL: u32 = 31;
+/// Ticks between non-blocking driver polls: tokio's `event_interval` default (61).
+pub(crate) const DRIVER_INTERVAL: u32 = 61;
 /// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
 const MAX_LIFO_POLLS: u32 = 3;
 
@@ -51,6 +52,8 @@ struct Worker<'a, H> {
     tick: u32,
     lifo_polls: u32,
     searching: bool,
+    /// The last task yielded: look at the injector first next tick.
+    yielded: bool,
     timing: bool,
     /// The context made current for the last task, kept while the next task shares it.
     cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
@@ -99,6 +102,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         tick: 0,
         lifo_polls: 0,
         searching: false,
+        yielded: false,
         timing,
         cur_ctx: None,
         steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
@@ -121,7 +125,7 @@ impl<H: PollHook> Worker<'_, H> {
     fn run(&mut self) {
         while !self.shared.is_shutdown() {
             self.tick = self.tick.wrapping_add(1);
-            if self.tick % GLOBAL_INTERVAL == 0 {
+            if self.tick % DRIVER_INTERVAL == 0 {
                 self.park.poll_nonblocking();
             }
             match self.next_task() {
@@ -146,8 +150,10 @@ impl<H: PollHook> Worker<'_, H> {
     #[inline]
     fn next_task(&mut self) -> Option<Notified> {
         let q = &self.shared.workers[self.index].queue;
-        if self.tick % GLOBAL_INTERVAL == 0 {
-            if let Some(t) = self.from_injector() {
+        // After a yield, remote work goes first: a yielding task says "others may run now", and
+        // tokio gets the same effect by deferring yielded tasks until its queue is drained.
+        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.yielded) {
+            if let Some(t) = self.take_injected() {
                 return Some(t);
             }
         }
@@ -164,7 +170,7 @@ impl<H: PollHook> Worker<'_, H> {
         if let Some(t) = q.pop() {
             return Some(t);
         }
-        if let Some(t) = self.from_injector() {
+        if let Some(t) = self.take_injected() {
             return Some(t);
         }
         if !self.searching {
@@ -173,20 +179,15 @@ impl<H: PollHook> Worker<'_, H> {
                 return None;
             }
         }
-        self.steal().or_else(|| self.from_injector())
+        self.steal().or_else(|| self.take_injected())
     }
 
-    fn from_injector(&mut self) -> Option<Notified> {
+    fn take_injected(&mut self) -> Option<Notified> {
         let n = self.shared.workers.len();
         let q = &self.shared.workers[self.index].queue;
-        // Take a fair share of the backlog at once (tokio takes up to half its queue's capacity).
-        let extra = (crate::queue::CAPACITY / 2)
-            .saturating_sub(q.len())
-            .min(16 * n);
-        let first = self
-            .shared
-            .injector
-            .pop_batch(extra / n.max(1), &mut self.batch)?;
+        // A fair share of the backlog at once, at most half a queue (tokio's bound).
+        let free = (crate::queue::CAPACITY / 2).saturating_sub(q.len());
+        let first = self.shared.injector.pop_batch(n, free, &mut self.batch)?;
         for t in self.batch.drain(..) {
             if let Err(t) = q.push(t) {
                 // Cannot happen with `extra` sized to the free space; keep the task regardless.
@@ -229,6 +230,7 @@ impl<H: PollHook> Worker<'_, H> {
                 if let Ran::Requeue(t) = run::poll(self.hook, r, self.timing) {
                     // A yield (or budget exhaustion): behind everything already queued.
                     self.shared.push_local(self.index, t);
+                    self.yielded = true;
                 }
             }
         }

@@ -3,7 +3,7 @@
 //!
 //! # The state protocol
 //!
-//! The word ([`state`]) holds six flags and a reference count. Each rule names who may do what; the
+//! The word (`state.rs`) holds six flags and a reference count. Each rule names who may do what; the
 //! code of each transition cites its rule.
 //!
 //! - **S1 spawn.** A new task is `NOTIFIED | JOIN_INTEREST` with one reference per owner: the queue
@@ -34,8 +34,8 @@
 //!   it with a CAS that fails on `COMPLETE`; to replace a waker it first clears the flag with a CAS
 //!   that fails on `COMPLETE`. After `COMPLETE` the slot is read-only until deallocation.
 //!
-//! The last reference deallocates. The unsafe code is all in [`raw`]; the state word in [`state`] is
-//! safe code over the [`crate::loom`] atomics and has its own loom model.
+//! The last reference deallocates. The unsafe code is all in `raw.rs`; the state word in `state.rs` is
+//! safe code over the `crate::loom` atomics and has its own loom model.
 
 pub(crate) mod budget;
 mod join;

@@ -82,7 +82,9 @@ pub(crate) struct State(AtomicUsize);
 impl State {
     /// A new task: queued (rule S1), with a `JoinHandle`, and `refs` references.
     pub(crate) fn new(refs: usize) -> Self {
-        State(AtomicUsize::new(NOTIFIED | JOIN_INTEREST | refs * REF_ONE))
+        State(AtomicUsize::new(
+            NOTIFIED | JOIN_INTEREST | (refs * REF_ONE),
+        ))
     }
 
     #[inline]
