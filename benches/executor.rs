@@ -1,5 +1,7 @@
 //! Executor parity: the workload shapes of tokio's `benches/rt_multi_threaded.rs`, on tokio's
-//! multi-thread runtime and on pagegen, both with 2 workers, in the same run.
+//! multi-thread runtime and on pagegen (with its always-on poll instrumentation, and without it as
+//! `pagegen-bare`), all with 2 workers, in the same run. The `poll_cost` group measures what the
+//! instrumentation costs per poll, beside `tokio-metrics`' `TaskMonitor::instrument`.
 //!
 //! `cargo bench --bench executor -- --measurement-time 2 --warm-up-time 1`
 //! (`PAGEGEN_BENCH_SMOKE=1` runs a tiny configuration.) Each group holds one workload; compare the
@@ -44,6 +46,17 @@ const YIELD_TASKS: usize = 200;
 enum Kind {
     Tokio,
     Pagegen,
+    PagegenBare,
+}
+
+impl Kind {
+    fn id(self) -> &'static str {
+        match self {
+            Kind::Tokio => "tokio",
+            Kind::Pagegen => "pagegen",
+            Kind::PagegenBare => "pagegen-bare",
+        }
+    }
 }
 
 enum Rt {
@@ -67,22 +80,27 @@ impl Join {
 
 impl Rt {
     fn new(kind: Kind) -> Rt {
+        Rt::with_workers(kind, WORKERS)
+    }
+    fn with_workers(kind: Kind, workers: usize) -> Rt {
         match kind {
             Kind::Tokio => Rt::Tokio(
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(WORKERS)
+                    .worker_threads(workers)
                     .enable_all()
                     .build()
                     .unwrap(),
             ),
-            Kind::Pagegen => Rt::Pagegen(
+            Kind::Pagegen | Kind::PagegenBare => Rt::Pagegen(
                 pagegen::runtime::Builder::new()
-                    .workers(WORKERS)
+                    .workers(workers)
+                    .poll_timing(matches!(kind, Kind::Pagegen))
                     .build()
                     .unwrap(),
             ),
         }
     }
+    /// Which spawn/yield functions tasks call (both pagegen flavours use pagegen's).
     fn kind(&self) -> Kind {
         match self {
             Rt::Tokio(_) => Kind::Tokio,
@@ -108,14 +126,14 @@ impl Rt {
 fn spawn<F: Future<Output = ()> + Send + 'static>(kind: Kind, f: F) -> Join {
     match kind {
         Kind::Tokio => Join::Tokio(tokio::spawn(f)),
-        Kind::Pagegen => Join::Pagegen(pagegen::spawn(f)),
+        Kind::Pagegen | Kind::PagegenBare => Join::Pagegen(pagegen::spawn(f)),
     }
 }
 
 async fn yield_now(kind: Kind) {
     match kind {
         Kind::Tokio => tokio::task::yield_now().await,
-        Kind::Pagegen => pagegen::task::yield_now().await,
+        Kind::Pagegen | Kind::PagegenBare => pagegen::task::yield_now().await,
     }
 }
 
@@ -134,13 +152,9 @@ fn both(c: &mut Criterion, name: &str, mut f: impl FnMut(&Rt, &mut criterion::Be
             .measurement_time(Duration::from_millis(200))
             .warm_up_time(Duration::from_millis(50));
     }
-    for kind in [Kind::Tokio, Kind::Pagegen] {
+    for kind in [Kind::Tokio, Kind::PagegenBare, Kind::Pagegen] {
         let rt = Rt::new(kind);
-        let id = match kind {
-            Kind::Tokio => "tokio",
-            Kind::Pagegen => "pagegen",
-        };
-        g.bench_function(id, |b| f(&rt, b));
+        g.bench_function(kind.id(), |b| f(&rt, b));
     }
     g.finish();
 }
@@ -290,8 +304,58 @@ fn chained_spawn(c: &mut Criterion) {
     });
 }
 
+/// One task yielding `POLLS` times on a 1-worker runtime: `POLLS + 1` polls, nothing else. The
+/// per-poll cost of instrumentation is (instrumented − bare) / polls.
+fn poll_cost(c: &mut Criterion) {
+    let polls = if smoke() { 1_000 } else { 100_000 };
+    let mut g = c.benchmark_group("poll_cost");
+    if smoke() {
+        g.sample_size(10)
+            .measurement_time(Duration::from_millis(200))
+            .warm_up_time(Duration::from_millis(50));
+    }
+    for kind in [Kind::Tokio, Kind::PagegenBare, Kind::Pagegen] {
+        let rt = Rt::with_workers(kind, 1);
+        g.bench_function(kind.id(), |b| {
+            b.iter(|| {
+                let kind = rt.kind();
+                rt.block_on(async move {
+                    spawn(kind, async move {
+                        for _ in 0..polls {
+                            yield_now(kind).await;
+                        }
+                    })
+                    .join()
+                    .await
+                })
+            })
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let monitor = tokio_metrics::TaskMonitor::new();
+    g.bench_function("tokio-metrics", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                tokio::spawn(monitor.instrument(async move {
+                    for _ in 0..polls {
+                        tokio::task::yield_now().await;
+                    }
+                }))
+                .await
+                .unwrap()
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     executor,
+    poll_cost,
     spawn_many_local,
     spawn_many_remote_idle,
     spawn_many_remote_busy,

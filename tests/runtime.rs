@@ -390,3 +390,42 @@ async fn the_test_attribute_runs_on_its_own_runtime() {
 async fn the_test_attribute_takes_workers() {
     assert_eq!(pagegen::runtime::Handle::current().workers(), 2);
 }
+
+/// Records what the executor measured for each poll.
+#[derive(Default)]
+struct StatsHook(Mutex<Vec<PollStats>>);
+impl PollHook for StatsHook {
+    fn after_poll(&self, _: &RequestCtx, stats: &PollStats) -> Verdict {
+        self.0.lock().unwrap().push(*stats);
+        Verdict::Continue
+    }
+}
+
+#[test]
+fn every_poll_is_instrumented_and_summarised() {
+    let hook = Arc::new(StatsHook::default());
+    let rt = Builder::new()
+        .workers(1)
+        .hook(hook.clone())
+        .build()
+        .unwrap();
+    let handle = rt.handle();
+    rt.block_on(rt.spawn(async {
+        pagegen::task::yield_now().await;
+        pagegen::task::yield_now().await;
+    }))
+    .unwrap();
+    drop(rt);
+    let stats = hook.0.lock().unwrap().clone();
+    let indices: Vec<u64> = stats.iter().map(|s| s.poll_index).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    assert_eq!(stats.iter().filter(|s| s.ready).count(), 1);
+    assert!(stats.iter().all(|s| s.cpu_ns <= s.busy_ns));
+    let summary = handle.poll_summary();
+    assert_eq!(
+        summary.polls, 3,
+        "workers publish what they saw before exiting"
+    );
+    assert_eq!(summary.first_poll_delay_ns.len(), 1);
+    assert_eq!(summary.busy_ns.len(), 3);
+}

@@ -60,7 +60,7 @@ impl Builder<NoHook> {
             max_blocking: DEFAULT_MAX_BLOCKING,
             keep_alive: DEFAULT_KEEP_ALIVE,
             stack_size: None,
-            poll_timing: false,
+            poll_timing: true,
         }
     }
 }
@@ -140,8 +140,10 @@ impl<H: PollHook> Builder<H> {
         self.stack_size = Some(bytes);
         self
     }
-    /// Measure each poll's wall time for the hook's [`PollStats`](pagegen_core::PollStats)
-    /// (`Instant`-based; off by default, so hooks see zeros).
+    /// Always-on poll instrumentation (default on; see `instrument.rs`): wall/CPU time, scheduled and
+    /// first-poll delay per poll, into hooks' [`PollStats`](pagegen_core::PollStats) and
+    /// [`Handle::poll_summary`](crate::Handle::poll_summary). Off: hooks see zeros and nothing is
+    /// recorded (the parity bench's "uninstrumented" runtime).
     pub fn poll_timing(mut self, on: bool) -> Self {
         self.poll_timing = on;
         self
@@ -153,6 +155,9 @@ impl<H: PollHook> Builder<H> {
     /// When the OS refuses a thread or tokio's drivers cannot start (e.g. no epoll).
     pub fn build(self) -> io::Result<Runtime> {
         let hook = Arc::new(self.hook);
+        if self.poll_timing {
+            crate::clock::init();
+        }
         let cold_hook: Arc<dyn PollHook> = hook.clone();
         let tokio = if self.tokio_compat {
             Some(TokioDriver::start(&self.thread_name)?)
@@ -173,6 +178,7 @@ impl<H: PollHook> Builder<H> {
             blocking.clone(),
             tokio.as_ref().map(|t| t.handle.clone()),
             cold_hook,
+            self.poll_timing,
         ));
         blocking.set_runtime(&shared);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -24,19 +24,23 @@
 //! | `shared`, `context` | shared runtime state; thread-local current runtime and worker |
 //! | [`compat`] | tokio's drivers on a driver thread, and the limits that follow |
 //! | `builder`, `runtime` | [`Builder`], [`Runtime`], [`Handle`], [`spawn`], [`spawn_blocking`] |
+//! | `instrument`, [`clock`] | always-on poll instrumentation; the TSC-or-`Instant` poll clock |
 //! | `loom` | the atomics facade swapped under `--cfg loom` |
 //!
-//! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers) and `queue.rs` (converting a
-//! claimed slot back to a task reference); every block names its invariant.
+//! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers), `queue.rs` (converting a
+//! claimed slot back to a task reference) and `sys.rs` (`rdtsc`, the thread CPU clock); every block
+//! names its invariant.
 #![warn(missing_docs)]
 
 mod blocking;
 mod builder;
+pub mod clock;
 pub mod compat;
 mod context;
 mod error;
 mod idle;
 mod injector;
+mod instrument;
 mod loom;
 mod owned;
 mod park;
@@ -44,11 +48,13 @@ mod queue;
 mod run;
 mod runtime;
 mod shared;
+mod sys;
 pub mod task;
 mod worker;
 
 pub use builder::Builder;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
+pub use instrument::PollSummary;
 pub use runtime::{spawn, spawn_blocking, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};

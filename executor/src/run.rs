@@ -6,11 +6,11 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::Context;
-use std::time::Instant;
 
 use pagegen_core::{CancelReason, DropCause, PollHook, PollStats, Verdict};
 
 use crate::error::JoinError;
+use crate::instrument::Instr;
 use crate::task::budget;
 use crate::task::raw::{Idle, PollOutcome, Running};
 
@@ -24,7 +24,7 @@ pub(crate) enum Ran {
 
 /// Polls `r` once with hooks around it. The request context must already be current.
 #[inline]
-pub(crate) fn poll<H: PollHook + ?Sized>(hook: &H, r: Running, timing: bool) -> Ran {
+pub(crate) fn poll<H: PollHook + ?Sized>(hook: &H, r: Running, instr: Option<&mut Instr>) -> Ran {
     let ctx = &*r.header().ctx;
     let id = r.header().id;
     if let Some(reason) = ctx.cancel_requested() {
@@ -39,19 +39,26 @@ pub(crate) fn poll<H: PollHook + ?Sized>(hook: &H, r: Running, timing: bool) -> 
     r.header()
         .polls
         .store(poll_index + 1, std::sync::atomic::Ordering::Relaxed);
-    let start = timing.then(Instant::now);
+    let start = instr.as_ref().map(|i| i.start());
     let outcome = {
         let waker = r.waker();
         let mut cx = Context::from_waker(&waker);
         budget::with_budget(Some(budget::INITIAL), || r.poll(&mut cx))
     };
-    let busy_ns = start.map_or(0, |s| s.elapsed().as_nanos() as u64);
-    let stats = PollStats {
-        busy_ns,
-        cpu_ns: busy_ns,
-        sched_delay_ns: 0,
-        ready: matches!(outcome, PollOutcome::Ready),
-        poll_index,
+    let ready = matches!(outcome, PollOutcome::Ready);
+    let stats = match (instr, start) {
+        (Some(i), Some(start)) => {
+            let woken_at = r
+                .header()
+                .woken_at
+                .load(std::sync::atomic::Ordering::Relaxed);
+            i.finish(start, woken_at, poll_index, ready)
+        }
+        _ => PollStats {
+            ready,
+            poll_index,
+            ..PollStats::default()
+        },
     };
     let verdict = catch_unwind(AssertUnwindSafe(|| hook.after_poll(ctx, &stats)));
     match (outcome, verdict) {

@@ -11,6 +11,7 @@ use pagegen_core::RequestCtx;
 
 use crate::compat::TokioDriver;
 use crate::context::{self, EnterGuard};
+use crate::instrument::PollSummary;
 use crate::loom::Ordering;
 use crate::park::Parker;
 use crate::shared::Shared;
@@ -240,6 +241,11 @@ impl Handle {
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+    /// Poll statistics published by the workers so far (each worker publishes every 1 024 polls and
+    /// whenever it goes idle); empty when instrumentation is off.
+    pub fn poll_summary(&self) -> PollSummary {
+        self.shared.poll_summary()
     }
 }
 

@@ -16,10 +16,12 @@ use std::sync::{Arc, OnceLock};
 use pagegen_core::{CancelReason, ClassId, PollHook, RequestCtx, RequestId, Unpark};
 
 use crate::blocking::{BlockingPool, BlockingTask};
+use crate::clock;
 use crate::context;
 use crate::idle::Idle;
 use crate::injector::Injector;
-use crate::loom::{AtomicBool, Ordering};
+use crate::instrument::PollSummary;
+use crate::loom::{lock, AtomicBool, Mutex, Ordering};
 use crate::owned::OwnedTasks;
 use crate::queue::{Local, CAPACITY};
 use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
@@ -45,6 +47,10 @@ pub(crate) struct Shared {
     pub(crate) tokio: Option<crate::compat::TokioHandle>,
     /// The hook for cold paths (spawn after shutdown, shutdown drops, blocking threads).
     pub(crate) cold_hook: Arc<dyn PollHook>,
+    /// Whether polls are instrumented (`instrument.rs`): wakes and spawns are then time-stamped.
+    pub(crate) timing: bool,
+    /// Each worker's published poll statistics.
+    pub(crate) stats: Box<[Mutex<PollSummary>]>,
 }
 
 /// Request id of the background context. Request ids come from the facade's admission; the
@@ -57,6 +63,7 @@ impl Shared {
         blocking: Arc<BlockingPool>,
         tokio: Option<crate::compat::TokioHandle>,
         cold_hook: Arc<dyn PollHook>,
+        timing: bool,
     ) -> Self {
         Shared {
             injector: Injector::new(),
@@ -74,7 +81,28 @@ impl Shared {
             blocking,
             tokio,
             cold_hook,
+            timing,
+            stats: (0..workers)
+                .map(|_| Mutex::new(PollSummary::new()))
+                .collect(),
         }
+    }
+
+    /// Time-stamps a task being queued (the start of its scheduled delay).
+    #[inline]
+    pub(crate) fn stamp(&self, h: &Header) {
+        if self.timing {
+            h.woken_at.store(clock::now(), StdOrdering::Relaxed);
+        }
+    }
+
+    /// Every worker's published poll statistics, merged.
+    pub(crate) fn poll_summary(&self) -> PollSummary {
+        let mut all = PollSummary::new();
+        for s in self.stats.iter() {
+            all.merge(&lock(s));
+        }
+        all
     }
 
     fn next_id(&self) -> u64 {
@@ -141,6 +169,7 @@ impl Shared {
 
     #[inline]
     fn schedule_spawn(&self, task: Notified) {
+        self.stamp(task.header());
         match context::worker_index(self) {
             Some(i) => self.push_local(i, task),
             None => self.push_remote(task),
@@ -198,6 +227,7 @@ impl Shared {
 impl Schedule for Arc<Shared> {
     #[inline]
     fn schedule(&self, task: Notified) {
+        self.stamp(task.header());
         match context::worker_index(self) {
             Some(i) => {
                 if let Some(prev) = context::lifo_replace(task) {

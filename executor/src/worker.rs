@@ -20,6 +20,7 @@ use std::sync::Arc;
 use pagegen_core::{CtxGuard, DriverFactory, PollHook, PoolId, RequestCtx, WorkerInfo};
 
 use crate::context;
+use crate::instrument::Instr;
 use crate::park::{Park, Parker};
 use crate::run::{self, Ran};
 use crate::shared::Shared;
@@ -54,7 +55,7 @@ struct Worker<'a, H> {
     searching: bool,
     /// The last task yielded: look at the injector first next tick.
     yielded: bool,
-    timing: bool,
+    instr: Option<Instr>,
     /// The context made current for the last task, kept while the next task shares it.
     cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
     steal_seed: u32,
@@ -103,12 +104,15 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         lifo_polls: 0,
         searching: false,
         yielded: false,
-        timing,
+        instr: timing.then(Instr::new),
         cur_ctx: None,
         steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
         batch: Vec::new(),
     };
     w.run();
+    if let Some(i) = &mut w.instr {
+        i.publish(&shared.stats[index]);
+    }
 
     // Wakes from here on go to the injector, which shutdown drains.
     context::set_worker(None, 0);
@@ -137,6 +141,11 @@ impl<H: PollHook> Worker<'_, H> {
                         }
                     }
                     self.run_task(task);
+                    if let Some(i) = &mut self.instr {
+                        if i.due() {
+                            i.publish(&self.shared.stats[self.index]);
+                        }
+                    }
                 }
                 None => self.park(),
             }
@@ -188,6 +197,10 @@ impl<H: PollHook> Worker<'_, H> {
         // A fair share of the backlog at once, at most half a queue (tokio's bound).
         let free = (crate::queue::CAPACITY / 2).saturating_sub(q.len());
         let first = self.shared.injector.pop_batch(n, free, &mut self.batch)?;
+        if let Some(i) = &mut self.instr {
+            // Taking the lock may have waited: not the next poll's time.
+            i.restart();
+        }
         for t in self.batch.drain(..) {
             if let Err(t) = q.push(t) {
                 // Cannot happen with `extra` sized to the free space; keep the task regardless.
@@ -211,6 +224,9 @@ impl<H: PollHook> Worker<'_, H> {
                 continue;
             }
             if let Some(t) = self.shared.workers[i].queue.steal_into(mine) {
+                if let Some(i) = &mut self.instr {
+                    i.restart();
+                }
                 return Some(t);
             }
         }
@@ -227,8 +243,9 @@ impl<H: PollHook> Worker<'_, H> {
             }
             Start::Run(r) => {
                 self.enter_ctx(&r.header().ctx);
-                if let Ran::Requeue(t) = run::poll(self.hook, r, self.timing) {
+                if let Ran::Requeue(t) = run::poll(self.hook, r, self.instr.as_mut()) {
                     // A yield (or budget exhaustion): behind everything already queued.
+                    self.shared.stamp(t.header());
                     self.shared.push_local(self.index, t);
                     self.yielded = true;
                 }
@@ -255,6 +272,9 @@ impl<H: PollHook> Worker<'_, H> {
             return;
         }
         self.cur_ctx = None;
+        if let Some(i) = &mut self.instr {
+            i.publish(&self.shared.stats[self.index]);
+        }
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index, self.searching);
         self.searching = false;
@@ -265,5 +285,8 @@ impl<H: PollHook> Worker<'_, H> {
         }
         self.park.park(None);
         self.searching = idle.unregister_sleeper(self.index);
+        if let Some(i) = &mut self.instr {
+            i.restart();
+        }
     }
 }

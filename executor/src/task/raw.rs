@@ -53,6 +53,10 @@ pub(crate) struct Header {
     pub(crate) owned_slot: AtomicUsize,
     /// Polls so far; written only by the holder of `RUNNING`.
     pub(crate) polls: AtomicU64,
+    /// Poll-clock ticks at the last wake or spawn (instrumentation's scheduled delay); written by
+    /// whoever queues the task, read by the worker that polls it, `Relaxed` (a stale value only skews
+    /// one delay sample).
+    pub(crate) woken_at: AtomicU64,
 }
 
 // SAFETY: `Header` is shared between threads only through `&`: its mutable parts are atomics, and
@@ -298,6 +302,7 @@ where
             ctx,
             owned_slot: AtomicUsize::new(usize::MAX),
             polls: AtomicU64::new(0),
+            woken_at: AtomicU64::new(0),
         },
         scheduler,
         future: UnsafeCell::new(Some(future)),
@@ -324,6 +329,11 @@ pub(crate) enum Start {
 }
 
 impl Notified {
+    /// The task's header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        self.0.header()
+    }
     /// Rule R1: take the run permit.
     #[inline]
     pub(crate) fn start(self) -> Start {

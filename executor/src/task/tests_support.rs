@@ -65,7 +65,7 @@ impl Counter {
     pub(crate) fn run(&self, t: Notified) {
         match t.start() {
             Start::Run(r) => {
-                if let Ran::Requeue(t) = run::poll(&NoHook, r, false) {
+                if let Ran::Requeue(t) = run::poll(&NoHook, r, None) {
                     self.0.sched.schedule(t);
                 }
             }
