@@ -8,6 +8,7 @@ use pagegen_core::{DriverFactory, NoHook, PollHook};
 
 use crate::blocking::{BlockingPool, PoolConfig};
 use crate::compat::TokioDriver;
+use crate::pool::PoolSpec;
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::worker::{run_worker, WorkerStart};
@@ -35,6 +36,7 @@ pub struct Builder<H = NoHook> {
     keep_alive: Duration,
     stack_size: Option<usize>,
     poll_timing: bool,
+    pools: Option<Vec<PoolSpec>>,
 }
 
 impl<H> std::fmt::Debug for Builder<H> {
@@ -61,6 +63,7 @@ impl Builder<NoHook> {
             keep_alive: DEFAULT_KEEP_ALIVE,
             stack_size: None,
             poll_timing: true,
+            pools: None,
         }
     }
 }
@@ -72,7 +75,7 @@ impl Default for Builder<NoHook> {
 }
 
 impl<H: PollHook> Builder<H> {
-    /// Number of worker threads.
+    /// Number of worker threads (of the single default pool; see [`pool`](Self::pool)).
     ///
     /// # Panics
     /// If `n` is 0: write `workers(1)` for a single worker.
@@ -102,7 +105,21 @@ impl<H: PollHook> Builder<H> {
             keep_alive: self.keep_alive,
             stack_size: self.stack_size,
             poll_timing: self.poll_timing,
+            pools: self.pools,
         }
+    }
+    /// Adds a worker pool; the first added is `PoolId(0)` (the latency pool by convention), the
+    /// second `PoolId(1)` (bulk), and so on. With any pool added, [`workers`](Self::workers) is
+    /// ignored and the pools' worker counts apply. See `pool.rs` for the rules.
+    ///
+    /// # Panics
+    /// Past 255 pools (a `PoolId` is a byte).
+    #[track_caller]
+    pub fn pool(mut self, spec: PoolSpec) -> Self {
+        let pools = self.pools.get_or_insert_with(Vec::new);
+        assert!(pools.len() < 255, "at most 255 pools");
+        pools.push(spec);
+        self
     }
     /// A per-worker I/O driver (`core::driver`'s contract); workers park through it.
     pub fn driver(mut self, factory: Arc<dyn DriverFactory>) -> Self {
@@ -173,8 +190,16 @@ impl<H: PollHook> Builder<H> {
             },
             cold_hook.clone(),
         ));
+        let pools = self
+            .pools
+            .unwrap_or_else(|| vec![PoolSpec::new("worker", self.workers)]);
+        let prefix = &self.thread_name;
+        let names: Vec<String> = pools
+            .iter()
+            .flat_map(|p| (0..p.workers).map(move |i| format!("{prefix}-{}-{i}", p.name)))
+            .collect();
         let shared = Arc::new(Shared::new(
-            self.workers,
+            pools,
             blocking.clone(),
             tokio.as_ref().map(|t| t.handle.clone()),
             cold_hook,
@@ -183,7 +208,7 @@ impl<H: PollHook> Builder<H> {
         blocking.set_runtime(&shared);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut rt = Runtime::new(shared.clone(), tokio);
-        for index in 0..self.workers {
+        for (index, name) in names.into_iter().enumerate() {
             let start = WorkerStart {
                 shared: shared.clone(),
                 hook: hook.clone(),
@@ -192,8 +217,7 @@ impl<H: PollHook> Builder<H> {
                 timing: self.poll_timing,
                 ready: ready_tx.clone(),
             };
-            let mut b =
-                std::thread::Builder::new().name(format!("{}-worker-{index}", self.thread_name));
+            let mut b = std::thread::Builder::new().name(name);
             if let Some(s) = self.stack_size {
                 b = b.stack_size(s);
             }
@@ -202,7 +226,7 @@ impl<H: PollHook> Builder<H> {
         }
         drop(ready_tx);
         // Every worker registers its unparker before any task can be scheduled on it.
-        for _ in 0..self.workers {
+        for _ in 0..shared.workers.len() {
             let _ = ready_rx.recv();
         }
         Ok(rt)

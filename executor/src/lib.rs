@@ -19,6 +19,7 @@
 //! | `park` | the fallback parker and the driver-or-parker choice |
 //! | `owned` | the live-task list used by shutdown |
 //! | `worker` | the worker loop |
+//! | `pool` | worker pools at fixed OS priorities; tasks move, threads do not |
 //! | `run` | one poll with its hooks, panic containment |
 //! | `blocking` | the `spawn_blocking` pool |
 //! | `shared`, `context` | shared runtime state; thread-local current runtime and worker |
@@ -28,7 +29,8 @@
 //! | `loom` | the atomics facade swapped under `--cfg loom` |
 //!
 //! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers), `queue.rs` (converting a
-//! claimed slot back to a task reference) and `sys.rs` (`rdtsc`, the thread CPU clock); every block
+//! claimed slot back to a task reference) and `sys.rs` (`rdtsc`, the thread CPU clock, thread nice
+//! values); every block
 //! names its invariant.
 #![warn(missing_docs)]
 
@@ -44,6 +46,7 @@ mod instrument;
 mod loom;
 mod owned;
 mod park;
+mod pool;
 mod queue;
 mod run;
 mod runtime;
@@ -56,5 +59,6 @@ pub use builder::Builder;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
+pub use pool::PoolSpec;
 pub use runtime::{spawn, spawn_blocking, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};

@@ -148,7 +148,9 @@ impl Runtime {
             // Futures dropped here may touch tokio resources or spawn: keep both contexts entered.
             let _rt = context::enter(shared.clone());
             let _tokio = shared.tokio.as_ref().map(|h| h.enter());
-            drop(shared.injector.close());
+            for pool in shared.pools.iter() {
+                drop(pool.injector.close());
+            }
             for owned in shared.owned.close() {
                 shared.shutdown_task(owned);
             }
@@ -242,7 +244,7 @@ impl Handle {
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
     }
-    /// Poll statistics published by the workers so far (each worker publishes every 1 024 polls and
+    /// Poll statistics published by the workers so far (each worker publishes every 16 384 polls and
     /// whenever it goes idle); empty when instrumentation is off.
     pub fn poll_summary(&self) -> PollSummary {
         self.shared.poll_summary()

@@ -1,13 +1,13 @@
 //! State shared by a runtime's threads and its handles: queues, idle set, owner list, blocking pool,
 //! and the spawn/schedule paths.
 //!
-//! Scheduling rules:
-//! - a **spawn** from one of this runtime's workers goes to the back of that worker's queue; from any
-//!   other thread, to the injector;
-//! - a **wake** on one of this runtime's workers goes to its LIFO slot (the displaced task to the back
-//!   of its queue): the woken task most likely shares the waker's cache lines (ping-pong); from any
-//!   other thread, to the injector;
-//! - every push that others could steal notifies an idle worker (`idle.rs`, I1/I2).
+//! Scheduling rules (a task's *pool* is its request's, see `pool.rs`):
+//! - a **spawn** from a worker of the task's pool goes to the back of that worker's queue; from any
+//!   other thread, to the pool's injector;
+//! - a **wake** on a worker of the task's pool goes to its LIFO slot (the displaced task to the back of
+//!   its queue): the woken task most likely shares the waker's cache lines (ping-pong); from any other
+//!   thread, to the pool's injector;
+//! - every push that others could steal notifies an idle worker of the pool (`idle.rs`, I1/I2).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
@@ -18,11 +18,10 @@ use pagegen_core::{CancelReason, ClassId, PollHook, RequestCtx, RequestId, Unpar
 use crate::blocking::{BlockingPool, BlockingTask};
 use crate::clock;
 use crate::context;
-use crate::idle::Idle;
-use crate::injector::Injector;
 use crate::instrument::PollSummary;
 use crate::loom::{lock, AtomicBool, Mutex, Ordering};
 use crate::owned::OwnedTasks;
+use crate::pool::{PoolShared, PoolSpec};
 use crate::queue::{Local, CAPACITY};
 use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
 use crate::task::JoinHandle;
@@ -31,13 +30,14 @@ use crate::task::JoinHandle;
 pub(crate) struct WorkerSlot {
     pub(crate) queue: Local,
     pub(crate) unpark: OnceLock<Arc<dyn Unpark>>,
+    /// Index of the worker's pool.
+    pub(crate) pool: usize,
 }
 
 /// The runtime's shared state.
 pub(crate) struct Shared {
-    pub(crate) injector: Injector,
+    pub(crate) pools: Box<[PoolShared]>,
     pub(crate) workers: Box<[WorkerSlot]>,
-    pub(crate) idle: Idle,
     pub(crate) owned: OwnedTasks,
     pub(crate) shutdown: AtomicBool,
     next_id: AtomicU64,
@@ -59,21 +59,27 @@ pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId(u64::MAX);
 
 impl Shared {
     pub(crate) fn new(
-        workers: usize,
+        pools: Vec<PoolSpec>,
         blocking: Arc<BlockingPool>,
         tokio: Option<crate::compat::TokioHandle>,
         cold_hook: Arc<dyn PollHook>,
         timing: bool,
     ) -> Self {
+        let mut slots = Vec::new();
+        let mut pool_states = Vec::with_capacity(pools.len());
+        for (p, spec) in pools.into_iter().enumerate() {
+            let start = slots.len();
+            slots.extend((0..spec.workers).map(|_| WorkerSlot {
+                queue: Local::new(),
+                unpark: OnceLock::new(),
+                pool: p,
+            }));
+            pool_states.push(PoolShared::new(spec, start..slots.len()));
+        }
+        let workers = slots.len();
         Shared {
-            injector: Injector::new(),
-            workers: (0..workers)
-                .map(|_| WorkerSlot {
-                    queue: Local::new(),
-                    unpark: OnceLock::new(),
-                })
-                .collect(),
-            idle: Idle::new(workers),
+            pools: pool_states.into_boxed_slice(),
+            workers: slots.into_boxed_slice(),
             owned: OwnedTasks::new(),
             shutdown: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -167,12 +173,33 @@ impl Shared {
         }
     }
 
+    /// The pool `h` runs in: its request's grant's, or the first pool if that one does not exist.
+    #[inline]
+    pub(crate) fn task_pool(&self, h: &Header) -> usize {
+        if self.pools.len() == 1 {
+            return 0;
+        }
+        let p = h.ctx.grant().pool().0 as usize;
+        if p < self.pools.len() {
+            p
+        } else {
+            0
+        }
+    }
+
+    /// This thread's worker index if it is a worker of pool `pool`.
+    #[inline]
+    fn local_worker(&self, pool: usize) -> Option<usize> {
+        context::worker_index(self).filter(|&i| self.workers[i].pool == pool)
+    }
+
     #[inline]
     fn schedule_spawn(&self, task: Notified) {
         self.stamp(task.header());
-        match context::worker_index(self) {
+        let pool = self.task_pool(task.header());
+        match self.local_worker(pool) {
             Some(i) => self.push_local(i, task),
-            None => self.push_remote(task),
+            None => self.push_remote(pool, task),
         }
     }
 
@@ -186,24 +213,28 @@ impl Shared {
             q.pop_n(CAPACITY / 2, &mut batch);
             batch.push(task);
             // A closed injector means shutdown: the owner list completes these tasks.
-            drop(self.injector.push_batch(batch));
+            drop(
+                self.pools[self.workers[index].pool]
+                    .injector
+                    .push_batch(batch),
+            );
         }
-        self.notify_one();
+        self.notify_one(self.workers[index].pool);
     }
 
-    /// Pushes on the injector and notifies an idle worker.
-    pub(crate) fn push_remote(&self, task: Notified) {
-        if let Err(task) = self.injector.push(task) {
+    /// Pushes on pool `pool`'s injector and notifies one of its idle workers.
+    pub(crate) fn push_remote(&self, pool: usize, task: Notified) {
+        if let Err(task) = self.pools[pool].injector.push(task) {
             drop(task);
             return;
         }
-        self.notify_one();
+        self.notify_one(pool);
     }
 
-    /// I1/I2: wakes one sleeping worker if nobody is searching.
+    /// I1/I2: wakes one sleeping worker of `pool` if none of its workers is searching.
     #[inline]
-    pub(crate) fn notify_one(&self) {
-        if let Some(w) = self.idle.worker_to_notify() {
+    pub(crate) fn notify_one(&self, pool: usize) {
+        if let Some(w) = self.pools[pool].idle.worker_to_notify() {
             self.unpark(w);
         }
     }
@@ -214,9 +245,13 @@ impl Shared {
         }
     }
 
-    /// Whether any queue holds work (I1's re-check).
-    pub(crate) fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.workers.iter().any(|w| !w.queue.is_empty())
+    /// Whether any queue of `pool` holds work (I1's re-check).
+    pub(crate) fn has_work(&self, pool: usize) -> bool {
+        let p = &self.pools[pool];
+        !p.injector.is_empty()
+            || self.workers[p.range.clone()]
+                .iter()
+                .any(|w| !w.queue.is_empty())
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -228,13 +263,14 @@ impl Schedule for Arc<Shared> {
     #[inline]
     fn schedule(&self, task: Notified) {
         self.stamp(task.header());
-        match context::worker_index(self) {
+        let pool = self.task_pool(task.header());
+        match self.local_worker(pool) {
             Some(i) => {
                 if let Some(prev) = context::lifo_replace(task) {
                     self.push_local(i, prev);
                 }
             }
-            None => self.push_remote(task),
+            None => self.push_remote(pool, task),
         }
     }
 

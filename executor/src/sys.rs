@@ -8,6 +8,19 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe { std::arch::x86_64::_rdtsc() }
 }
 
+/// Sets the calling thread's nice value (Linux: per thread, through its tid).
+pub(crate) fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: `gettid` has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    // SAFETY: plain syscall on this thread's own id; no memory is passed.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// This thread's CPU time, ns (`CLOCK_THREAD_CPUTIME_ID`); `None` if the kernel refuses.
 pub(crate) fn thread_cpu_ns() -> Option<u64> {
     let mut ts = libc::timespec {

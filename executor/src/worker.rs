@@ -49,6 +49,8 @@ struct Worker<'a, H> {
     shared: &'a Shared,
     hook: &'a H,
     index: usize,
+    /// This worker's pool, and its workers' index range.
+    pool: usize,
     park: Park,
     tick: u32,
     lifo_polls: u32,
@@ -72,11 +74,24 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         timing,
         ready,
     } = start;
+    let pool = shared.workers[index].pool;
+    let spec = &shared.pools[pool].spec;
     let info = WorkerInfo {
-        index,
-        pool: Some(PoolId::LATENCY),
+        index: index - shared.pools[pool].range.start,
+        pool: Some(PoolId(pool as u8)),
         name: std::thread::current().name().unwrap_or_default().to_owned(),
     };
+    if spec.nice != 0 {
+        if let Err(e) = crate::sys::set_thread_nice(spec.nice) {
+            if info.index == 0 {
+                tracing::warn!(
+                    "pool `{}`: the OS refused nice {} ({e}); its workers run at the default priority",
+                    spec.name,
+                    spec.nice
+                );
+            }
+        }
+    }
     let _tokio = shared.tokio.as_ref().map(|h| h.enter());
     let _rt = context::enter(shared.clone());
     context::set_worker(Some(&shared), index);
@@ -99,6 +114,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         shared: &shared,
         hook: &*hook,
         index,
+        pool,
         park,
         tick: 0,
         lifo_polls: 0,
@@ -136,8 +152,8 @@ impl<H: PollHook> Worker<'_, H> {
                 Some(task) => {
                     if self.searching {
                         self.searching = false;
-                        if self.shared.idle.stop_searching() {
-                            self.shared.notify_one();
+                        if self.shared.pools[self.pool].idle.stop_searching() {
+                            self.shared.notify_one(self.pool);
                         }
                     }
                     self.run_task(task);
@@ -152,7 +168,7 @@ impl<H: PollHook> Worker<'_, H> {
         }
         if self.searching {
             self.searching = false;
-            self.shared.idle.stop_searching();
+            self.shared.pools[self.pool].idle.stop_searching();
         }
     }
 
@@ -183,7 +199,7 @@ impl<H: PollHook> Worker<'_, H> {
             return Some(t);
         }
         if !self.searching {
-            self.searching = self.shared.idle.try_start_searching();
+            self.searching = self.shared.pools[self.pool].idle.try_start_searching();
             if !self.searching {
                 return None;
             }
@@ -192,26 +208,29 @@ impl<H: PollHook> Worker<'_, H> {
     }
 
     fn take_injected(&mut self) -> Option<Notified> {
-        let n = self.shared.workers.len();
+        let n = self.shared.pools[self.pool].range.len();
         let q = &self.shared.workers[self.index].queue;
         // A fair share of the backlog at once, at most half a queue (tokio's bound).
         let free = (crate::queue::CAPACITY / 2).saturating_sub(q.len());
-        let first = self.shared.injector.pop_batch(n, free, &mut self.batch)?;
+        let first = self.shared.pools[self.pool]
+            .injector
+            .pop_batch(n, free, &mut self.batch)?;
         if let Some(i) = &mut self.instr {
             // Taking the lock may have waited: not the next poll's time.
             i.restart();
         }
         for t in self.batch.drain(..) {
             if let Err(t) = q.push(t) {
-                // Cannot happen with `extra` sized to the free space; keep the task regardless.
-                self.shared.push_remote(t);
+                // Cannot happen with the batch sized to the free space; keep the task regardless.
+                self.shared.push_remote(self.pool, t);
             }
         }
         Some(first)
     }
 
     fn steal(&mut self) -> Option<Notified> {
-        let n = self.shared.workers.len();
+        let range = self.shared.pools[self.pool].range.clone();
+        let n = range.len();
         // xorshift32: a cheap per-worker sequence so thieves do not all start at worker 0.
         self.steal_seed ^= self.steal_seed << 13;
         self.steal_seed ^= self.steal_seed >> 17;
@@ -219,7 +238,7 @@ impl<H: PollHook> Worker<'_, H> {
         let start = self.steal_seed as usize % n;
         let mine = &self.shared.workers[self.index].queue;
         for k in 0..n {
-            let i = (start + k) % n;
+            let i = range.start + (start + k) % n;
             if i == self.index {
                 continue;
             }
@@ -244,9 +263,20 @@ impl<H: PollHook> Worker<'_, H> {
             Start::Run(r) => {
                 self.enter_ctx(&r.header().ctx);
                 if let Ran::Requeue(t) = run::poll(self.hook, r, self.instr.as_mut()) {
-                    // A yield (or budget exhaustion): behind everything already queued.
-                    self.shared.stamp(t.header());
-                    self.shared.push_local(self.index, t);
+                    // A yield (or budget exhaustion): behind everything already queued; the end
+                    // of the poll just measured is the start of its scheduled delay.
+                    if let Some(i) = &self.instr {
+                        t.header()
+                            .woken_at
+                            .store(i.start(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let pool = self.shared.task_pool(t.header());
+                    if pool == self.pool {
+                        self.shared.push_local(self.index, t);
+                    } else {
+                        // Its request moved to another pool during the poll.
+                        self.shared.push_remote(pool, t);
+                    }
                     self.yielded = true;
                 }
             }
@@ -275,11 +305,11 @@ impl<H: PollHook> Worker<'_, H> {
         if let Some(i) = &mut self.instr {
             i.publish(&self.shared.stats[self.index]);
         }
-        let idle = &self.shared.idle;
+        let idle = &self.shared.pools[self.pool].idle;
         idle.register_sleeper(self.index, self.searching);
         self.searching = false;
         idle.fence_after_register();
-        if self.shared.has_work() || self.shared.is_shutdown() {
+        if self.shared.has_work(self.pool) || self.shared.is_shutdown() {
             self.searching = idle.unregister_sleeper(self.index);
             return;
         }
