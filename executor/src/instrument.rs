@@ -87,6 +87,7 @@ pub(crate) struct Instr {
     cpu_mark: Option<(u64, u64)>,
     local: PollSummary,
     since_publish: u32,
+    last_busy_ns: u64,
 }
 
 impl Instr {
@@ -97,6 +98,7 @@ impl Instr {
             cpu_mark: crate::sys::thread_cpu_ns().map(|c| (c, now)),
             local: PollSummary::new(),
             since_publish: 0,
+            last_busy_ns: 0,
         }
     }
 
@@ -130,6 +132,7 @@ impl Instr {
         } else {
             busy_ns
         };
+        self.last_busy_ns = busy_ns;
         let l = &mut self.local;
         l.polls += 1;
         l.busy_ns.saturating_record(busy_ns.max(1));
@@ -166,6 +169,12 @@ impl Instr {
         };
         self.cpu_mark = Some((now_cpu, end));
         charged
+    }
+
+    /// Wall time of the last poll, ns.
+    #[inline]
+    pub(crate) fn last_busy_ns(&self) -> u64 {
+        self.last_busy_ns
     }
 
     /// Whether the local histograms should be published now.

@@ -31,6 +31,9 @@ use crate::task::raw::{Notified, Start};
 pub(crate) const GLOBAL_INTERVAL: u32 = 31;
 /// Ticks between non-blocking driver polls: tokio's `event_interval` default (61).
 pub(crate) const DRIVER_INTERVAL: u32 = 61;
+/// A poll longer than this sends the worker to the injector first: 200 µs is the target interval
+/// between injector checks that tokio's adaptive `global_queue_interval` aims for.
+const LONG_POLL_FOR_INJECTOR_NS: u64 = 200_000;
 /// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
 const MAX_LIFO_POLLS: u32 = 3;
 
@@ -55,8 +58,8 @@ struct Worker<'a, H> {
     tick: u32,
     lifo_polls: u32,
     searching: bool,
-    /// The last task yielded: look at the injector first next tick.
-    yielded: bool,
+    /// The last poll was long: look at the injector first next tick.
+    injector_first: bool,
     instr: Option<Instr>,
     /// The context made current for the last task, kept while the next task shares it.
     cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
@@ -119,7 +122,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         tick: 0,
         lifo_polls: 0,
         searching: false,
-        yielded: false,
+        injector_first: false,
         instr: timing.then(Instr::new),
         cur_ctx: None,
         steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
@@ -175,9 +178,10 @@ impl<H: PollHook> Worker<'_, H> {
     #[inline]
     fn next_task(&mut self) -> Option<Notified> {
         let q = &self.shared.workers[self.index].queue;
-        // After a yield, remote work goes first: a yielding task says "others may run now", and
-        // tokio gets the same effect by deferring yielded tasks until its queue is drained.
-        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.yielded) {
+        // Remote work goes first every GLOBAL_INTERVAL ticks, and right after a long poll: when polls
+        // are long, 31 of them could keep remote work waiting for many milliseconds (tokio makes its
+        // interval adaptive to the mean poll time for the same reason).
+        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.injector_first) {
             if let Some(t) = self.take_injected() {
                 return Some(t);
             }
@@ -262,7 +266,11 @@ impl<H: PollHook> Worker<'_, H> {
             }
             Start::Run(r) => {
                 self.enter_ctx(&r.header().ctx);
-                if let Ran::Requeue(t) = run::poll(self.hook, r, self.instr.as_mut()) {
+                let ran = run::poll(self.hook, r, self.instr.as_mut());
+                if let Some(i) = &self.instr {
+                    self.injector_first = i.last_busy_ns() > LONG_POLL_FOR_INJECTOR_NS;
+                }
+                if let Ran::Requeue(t) = ran {
                     // A yield (or budget exhaustion): behind everything already queued; the end
                     // of the poll just measured is the start of its scheduled delay.
                     if let Some(i) = &self.instr {
@@ -272,12 +280,19 @@ impl<H: PollHook> Worker<'_, H> {
                     }
                     let pool = self.shared.task_pool(t.header());
                     if pool == self.pool {
+                        // A yield says "others may run now": remote work waiting in the injector
+                        // goes ahead of the yielder too, not only the local queue (tokio gets the
+                        // same effect by deferring yielded tasks until its queue is drained).
+                        if !self.shared.pools[self.pool].injector.is_empty() {
+                            if let Some(first) = self.take_injected() {
+                                self.shared.push_local(self.index, first);
+                            }
+                        }
                         self.shared.push_local(self.index, t);
                     } else {
                         // Its request moved to another pool during the poll.
                         self.shared.push_remote(pool, t);
                     }
-                    self.yielded = true;
                 }
             }
         }
