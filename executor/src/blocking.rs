@@ -5,6 +5,7 @@
 //! pool instead of a worker, so it shares `JoinHandle`, abort (before it starts) and the state
 //! protocol with worker tasks. Each closure runs with its request's context current, inside
 //! `before_blocking` / `after_blocking`.
+#![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::collections::VecDeque;

@@ -1,4 +1,5 @@
 //! Building a runtime.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::sync::Arc;

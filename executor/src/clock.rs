@@ -5,6 +5,7 @@
 //! `kvm-clock` does not), the clock is `rdtsc`, converted to ns by a factor calibrated once per
 //! process against `Instant` over 10 ms. Elsewhere it is `Instant` (a vDSO call, ~20–25 ns). The
 //! choice is logged once.
+#![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -22,6 +22,7 @@
 //!   `VirtualClock` (`pagegen_core::clock`).
 //! - Every I/O readiness event and timer crosses a thread (driver → worker): a wake costs a remote
 //!   schedule. pagegen-io's per-worker driver is the remedy for file I/O.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::thread;

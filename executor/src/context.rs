@@ -1,5 +1,6 @@
 //! Thread-local runtime context: which runtime `spawn` uses on this thread, and which worker of it
 //! (if any) this thread is, for local scheduling and the LIFO slot.
+#![forbid(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;

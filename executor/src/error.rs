@@ -1,4 +1,5 @@
 //! Errors of the executor: why a task produced no output.
+#![forbid(unsafe_code)]
 
 use std::any::Any;
 use std::fmt;

@@ -12,6 +12,7 @@
 //!   searching on its behalf; a worker that wakes up and is still listed woke spuriously (timeout,
 //!   I/O) and removes itself, not searching.
 //! - At most half the workers search at once (tokio's bound against thundering herds).
+#![forbid(unsafe_code)]
 
 use crate::loom::{fence, lock, AtomicUsize, Mutex, Ordering};
 

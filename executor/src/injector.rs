@@ -1,6 +1,7 @@
 //! The global run queue: tasks spawned or woken from outside the workers, and overflow from full
 //! worker queues. A mutex around a `VecDeque`, touched only on remote spawns/wakes and when a worker
 //! runs dry; the `len` mirror lets workers test for emptiness without the lock.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 

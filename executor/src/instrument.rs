@@ -15,6 +15,7 @@
 //!   a leading-zero count, two shifts and an add; HDR histograms cost ~5 ns a record, measured with
 //!   `perf` on yield_many); every [`PUBLISH_EVERY`] polls and before parking the buckets are folded
 //!   into the worker's shared HDR histograms (one uncontended lock).
+#![forbid(unsafe_code)]
 
 use hdrhistogram::Histogram;
 use pagegen_core::PollStats;

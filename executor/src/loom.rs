@@ -4,6 +4,7 @@
 //! interleaving of the run queues, the task state machine and the parker (the facade idea is tokio's
 //! `src/loom/mod.rs`). Everything else in the crate imports from here, never from `std::sync` directly,
 //! for the state that is shared between threads on the hot path.
+#![forbid(unsafe_code)]
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};

@@ -3,6 +3,7 @@
 //! Sharded by task id (one mutex per shard, touched once at spawn and once at completion, never per
 //! poll); each entry owns the task's list reference (rule S1). A task's slot index lives in its
 //! header and is read and written only under its shard's lock.
+#![forbid(unsafe_code)]
 
 use crate::loom::{lock, Mutex};
 use crate::task::raw::{Header, OwnedRef};

@@ -4,6 +4,7 @@
 //! (`NOTIFIED`) that [`Parker::unpark`] sets and [`Parker::park`] consumes, so an unpark that comes
 //! before the park makes it return at once — the contract `core::driver` asks of every driver. The
 //! three-state word keeps the mutex off the fast path (the scheme of `std::thread::park`).
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

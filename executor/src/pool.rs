@@ -11,6 +11,7 @@
 //!   yield; an unknown pool id means the first pool;
 //! - work-stealing happens inside a pool only; each pool has its own injector and idle set;
 //! - where the OS refuses a priority the pool runs at the default one, and says so once.
+#![forbid(unsafe_code)]
 
 use std::ops::Range;
 

@@ -3,6 +3,7 @@
 //!
 //! Generic over the hook so the worker loop dispatches statically; the blocking pool and the
 //! shutdown path call the same functions with `dyn PollHook`.
+#![forbid(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::Context;

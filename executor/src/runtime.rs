@@ -1,4 +1,5 @@
 //! The runtime and its handle: spawn, block_on, shutdown.
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::pin::pin;

@@ -8,6 +8,7 @@
 //!   its queue): the woken task most likely shares the waker's cache lines (ping-pong); from any other
 //!   thread, to the pool's injector;
 //! - every push that others could steal notifies an idle worker of the pool (`idle.rs`, I1/I2).
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};

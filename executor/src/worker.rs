@@ -13,6 +13,7 @@
 //! (`core::driver`'s contract). The request context of the task being polled is made current; it is
 //! kept current across consecutive tasks of the same request (no `Arc` traffic per poll when one
 //! request's tasks run back to back) and cleared before parking.
+#![forbid(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

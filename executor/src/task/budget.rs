@@ -7,6 +7,7 @@
 //! progress (a `Pending` primitive costs nothing); with none left it wakes the task and returns
 //! `Pending`, so the worker requeues it at the back of its queue (rule R2). The idea and the number
 //! are tokio's `coop` module.
+#![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::future::Future;

@@ -1,5 +1,6 @@
 //! The task state word and its transitions; the protocol is written in [`super`]'s module docs and
 //! every transition here cites the rule it implements.
+#![forbid(unsafe_code)]
 
 use crate::loom::{AtomicUsize, Ordering};
 

@@ -1,4 +1,5 @@
 //! Giving the worker back voluntarily.
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::pin::Pin;
