@@ -1,45 +1,61 @@
-//! The smallest pagegen program: register a site's route classes in a persisted registry, admit one
-//! request under a grant, account for it, and encode its profile record.
+//! The smallest pagegen service: a hyper server on 127.0.0.1 that renders a page, moved from
+//! `#[tokio::main]` by renaming only (`tokio::spawn` → `pagegen::spawn`, `TokioExecutor` →
+//! `HyperExecutor`). It then sends itself a few requests with hyper's client and exits.
 //!
 //! Run: `cargo run --release --example hello`
-use std::time::Duration;
+use std::convert::Infallible;
 
-use pagegen::core::{
-    ClassRegistry, ClassSpec, Clock, Grant, ProfileRecord, RealClock, RequestCtx, RequestId,
-    RouteSpec, Shares,
-};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use pagegen::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
 
-fn main() -> anyhow::Result<()> {
-    let state = std::env::var("PAGEGEN_STATE_DIR").unwrap_or_else(|_| ".pagegen".into());
-    let registry = ClassRegistry::open(std::path::Path::new(&state).join("classes"))?;
-    let home = registry.register(ClassSpec::new("GET /"))?;
-    let search = registry.register(
-        ClassSpec::new("GET /search")
-            .with_shares(Shares::new(50).expect("1..=1000"))
-            .with_route(RouteSpec {
-                cpu: Some(Duration::from_millis(30)),
-                ..RouteSpec::default()
-            }),
-    )?;
-    println!("classes (ids are stable across runs, see {state}/classes):");
-    for (id, spec) in registry.classes() {
-        println!("  {id}: {} shares={}", spec.name, spec.shares.get());
-    }
+const REQUESTS: usize = 5;
 
-    let clock = RealClock::new();
-    let mut grant = Grant::unlimited(search);
-    grant.mem_hard = 64 << 20;
-    let ctx = RequestCtx::new(RequestId(1), grant, clock.now());
-    ctx.cpu.record_poll(1_200_000, 1_300_000, 4_000);
-    let record = ProfileRecord::new(1, ctx.class(), ctx.usage(clock.now()));
-    let bytes = record.to_bytes();
-    assert_eq!(ProfileRecord::decode(&bytes)?, record);
-    println!(
-        "request {} in {} used {} µs CPU; its profile record is {} bytes (home page is {home})",
-        ctx.id(),
-        ctx.class(),
-        record.usage.cpu.cpu_ns / 1000,
-        bytes.len()
+async fn render(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let page = format!(
+        "<html><body><h1>hello from pagegen</h1><p>{} {}</p></body></html>",
+        req.method(),
+        req.uri().path()
     );
+    Ok(Response::new(Full::new(Bytes::from(page))))
+}
+
+#[pagegen::main(workers = 2)]
+async fn main() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!("serving on http://{addr}");
+
+    // The accept loop, as one would write it on tokio, with pagegen::spawn per connection.
+    let server = pagegen::spawn(async move {
+        for _ in 0..REQUESTS {
+            let (stream, _) = listener.accept().await?;
+            pagegen::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(render));
+                if let Err(e) = conn.await {
+                    eprintln!("connection error: {e}");
+                }
+            });
+        }
+        anyhow::Ok(())
+    });
+
+    for i in 0..REQUESTS {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        pagegen::spawn(conn);
+        let req = Request::get(format!("/page/{i}")).body(Empty::<Bytes>::new())?;
+        let res = sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        println!("GET /page/{i} -> {status}, {} bytes", body.len());
+        anyhow::ensure!(status.is_success(), "request {i} failed");
+    }
+    server.await??;
+    println!("served {REQUESTS} requests");
     Ok(())
 }

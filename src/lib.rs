@@ -4,10 +4,31 @@
 //! **predicts** what each request is about to need, and **allocates** CPU share, memory budget and I/O
 //! depth to its class before it runs. See the repository README and `DESIGN.md` for the request loop.
 //!
-//! This crate is the facade users import. Today it re-exports the shared vocabulary
-//! ([`core`]); the executor, allocator, I/O and model crates join it as their issues land.
+//! This crate is the facade users import. Moving from tokio is a rename:
+//!
+//! | tokio | pagegen |
+//! |---|---|
+//! | `#[tokio::main]`, `#[tokio::test]` | [`#[pagegen::main]`](main), [`#[pagegen::test]`](test) |
+//! | `tokio::spawn`, `tokio::task::spawn_blocking` | [`spawn`], [`spawn_blocking`] |
+//! | `tokio::task::{yield_now, JoinHandle, JoinError}` | [`task`] |
+//! | `tokio::runtime::{Builder, Runtime, Handle}` | [`runtime`] |
+//! | `hyper_util::rt::TokioExecutor` | [`rt::HyperExecutor`] |
+//!
+//! `tokio::net`, `tokio::time` and `tokio::sync` keep working inside pagegen tasks; the limits
+//! (`tokio::spawn` bypasses pagegen, tokio's coop budget and paused clock) are in
+//! [`pagegen_executor::compat`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod __private;
+pub mod rt;
+pub mod runtime;
+pub mod task;
+
+/// Memory: pagegen's global allocator, per-request accounting, class arenas and budgets.
+pub use pagegen_alloc as alloc;
 pub use pagegen_core as core;
 pub use pagegen_core::{ClassId, ClassSpec, Demand, Grant, RequestCtx, RouteSpec, Shares, Usage};
+pub use pagegen_executor::{spawn, spawn_blocking, JoinError, JoinHandle};
+pub use pagegen_macros::{main, test};

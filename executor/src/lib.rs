@@ -1,1 +1,66 @@
-//! pagegen-executor: filled in by its issue.
+//! # pagegen-executor
+//!
+//! pagegen's multi-threaded, work-stealing executor: `N` workers with bounded per-worker queues, a
+//! global injector, a LIFO slot for the just-woken task, token-based parking that never loses a wake,
+//! a blocking pool, a cooperative budget, and [`PollHook`](pagegen_core::PollHook)s called around every
+//! poll with static dispatch. Every task carries the [`RequestCtx`](pagegen_core::RequestCtx) it works
+//! for (children inherit the spawner's; unclassified work runs in a background context of class
+//! `default`) and that context is current during its polls, drops and blocking closures.
+//!
+//! tokio compatibility ([`compat`]): tokio's I/O and time drivers run on a driver thread whose handle
+//! every pagegen thread enters, so `tokio::net`, `tokio::time` and crates on them work in pagegen tasks.
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`task`] | the task state protocol, `JoinHandle`, `yield_now`, the cooperative budget |
+//! | `queue` | the per-worker bounded work-stealing ring |
+//! | `injector` | the global queue |
+//! | `idle` | which workers sleep/search; the no-lost-wake rule |
+//! | `park` | the fallback parker and the driver-or-parker choice |
+//! | `owned` | the live-task list used by shutdown |
+//! | `worker` | the worker loop |
+//! | `pool` | worker pools at fixed OS priorities; tasks move, threads do not |
+//! | `run` | one poll with its hooks, panic containment |
+//! | `blocking` | the `spawn_blocking` pool |
+//! | `shared`, `context` | shared runtime state; thread-local current runtime and worker |
+//! | [`compat`] | tokio's drivers on a driver thread, and the limits that follow |
+//! | `builder`, `runtime` | [`Builder`], [`Runtime`], [`Handle`], [`spawn`], [`spawn_blocking`] |
+//! | `instrument`, [`clock`] | always-on poll instrumentation; the TSC-or-`Instant` poll clock |
+//! | `loom` | the atomics facade swapped under `--cfg loom` |
+//!
+//! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers), `task/join.rs` (reading the
+//! output as the handle's `T`), `queue.rs` (converting a claimed slot back to a task reference) and
+//! `sys.rs` (`rdtsc`, the thread CPU clock, thread nice
+//! values); every block
+//! names its invariant. The other modules (but `lib.rs` and `task/mod.rs`, which only declare
+//! modules) are `#![forbid(unsafe_code)]`.
+#![warn(missing_docs)]
+
+mod blocking;
+mod builder;
+pub mod clock;
+pub mod compat;
+mod context;
+mod error;
+mod idle;
+mod injector;
+mod instrument;
+mod loom;
+mod owned;
+mod park;
+mod pool;
+mod queue;
+mod run;
+mod runtime;
+mod shared;
+mod sys;
+pub mod task;
+mod worker;
+
+pub use builder::Builder;
+pub use context::EnterGuard;
+pub use error::{JoinError, TaskFailure};
+pub use instrument::PollSummary;
+pub use pool::PoolSpec;
+pub use runtime::{spawn, spawn_blocking, Handle, Runtime};
+pub use task::{yield_now, JoinHandle};

@@ -1,0 +1,190 @@
+//! Latency isolation: a light class (50 µs polls, Poisson arrivals) beside a heavy class (20 ms
+//! CPU-bound polls) that saturates the machine. Reports the light class's scheduling delay
+//! (arrival → first poll) at p50/p99/p999 and the heavy class's throughput, for
+//! 1. tokio's multi-thread runtime (2 workers),
+//! 2. pagegen, one pool of 2 workers (the heavy class shares workers with the light one),
+//! 3. pagegen with the heavy class in a bulk pool at nice +10 (latency pool 2 workers + bulk pool
+//!    2 workers: more threads than cores, so the kernel preempts heavy polls for light ones).
+//!
+//! A distribution, not an iteration time, so this is a plain `harness = false` program rather than a
+//! criterion group. `cargo bench --bench isolation` (3 s per configuration; `PAGEGEN_BENCH_SMOKE=1`:
+//! 0.3 s).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use pagegen::core::{ClassId, Grant, PoolId, RequestCtx, RequestId};
+use pagegen::runtime::{Builder, PoolSpec};
+
+const LIGHT_SERVICE: Duration = Duration::from_micros(50);
+const HEAVY_POLL: Duration = Duration::from_millis(20);
+/// Light arrivals per second: 1 000 × 50 µs = 5 % of one core, a light route at a busy site.
+const LIGHT_RATE: f64 = 1_000.0;
+/// Heavy tasks: twice the cores, so the heavy class alone saturates the machine.
+const HEAVY_TASKS: usize = 4;
+
+fn spin(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+struct Result {
+    name: &'static str,
+    light: Histogram<u64>,
+    heavy_polls_per_s: f64,
+}
+
+/// What a configuration must provide: spawning light and heavy work from a foreign thread.
+trait Target: Sync {
+    fn spawn_light(&self, f: Box<dyn FnOnce() + Send>);
+    fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>);
+}
+
+struct Tokio(tokio::runtime::Runtime);
+impl Target for Tokio {
+    fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
+        self.0.spawn(async move { f() });
+    }
+    fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>) {
+        self.0.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                spin(HEAVY_POLL);
+                polls.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+}
+
+struct Pagegen {
+    rt: pagegen::runtime::Runtime,
+    heavy_pool: PoolId,
+}
+impl Target for Pagegen {
+    fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
+        self.rt.spawn(async move { f() });
+    }
+    fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>) {
+        let mut g = Grant::unlimited(ClassId::from_raw(2));
+        g.pool = self.heavy_pool;
+        let ctx = RequestCtx::new(RequestId(2), g, 0);
+        self.rt.handle().spawn_with_ctx(ctx, async move {
+            while !stop.load(Ordering::Relaxed) {
+                spin(HEAVY_POLL);
+                polls.fetch_add(1, Ordering::Relaxed);
+                pagegen::task::yield_now().await;
+            }
+        });
+    }
+}
+
+fn run(name: &'static str, target: &dyn Target, duration: Duration) -> Result {
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU64::new(0));
+    for _ in 0..HEAVY_TASKS {
+        target.spawn_heavy(stop.clone(), polls.clone());
+    }
+    // Let the heavy class occupy the workers first.
+    std::thread::sleep(HEAVY_POLL);
+    let light = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+    ));
+    let start = Instant::now();
+    let polls_at_start = polls.load(Ordering::Relaxed);
+    // Poisson arrivals: exponential gaps from a xorshift generator (fixed seed: same schedule for
+    // every configuration).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = start;
+    while start.elapsed() < duration {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        next += Duration::from_secs_f64(-(1.0 - u).ln() / LIGHT_RATE);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let arrived = Instant::now();
+        let light = light.clone();
+        target.spawn_light(Box::new(move || {
+            let delay = arrived.elapsed().as_nanos() as u64;
+            spin(LIGHT_SERVICE);
+            light.lock().unwrap().saturating_record(delay.max(1));
+        }));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let heavy = (polls.load(Ordering::Relaxed) - polls_at_start) as f64 / elapsed;
+    stop.store(true, Ordering::Relaxed);
+    // Give in-flight light tasks a moment to record before reading.
+    std::thread::sleep(HEAVY_POLL * 2);
+    let light = light.lock().unwrap().clone();
+    Result {
+        name,
+        light,
+        heavy_polls_per_s: heavy,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let smoke = std::env::var_os("PAGEGEN_BENCH_SMOKE").is_some_and(|v| v == "1");
+    let duration = if smoke {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(3)
+    };
+    let mut results = Vec::new();
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        results.push(run("tokio (2 workers)", &Tokio(rt), duration));
+    }
+    {
+        let rt = Builder::new().workers(2).build().unwrap();
+        let t = Pagegen {
+            rt,
+            heavy_pool: PoolId::LATENCY,
+        };
+        results.push(run("pagegen, one pool (2 workers)", &t, duration));
+    }
+    {
+        let rt = Builder::new()
+            .pool(PoolSpec::new("latency", 2))
+            .pool(PoolSpec::new("bulk", 2).nice(10))
+            .build()
+            .unwrap();
+        let t = Pagegen {
+            rt,
+            heavy_pool: PoolId::BULK,
+        };
+        results.push(run(
+            "pagegen, heavy in bulk pool (2+2, nice 10)",
+            &t,
+            duration,
+        ));
+    }
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>8} {:>14}",
+        "configuration", "p50 µs", "p99 µs", "p999 µs", "light n", "heavy polls/s"
+    );
+    for r in &results {
+        let q = |p: f64| r.light.value_at_quantile(p) as f64 / 1_000.0;
+        println!(
+            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>14.1}",
+            r.name,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            r.light.len(),
+            r.heavy_polls_per_s
+        );
+    }
+}

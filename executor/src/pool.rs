@@ -1,0 +1,82 @@
+//! Worker pools: fixed sets of workers at fixed OS priorities.
+//!
+//! A Rust future cannot be preempted inside a poll, so CPU shares alone cannot save a light request
+//! from a 20 ms render on the same worker. Pools let the kernel do it: a latency pool at normal
+//! priority and a bulk pool at, say, nice +10, with more threads in total than cores, so when a light
+//! task becomes runnable the kernel preempts a long bulk poll. Rules (DESIGN.md, "Why worker pools"):
+//! - a thread's priority is set once, when it starts, and never changes (lowering is one-way without
+//!   `CAP_SYS_NICE`); **tasks move between pools**, threads do not;
+//! - a task runs in the pool of its request's grant (`RequestCtx::grant().pool()`), read when the
+//!   task is queued, so a checkpoint that demotes a request moves its tasks at their next wake or
+//!   yield; an unknown pool id means the first pool;
+//! - work-stealing happens inside a pool only; each pool has its own injector and idle set;
+//! - where the OS refuses a priority the pool runs at the default one, and says so once.
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+
+use crate::idle::Idle;
+use crate::injector::Injector;
+
+/// One pool as configured on the [`Builder`](crate::Builder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Name, used in thread names (`<runtime>-<pool>-<i>`).
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Nice value of its threads (`0` = unchanged, `10` = the usual bulk setting).
+    pub nice: i32,
+}
+
+impl PoolSpec {
+    /// A pool of `workers` threads at normal priority.
+    ///
+    /// # Panics
+    /// If `workers` is 0: a pool needs at least one worker.
+    #[track_caller]
+    pub fn new(name: impl Into<String>, workers: usize) -> Self {
+        assert!(
+            workers > 0,
+            "PoolSpec::new(_, 0): a pool needs at least one worker"
+        );
+        PoolSpec {
+            name: name.into(),
+            workers,
+            nice: 0,
+        }
+    }
+    /// Sets the nice value of the pool's threads (−20..=19; raising it needs no privilege).
+    ///
+    /// # Panics
+    /// Outside −20..=19.
+    #[track_caller]
+    pub fn nice(mut self, nice: i32) -> Self {
+        assert!(
+            (-20..=19).contains(&nice),
+            "nice({nice}): Linux nice values are -20..=19"
+        );
+        self.nice = nice;
+        self
+    }
+}
+
+/// A pool's shared scheduling state.
+pub(crate) struct PoolShared {
+    pub(crate) injector: Injector,
+    pub(crate) idle: Idle,
+    /// Its workers' indices in the runtime's worker array.
+    pub(crate) range: Range<usize>,
+    pub(crate) spec: PoolSpec,
+}
+
+impl PoolShared {
+    pub(crate) fn new(spec: PoolSpec, range: Range<usize>) -> Self {
+        PoolShared {
+            injector: Injector::new(),
+            idle: Idle::new(range.len()),
+            range,
+            spec,
+        }
+    }
+}

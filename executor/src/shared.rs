@@ -1,0 +1,281 @@
+//! State shared by a runtime's threads and its handles: queues, idle set, owner list, blocking pool,
+//! and the spawn/schedule paths.
+//!
+//! Scheduling rules (a task's *pool* is its request's, see `pool.rs`):
+//! - a **spawn** from a worker of the task's pool goes to the back of that worker's queue; from any
+//!   other thread, to the pool's injector;
+//! - a **wake** on a worker of the task's pool goes to its LIFO slot (the displaced task to the back of
+//!   its queue): the woken task most likely shares the waker's cache lines (ping-pong); from any other
+//!   thread, to the pool's injector;
+//! - every push that others could steal notifies an idle worker of the pool (`idle.rs`, I1/I2).
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::sync::{Arc, OnceLock};
+
+use pagegen_core::{CancelReason, ClassId, PollHook, RequestCtx, RequestId, Unpark};
+
+use crate::blocking::{BlockingPool, BlockingTask};
+use crate::clock;
+use crate::context;
+use crate::instrument::PollSummary;
+use crate::loom::{lock, AtomicBool, Mutex, Ordering};
+use crate::owned::OwnedTasks;
+use crate::pool::{PoolShared, PoolSpec};
+use crate::queue::{Local, CAPACITY};
+use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
+use crate::task::JoinHandle;
+
+/// Per-worker state other threads see.
+pub(crate) struct WorkerSlot {
+    pub(crate) queue: Local,
+    pub(crate) unpark: OnceLock<Arc<dyn Unpark>>,
+    /// Index of the worker's pool.
+    pub(crate) pool: usize,
+}
+
+/// The runtime's shared state.
+pub(crate) struct Shared {
+    pub(crate) pools: Box<[PoolShared]>,
+    pub(crate) workers: Box<[WorkerSlot]>,
+    pub(crate) owned: OwnedTasks,
+    pub(crate) shutdown: AtomicBool,
+    next_id: AtomicU64,
+    /// Context of unclassified work spawned outside any request.
+    pub(crate) background: Arc<RequestCtx>,
+    pub(crate) blocking: Arc<BlockingPool>,
+    pub(crate) tokio: Option<crate::compat::TokioHandle>,
+    /// The hook for cold paths (spawn after shutdown, shutdown drops, blocking threads).
+    pub(crate) cold_hook: Arc<dyn PollHook>,
+    /// Whether polls are instrumented (`instrument.rs`): wakes and spawns are then time-stamped.
+    pub(crate) timing: bool,
+    /// Each worker's published poll statistics.
+    pub(crate) stats: Box<[Mutex<PollSummary>]>,
+}
+
+/// Request id of the background context. Request ids come from the facade's admission; the
+/// background context is not a request, so it takes the top of the range nobody hands out.
+pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId(u64::MAX);
+
+impl Shared {
+    pub(crate) fn new(
+        pools: Vec<PoolSpec>,
+        blocking: Arc<BlockingPool>,
+        tokio: Option<crate::compat::TokioHandle>,
+        cold_hook: Arc<dyn PollHook>,
+        timing: bool,
+    ) -> Self {
+        let mut slots = Vec::new();
+        let mut pool_states = Vec::with_capacity(pools.len());
+        for (p, spec) in pools.into_iter().enumerate() {
+            let start = slots.len();
+            slots.extend((0..spec.workers).map(|_| WorkerSlot {
+                queue: Local::new(),
+                unpark: OnceLock::new(),
+                pool: p,
+            }));
+            pool_states.push(PoolShared::new(spec, start..slots.len()));
+        }
+        let workers = slots.len();
+        Shared {
+            pools: pool_states.into_boxed_slice(),
+            workers: slots.into_boxed_slice(),
+            owned: OwnedTasks::new(),
+            shutdown: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            background: RequestCtx::background(BACKGROUND_REQUEST, ClassId::DEFAULT),
+            blocking,
+            tokio,
+            cold_hook,
+            timing,
+            stats: (0..workers)
+                .map(|_| Mutex::new(PollSummary::new()))
+                .collect(),
+        }
+    }
+
+    /// Time-stamps a task being queued (the start of its scheduled delay).
+    #[inline]
+    pub(crate) fn stamp(&self, h: &Header) {
+        if self.timing {
+            h.woken_at.store(clock::now(), StdOrdering::Relaxed);
+        }
+    }
+
+    /// Every worker's published poll statistics, merged.
+    pub(crate) fn poll_summary(&self) -> PollSummary {
+        let mut all = PollSummary::new();
+        for s in self.stats.iter() {
+            all.merge(&lock(s));
+        }
+        all
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, StdOrdering::Relaxed)
+    }
+
+    /// Spawns `fut` in `ctx` (default: the current request's, else the background context).
+    pub(crate) fn spawn<F>(
+        self: &Arc<Self>,
+        fut: F,
+        ctx: Option<Arc<RequestCtx>>,
+    ) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let ctx = ctx
+            .or_else(RequestCtx::current)
+            .unwrap_or_else(|| self.background.clone());
+        let (notified, join, owned) = new_task(fut, self.clone(), ctx, self.next_id(), true);
+        let owned = owned.expect("worker tasks are owned");
+        match self.owned.insert(owned) {
+            Ok(()) => self.schedule_spawn(notified),
+            Err(owned) => {
+                // Shut down: the task completes at once as cancelled, its future dropped here.
+                drop(notified);
+                self.shutdown_task(owned);
+            }
+        }
+        JoinHandle::new(join)
+    }
+
+    /// Runs `f` on the blocking pool in `ctx` (default: the current request's, else background).
+    pub(crate) fn spawn_blocking<F, R>(
+        self: &Arc<Self>,
+        f: F,
+        ctx: Option<Arc<RequestCtx>>,
+    ) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let ctx = ctx
+            .or_else(RequestCtx::current)
+            .unwrap_or_else(|| self.background.clone());
+        let (notified, join, _) = new_task(
+            BlockingTask::new(f),
+            self.blocking.clone(),
+            ctx,
+            self.next_id(),
+            false,
+        );
+        notified.schedule();
+        JoinHandle::new(join)
+    }
+
+    /// A2 for one task: take its permit and drop its future as cancelled by shutdown.
+    pub(crate) fn shutdown_task(&self, owned: OwnedRef) {
+        if let Some(r) = owned.shutdown() {
+            let _ctx = RequestCtx::enter(&r.header().ctx);
+            crate::run::cancel(&*self.cold_hook, r, CancelReason::Shutdown);
+        }
+    }
+
+    /// The pool `h` runs in: its request's grant's, or the first pool if that one does not exist.
+    #[inline]
+    pub(crate) fn task_pool(&self, h: &Header) -> usize {
+        if self.pools.len() == 1 {
+            return 0;
+        }
+        let p = h.ctx.grant().pool().0 as usize;
+        if p < self.pools.len() {
+            p
+        } else {
+            0
+        }
+    }
+
+    /// This thread's worker index if it is a worker of pool `pool`.
+    #[inline]
+    fn local_worker(&self, pool: usize) -> Option<usize> {
+        context::worker_index(self).filter(|&i| self.workers[i].pool == pool)
+    }
+
+    #[inline]
+    fn schedule_spawn(&self, task: Notified) {
+        self.stamp(task.header());
+        let pool = self.task_pool(task.header());
+        match self.local_worker(pool) {
+            Some(i) => self.push_local(i, task),
+            None => self.push_remote(pool, task),
+        }
+    }
+
+    /// Pushes on worker `index`'s own queue (caller is that worker), overflowing half the queue to
+    /// the injector, and notifies an idle worker.
+    #[inline]
+    pub(crate) fn push_local(&self, index: usize, task: Notified) {
+        let q = &self.workers[index].queue;
+        if let Err(task) = q.push(task) {
+            let mut batch = Vec::with_capacity(CAPACITY / 2 + 1);
+            q.pop_n(CAPACITY / 2, &mut batch);
+            batch.push(task);
+            // A closed injector means shutdown: the owner list completes these tasks.
+            drop(
+                self.pools[self.workers[index].pool]
+                    .injector
+                    .push_batch(batch),
+            );
+        }
+        self.notify_one(self.workers[index].pool);
+    }
+
+    /// Pushes on pool `pool`'s injector and notifies one of its idle workers.
+    pub(crate) fn push_remote(&self, pool: usize, task: Notified) {
+        if let Err(task) = self.pools[pool].injector.push(task) {
+            drop(task);
+            return;
+        }
+        self.notify_one(pool);
+    }
+
+    /// I1/I2: wakes one sleeping worker of `pool` if none of its workers is searching.
+    #[inline]
+    pub(crate) fn notify_one(&self, pool: usize) {
+        if let Some(w) = self.pools[pool].idle.worker_to_notify() {
+            self.unpark(w);
+        }
+    }
+
+    pub(crate) fn unpark(&self, worker: usize) {
+        if let Some(u) = self.workers[worker].unpark.get() {
+            u.unpark();
+        }
+    }
+
+    /// Whether any queue of `pool` holds work (I1's re-check).
+    pub(crate) fn has_work(&self, pool: usize) -> bool {
+        let p = &self.pools[pool];
+        !p.injector.is_empty()
+            || self.workers[p.range.clone()]
+                .iter()
+                .any(|w| !w.queue.is_empty())
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+impl Schedule for Arc<Shared> {
+    #[inline]
+    fn schedule(&self, task: Notified) {
+        self.stamp(task.header());
+        let pool = self.task_pool(task.header());
+        match self.local_worker(pool) {
+            Some(i) => {
+                if let Some(prev) = context::lifo_replace(task) {
+                    self.push_local(i, prev);
+                }
+            }
+            None => self.push_remote(pool, task),
+        }
+    }
+
+    fn release(&self, task: &Header) -> Option<OwnedRef> {
+        self.owned.remove(task)
+    }
+}

@@ -1,0 +1,338 @@
+//! The worker loop: find a task, run it, park when there is none.
+//!
+//! Order of search, per tick (tokio's order, which its benchmarks tuned):
+//! 1. every [`GLOBAL_INTERVAL`] ticks, the injector first, so remote work cannot starve behind a busy
+//!    local queue;
+//! 2. the LIFO slot, at most [`MAX_LIFO_POLLS`] times in a row (so two tasks waking each other cannot
+//!    starve the queue);
+//! 3. the local queue; 4. a batch from the injector; 5. as a searcher (`idle.rs` I2), half of another
+//!    worker's queue, then the injector again;
+//! 6. nothing: park by `idle.rs` I1, through the I/O driver if there is one.
+//!
+//! The driver is polled without blocking every [`DRIVER_INTERVAL`] ticks and before parking
+//! (`core::driver`'s contract). The request context of the task being polled is made current; it is
+//! kept current across consecutive tasks of the same request (no `Arc` traffic per poll when one
+//! request's tasks run back to back) and cleared before parking.
+#![forbid(unsafe_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use pagegen_core::{CtxGuard, DriverFactory, PollHook, PoolId, RequestCtx, WorkerInfo};
+
+use crate::context;
+use crate::instrument::Instr;
+use crate::park::{Park, Parker};
+use crate::run::{self, Ran};
+use crate::shared::Shared;
+use crate::task::raw::{Notified, Start};
+
+/// Ticks between injector-first checks: tokio's fixed default before it made the interval adaptive
+/// (31); a prime avoids resonating with task periods.
+pub(crate) const GLOBAL_INTERVAL: u32 = 31;
+/// Ticks between non-blocking driver polls: tokio's `event_interval` default (61).
+pub(crate) const DRIVER_INTERVAL: u32 = 61;
+/// A poll longer than this sends the worker to the injector first: 200 µs is the target interval
+/// between injector checks that tokio's adaptive `global_queue_interval` aims for.
+const LONG_POLL_FOR_INJECTOR_NS: u64 = 200_000;
+/// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
+const MAX_LIFO_POLLS: u32 = 3;
+
+/// Everything a worker thread needs, moved onto it.
+pub(crate) struct WorkerStart<H> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hook: Arc<H>,
+    pub(crate) index: usize,
+    pub(crate) driver: Option<Arc<dyn DriverFactory>>,
+    pub(crate) timing: bool,
+    /// Signalled once the worker's unparker is registered.
+    pub(crate) ready: std::sync::mpsc::Sender<()>,
+}
+
+struct Worker<'a, H> {
+    shared: &'a Shared,
+    hook: &'a H,
+    index: usize,
+    /// This worker's pool, and its workers' index range.
+    pool: usize,
+    park: Park,
+    tick: u32,
+    lifo_polls: u32,
+    searching: bool,
+    /// The last poll was long: look at the injector first next tick.
+    injector_first: bool,
+    instr: Option<Instr>,
+    /// The context made current for the last task, kept while the next task shares it.
+    cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
+    steal_seed: u32,
+    batch: Vec<Notified>,
+}
+
+/// A worker thread's body.
+pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
+    let WorkerStart {
+        shared,
+        hook,
+        index,
+        driver,
+        timing,
+        ready,
+    } = start;
+    let pool = shared.workers[index].pool;
+    let spec = &shared.pools[pool].spec;
+    let info = WorkerInfo {
+        index: index - shared.pools[pool].range.start,
+        pool: Some(PoolId(pool as u8)),
+        name: std::thread::current().name().unwrap_or_default().to_owned(),
+    };
+    if spec.nice != 0 {
+        if let Err(e) = crate::sys::set_thread_nice(spec.nice) {
+            if info.index == 0 {
+                tracing::warn!(
+                    "pool `{}`: the OS refused nice {} ({e}); its workers run at the default priority",
+                    spec.name,
+                    spec.nice
+                );
+            }
+        }
+    }
+    let _tokio = shared.tokio.as_ref().map(|h| h.enter());
+    let _rt = context::enter(shared.clone());
+    context::set_worker(Some(&shared), index);
+    let park = match driver.map(|f| f.worker_driver(&info)) {
+        Some(Ok(d)) => Park::Driver(d),
+        Some(Err(e)) => {
+            if index == 0 {
+                tracing::warn!("I/O driver unavailable on workers ({e}); parking on a condvar");
+            }
+            Park::Own(Arc::new(Parker::new()))
+        }
+        None => Park::Own(Arc::new(Parker::new())),
+    };
+    let _ = shared.workers[index].unpark.set(park.unparker());
+    let _ = ready.send(());
+    drop(ready);
+    let _ = catch_unwind(AssertUnwindSafe(|| hook.thread_started(&info)));
+
+    let mut w = Worker {
+        shared: &shared,
+        hook: &*hook,
+        index,
+        pool,
+        park,
+        tick: 0,
+        lifo_polls: 0,
+        searching: false,
+        injector_first: false,
+        instr: timing.then(Instr::new),
+        cur_ctx: None,
+        steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
+        batch: Vec::new(),
+    };
+    w.run();
+    if let Some(i) = &mut w.instr {
+        i.publish(&shared.stats[index]);
+    }
+
+    // Wakes from here on go to the injector, which shutdown drains.
+    context::set_worker(None, 0);
+    drop(context::lifo_take());
+    while let Some(t) = shared.workers[index].queue.pop() {
+        drop(t);
+    }
+    w.cur_ctx = None;
+    let _ = catch_unwind(AssertUnwindSafe(|| hook.thread_stopping(&info)));
+    drop(w);
+}
+
+impl<H: PollHook> Worker<'_, H> {
+    fn run(&mut self) {
+        while !self.shared.is_shutdown() {
+            self.tick = self.tick.wrapping_add(1);
+            if self.tick % DRIVER_INTERVAL == 0 {
+                self.park.poll_nonblocking();
+            }
+            match self.next_task() {
+                Some(task) => {
+                    if self.searching {
+                        self.searching = false;
+                        if self.shared.pools[self.pool].idle.stop_searching() {
+                            self.shared.notify_one(self.pool);
+                        }
+                    }
+                    self.run_task(task);
+                    if let Some(i) = &mut self.instr {
+                        if i.due() {
+                            i.publish(&self.shared.stats[self.index]);
+                        }
+                    }
+                }
+                None => self.park(),
+            }
+        }
+        if self.searching {
+            self.searching = false;
+            self.shared.pools[self.pool].idle.stop_searching();
+        }
+    }
+
+    #[inline]
+    fn next_task(&mut self) -> Option<Notified> {
+        let q = &self.shared.workers[self.index].queue;
+        // Remote work goes first every GLOBAL_INTERVAL ticks, and right after a long poll: when polls
+        // are long, 31 of them could keep remote work waiting for many milliseconds (tokio makes its
+        // interval adaptive to the mean poll time for the same reason).
+        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.injector_first) {
+            if let Some(t) = self.take_injected() {
+                return Some(t);
+            }
+        }
+        if self.lifo_polls < MAX_LIFO_POLLS {
+            if let Some(t) = context::lifo_take() {
+                self.lifo_polls += 1;
+                return Some(t);
+            }
+        } else if let Some(t) = context::lifo_take() {
+            // The LIFO task had its turns: it goes behind the queue.
+            self.shared.push_local(self.index, t);
+        }
+        self.lifo_polls = 0;
+        if let Some(t) = q.pop() {
+            return Some(t);
+        }
+        if let Some(t) = self.take_injected() {
+            return Some(t);
+        }
+        if !self.searching {
+            self.searching = self.shared.pools[self.pool].idle.try_start_searching();
+            if !self.searching {
+                return None;
+            }
+        }
+        self.steal().or_else(|| self.take_injected())
+    }
+
+    fn take_injected(&mut self) -> Option<Notified> {
+        let n = self.shared.pools[self.pool].range.len();
+        let q = &self.shared.workers[self.index].queue;
+        // A fair share of the backlog at once, at most half a queue (tokio's bound).
+        let free = (crate::queue::CAPACITY / 2).saturating_sub(q.len());
+        let first = self.shared.pools[self.pool]
+            .injector
+            .pop_batch(n, free, &mut self.batch)?;
+        if let Some(i) = &mut self.instr {
+            // Taking the lock may have waited: not the next poll's time.
+            i.restart();
+        }
+        for t in self.batch.drain(..) {
+            if let Err(t) = q.push(t) {
+                // Cannot happen with the batch sized to the free space; keep the task regardless.
+                self.shared.push_remote(self.pool, t);
+            }
+        }
+        Some(first)
+    }
+
+    fn steal(&mut self) -> Option<Notified> {
+        let range = self.shared.pools[self.pool].range.clone();
+        let n = range.len();
+        // xorshift32: a cheap per-worker sequence so thieves do not all start at worker 0.
+        self.steal_seed ^= self.steal_seed << 13;
+        self.steal_seed ^= self.steal_seed >> 17;
+        self.steal_seed ^= self.steal_seed << 5;
+        let start = self.steal_seed as usize % n;
+        let mine = &self.shared.workers[self.index].queue;
+        for k in 0..n {
+            let i = range.start + (start + k) % n;
+            if i == self.index {
+                continue;
+            }
+            if let Some(t) = self.shared.workers[i].queue.steal_into(mine) {
+                if let Some(i) = &mut self.instr {
+                    i.restart();
+                }
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn run_task(&mut self, task: Notified) {
+        match task.start() {
+            Start::Skip => {}
+            Start::Cancel(r) => {
+                self.enter_ctx(&r.header().ctx);
+                run::cancel(self.hook, r, pagegen_core::CancelReason::Aborted);
+            }
+            Start::Run(r) => {
+                self.enter_ctx(&r.header().ctx);
+                let ran = run::poll(self.hook, r, self.instr.as_mut());
+                if let Some(i) = &self.instr {
+                    self.injector_first = i.last_busy_ns() > LONG_POLL_FOR_INJECTOR_NS;
+                }
+                if let Ran::Requeue(t) = ran {
+                    // A yield (or budget exhaustion): behind everything already queued; the end
+                    // of the poll just measured is the start of its scheduled delay.
+                    if let Some(i) = &self.instr {
+                        t.header()
+                            .woken_at
+                            .store(i.start(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let pool = self.shared.task_pool(t.header());
+                    if pool == self.pool {
+                        // A yield says "others may run now": remote work waiting in the injector
+                        // goes ahead of the yielder too, not only the local queue (tokio gets the
+                        // same effect by deferring yielded tasks until its queue is drained).
+                        if !self.shared.pools[self.pool].injector.is_empty() {
+                            if let Some(first) = self.take_injected() {
+                                self.shared.push_local(self.index, first);
+                            }
+                        }
+                        self.shared.push_local(self.index, t);
+                    } else {
+                        // Its request moved to another pool during the poll.
+                        self.shared.push_remote(pool, t);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn enter_ctx(&mut self, ctx: &Arc<RequestCtx>) {
+        let p = Arc::as_ptr(ctx);
+        if let Some((cur, _)) = &self.cur_ctx {
+            if std::ptr::eq(*cur, p) {
+                return;
+            }
+        }
+        // Drop the previous guard first so the new one restores "no context", not the old one.
+        self.cur_ctx = None;
+        self.cur_ctx = Some((p, RequestCtx::enter(ctx)));
+    }
+
+    /// I1: register as sleeping, re-check, park; on wake-up, I3.
+    fn park(&mut self) {
+        if self.park.poll_nonblocking() > 0 {
+            return;
+        }
+        self.cur_ctx = None;
+        if let Some(i) = &mut self.instr {
+            i.publish(&self.shared.stats[self.index]);
+        }
+        let idle = &self.shared.pools[self.pool].idle;
+        idle.register_sleeper(self.index, self.searching);
+        self.searching = false;
+        idle.fence_after_register();
+        if self.shared.has_work(self.pool) || self.shared.is_shutdown() {
+            self.searching = idle.unregister_sleeper(self.index);
+            return;
+        }
+        self.park.park(None);
+        self.searching = idle.unregister_sleeper(self.index);
+        if let Some(i) = &mut self.instr {
+            i.restart();
+        }
+    }
+}

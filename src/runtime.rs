@@ -1,0 +1,3 @@
+//! Runtime construction, under tokio's names (`tokio::runtime::{Builder, Runtime, Handle}`).
+
+pub use pagegen_executor::{Builder, EnterGuard, Handle, PollSummary, PoolSpec, Runtime};

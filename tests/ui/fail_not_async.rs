@@ -1,0 +1,2 @@
+#[pagegen::main]
+fn main() {}

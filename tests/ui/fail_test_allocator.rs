@@ -1,0 +1,4 @@
+#[pagegen::test(allocator = false)]
+async fn t() {}
+
+fn main() {}

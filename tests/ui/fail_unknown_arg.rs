@@ -1,0 +1,4 @@
+#[pagegen::main(threads = 4)]
+async fn main() {
+    let _: () = pagegen::spawn(async {}).await.unwrap();
+}
