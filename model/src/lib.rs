@@ -13,6 +13,10 @@
 //! | [`store`] | the append-only, checksummed, bounded profile log with tail recovery |
 //! | [`state_dir`] | `PAGEGEN_STATE_DIR` and its lock file |
 //! | [`checkpoint`] | safetensors checkpoints with a format version; export/import |
+//! | [`dataset`] | store records → per-class training sequences; train/calibrate/validate split |
+//! | [`trainer`] | candle training rounds, calibration, the trainer thread (one core) |
+//! | [`gate`] | champion/challenger scoring and the promotion rule |
+//! | [`deployed`] | [`Deployed`]: the gated predictor the runtime calls, with exploration |
 //! | [`recurrent`] | [`RecurrentPredictor`]: per-class states, batched and rate-limited updates |
 //!
 //! Candle runs only on the trainer thread and never on more than one core: candle 0.11 sizes its
@@ -23,8 +27,11 @@
 
 pub mod baseline;
 pub mod checkpoint;
+pub mod dataset;
+pub mod deployed;
 pub mod error;
 pub mod features;
+pub mod gate;
 pub mod net;
 pub mod predictor;
 pub mod published;
@@ -34,11 +41,15 @@ pub mod state_dir;
 pub mod store;
 pub mod table;
 pub mod target;
+pub mod trainer;
 
 pub use baseline::{EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor};
+pub use deployed::{Deployed, DeployedConfig, ExploreConfig};
 pub use error::ModelError;
+pub use gate::{Decision, Serving};
 pub use predictor::Predictor;
 pub use published::Prior;
 pub use recurrent::{RecurrentConfig, RecurrentPredictor};
 pub use state_dir::StateDir;
 pub use store::{ProfileStore, Recovery, StoreConfig};
+pub use trainer::{RoundReport, Trainer, TrainerConfig, TrainerHandle};
