@@ -6,7 +6,8 @@
 //!   torn read is harmless), then run the plain-Rust head. No lock, no allocation.
 //! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
 //!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
-//!   pending records are folded into the state — one GRU step each, in arrival order — and the new
+//!   pending records are folded into the state — one GRU step each, in arrival order, after steering
+//!   the class's cover offset from what the state predicted for that record — and the new
 //!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
 //!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
 //!   that overflows between updates keeps the newest records (a sample of a burst is enough).
@@ -35,7 +36,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 2 * RESOURCES + 1 + FEATURE_WIDTH;
+const PUB_LEN: usize = HIDDEN + 3 * RESOURCES + 1 + FEATURE_WIDTH;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +98,7 @@ impl Slot {
         s.var.iter().for_each(|&v| put(v));
         put(s.n as f32);
         s.xbar.iter().for_each(|&v| put(v));
+        s.cover.iter().for_each(|&v| put(v));
     }
 
     fn load(&self) -> ClassState {
@@ -112,6 +114,7 @@ impl Slot {
         s.var.iter_mut().for_each(|v| *v = get());
         s.n = get() as u32;
         s.xbar.iter_mut().for_each(|v| *v = get());
+        s.cover.iter_mut().for_each(|v| *v = get());
         s
     }
 }
@@ -135,9 +138,7 @@ impl Writer {
         for k in 0..PENDING {
             let idx = (self.next_pending + k) % PENDING;
             if let Some(step) = self.pending[idx].take() {
-                let input = self.state.gru_input(&step);
-                w.gru_step(&mut self.state.h, &input);
-                self.state.update_stats(&step);
+                let input = w.fold(&mut self.state, &step);
                 self.history[self.next_history] = input;
                 self.next_history = (self.next_history + 1) % HISTORY;
                 self.history_len = (self.history_len + 1).min(HISTORY);

@@ -73,7 +73,7 @@ impl Default for TrainerConfig {
         TrainerConfig {
             window: 16_384,
             replay_per_class: 64,
-            steps: 40,
+            steps: 150,
             batch: 32,
             seq_len: 24,
             lr: 3e-3,
@@ -92,6 +92,8 @@ pub struct RoundReport {
     pub train_loss: f32,
     /// The gate's decision (`None` if the round did not train).
     pub decision: Option<Decision>,
+    /// The challenger the round built, promoted or not (`None` if the round did not train).
+    pub challenger: Option<Arc<NetWeights>>,
 }
 
 /// The model trainer (lives on the trainer thread).
@@ -191,14 +193,15 @@ impl Trainer {
                 train_rows,
                 train_loss: f32::NAN,
                 decision: None,
+                challenger: None,
             });
         }
         let train_loss = self.fit(&ds)?;
         let prior = deployed.config().prior;
-        let challenger = self.challenger(&ds, prior)?;
+        let challenger = Arc::new(self.challenger(&ds, prior)?);
         let decision = gate_round(&challenger, &ds, deployed);
         if decision.promote {
-            deployed.recurrent().set_weights(Arc::new(challenger));
+            deployed.recurrent().set_weights(challenger.clone());
             deployed.recurrent().rebase_all();
         }
         deployed.set_serving(decision.serve);
@@ -206,6 +209,7 @@ impl Trainer {
             train_rows,
             train_loss,
             decision: Some(decision),
+            challenger: Some(challenger),
         })
     }
 }
