@@ -101,7 +101,8 @@ fn interp(points: &[(f64, f64)], u: f64) -> f64 {
 }
 
 fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
         .skip(1)
@@ -111,7 +112,8 @@ fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
 }
 
 fn num(s: &str) -> Result<f64> {
-    s.parse::<f64>().with_context(|| format!("not a number: {s:?}"))
+    s.parse::<f64>()
+        .with_context(|| format!("not a number: {s:?}"))
 }
 
 struct Setup {
@@ -120,17 +122,25 @@ struct Setup {
     first_minute: usize,
 }
 
-fn azure(data: &Path, s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out: &mut Vec<Event>) -> Result<()> {
+fn azure(
+    data: &Path,
+    s: &Setup,
+    classes: &mut Classes,
+    rng: &mut SplitMix,
+    out: &mut Vec<Event>,
+) -> Result<()> {
     let dir = data.join("azure-functions-2019");
     let inv = read_csv(&dir.join(format!("{}_inv.csv", s.functions)))?;
-    let run: HashMap<String, Vec<String>> = read_csv(&dir.join(format!("{}_run.csv", s.functions)))?
-        .into_iter()
-        .map(|r| (r[0].clone(), r))
-        .collect();
-    let mem: HashMap<String, Vec<String>> = read_csv(&dir.join(format!("{}_mem.csv", s.functions)))?
-        .into_iter()
-        .map(|r| (r[0].clone(), r))
-        .collect();
+    let run: HashMap<String, Vec<String>> =
+        read_csv(&dir.join(format!("{}_run.csv", s.functions)))?
+            .into_iter()
+            .map(|r| (r[0].clone(), r))
+            .collect();
+    let mem: HashMap<String, Vec<String>> =
+        read_csv(&dir.join(format!("{}_mem.csv", s.functions)))?
+            .into_iter()
+            .map(|r| (r[0].clone(), r))
+            .collect();
     let half = s.minutes * 60_000_000_000 / 2;
     for (fi, row) in inv.iter().enumerate() {
         let (Some(r), Some(m)) = (run.get(&row[0]), mem.get(&row[0])) else {
@@ -138,10 +148,18 @@ fn azure(data: &Path, s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out:
         };
         // run: ... percentile_Average_{0,1,25,50,75,99,100} at columns 7..14.
         let ps = [0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0];
-        let dur: Vec<(f64, f64)> = ps.iter().zip(&r[7..14]).map(|(&p, v)| Ok((p, num(v)?))).collect::<Result<_>>()?;
+        let dur: Vec<(f64, f64)> = ps
+            .iter()
+            .zip(&r[7..14])
+            .map(|(&p, v)| Ok((p, num(v)?)))
+            .collect::<Result<_>>()?;
         // mem: AverageAllocatedMb_pct{1,5,25,50,75,95,99,100} at columns 4..12.
         let pm = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0];
-        let mems: Vec<(f64, f64)> = pm.iter().zip(&m[4..12]).map(|(&p, v)| Ok((p, num(v)?))).collect::<Result<_>>()?;
+        let mems: Vec<(f64, f64)> = pm
+            .iter()
+            .zip(&m[4..12])
+            .map(|(&p, v)| Ok((p, num(v)?)))
+            .collect::<Result<_>>()?;
         let oracle = interp(&mems, 0.99) * 1024.0;
         let name = format!("/fn/{fi}");
         let class = classes.id(&name);
@@ -174,7 +192,13 @@ fn azure(data: &Path, s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out:
     Ok(())
 }
 
-fn llm(data: &Path, s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out: &mut Vec<Event>) -> Result<()> {
+fn llm(
+    data: &Path,
+    s: &Setup,
+    classes: &mut Classes,
+    rng: &mut SplitMix,
+    out: &mut Vec<Event>,
+) -> Result<()> {
     let rows = read_csv(&data.join("azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv"))?;
     let class = classes.id("/complete");
     let seconds = |ts: &str| -> Result<f64> {
@@ -212,7 +236,9 @@ fn llm(data: &Path, s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out: &
 
 fn synthetic(s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out: &mut Vec<Event>) {
     let end = s.minutes * 60_000_000_000;
-    let words = ["alpha", "beta", "gamma", "delta", "omega", "rust", "page", "render"];
+    let words = [
+        "alpha", "beta", "gamma", "delta", "omega", "rust", "page", "render",
+    ];
     for route in 0..4 {
         let name = ["/search", "/report", "/items", "/"][route];
         let class = classes.id(name);
@@ -228,19 +254,55 @@ fn synthetic(s: &Setup, classes: &mut Classes, rng: &mut SplitMix, out: &mut Vec
                     let l = 1 + rng.below(40);
                     let q: Vec<&str> = (0..l).map(|_| words[rng.below(words.len())]).collect();
                     let l = l as f64;
-                    (name.to_string(), Some(format!("q={}", q.join("+"))), 300e3 + 150e3 * l, 0.15, 65_536.0 + 8192.0 * l, 0.1, 0, Group::Param)
+                    (
+                        name.to_string(),
+                        Some(format!("q={}", q.join("+"))),
+                        300e3 + 150e3 * l,
+                        0.15,
+                        65_536.0 + 8192.0 * l,
+                        0.1,
+                        0,
+                        Group::Param,
+                    )
                 }
                 1 => {
                     let year = 2000 + rng.below(26) as u64;
                     let y = (year - 2000) as f64;
-                    (format!("/report/{year}"), None, 2e6 * (y + 2.0), 0.2, 2_097_152.0 + 1_048_576.0 * y, 0.1, 10 + 2 * (year - 2000), Group::Param)
+                    (
+                        format!("/report/{year}"),
+                        None,
+                        2e6 * (y + 2.0),
+                        0.2,
+                        2_097_152.0 + 1_048_576.0 * y,
+                        0.1,
+                        10 + 2 * (year - 2000),
+                        Group::Param,
+                    )
                 }
                 2 => {
                     let size = [10u64, 20, 50, 100, 200][rng.below(5)];
                     let page = 1 + rng.below(20);
-                    (name.to_string(), Some(format!("page={page}&size={size}")), 50e3 + 8e3 * size as f64, 0.2, 32_768.0 + 4096.0 * size as f64, 0.05, 0, Group::Param)
+                    (
+                        name.to_string(),
+                        Some(format!("page={page}&size={size}")),
+                        50e3 + 8e3 * size as f64,
+                        0.2,
+                        32_768.0 + 4096.0 * size as f64,
+                        0.05,
+                        0,
+                        Group::Param,
+                    )
                 }
-                _ => (name.to_string(), None, 200e3, 0.2, 16_384.0, 0.1, 0, Group::Other),
+                _ => (
+                    name.to_string(),
+                    None,
+                    200e3,
+                    0.2,
+                    16_384.0,
+                    0.1,
+                    0,
+                    Group::Other,
+                ),
             };
             // These generators use median-preserving noise (the formula is the median).
             out.push(Event {
@@ -305,16 +367,27 @@ fn main() -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     let verbose = std::env::args().any(|a| a == "--verbose");
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("PAGEGEN_EVAL_QUICK").is_some();
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("PAGEGEN_EVAL_QUICK").is_some();
     let setup = if quick {
-        Setup { minutes: 12, functions: "50", first_minute: 600 }
+        Setup {
+            minutes: 12,
+            functions: "50",
+            first_minute: 600,
+        }
     } else {
-        Setup { minutes: 60, functions: "200", first_minute: 600 }
+        Setup {
+            minutes: 60,
+            functions: "200",
+            first_minute: 600,
+        }
     };
-    let data = std::env::var_os("PAGEGEN_DATA").map(PathBuf::from).unwrap_or_else(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        root.join("../shared/data")
-    });
+    let data = std::env::var_os("PAGEGEN_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            root.join("../shared/data")
+        });
     if !data.join("README.md").exists() {
         bail!("data not found at {} (set PAGEGEN_DATA)", data.display());
     }
@@ -348,7 +421,12 @@ fn main() -> Result<()> {
         s.0.push(e.cpu_ns as f64);
         s.1.push(e.mem as f64);
     }
-    let deployed = Deployed::new(cfg, clock.clone(), Arc::new(NetWeights::random(1)), Serving::Ewma);
+    let deployed = Deployed::new(
+        cfg,
+        clock.clone(),
+        Arc::new(NetWeights::random(1)),
+        Serving::Ewma,
+    );
     for (c, (cpu, mem)) in per_class.iter_mut() {
         let route = RouteSpec {
             cpu: Some(std::time::Duration::from_nanos(median(cpu) as u64)),
@@ -360,7 +438,12 @@ fn main() -> Result<()> {
     }
     let ewma = EwmaPredictor::new(cfg.ewma, prior);
     let hist = HistogramPredictor::new(cfg.histogram, prior, clock.clone());
-    let raw = RecurrentPredictor::new(cfg.recurrent, prior, clock.clone(), Arc::new(NetWeights::random(1)));
+    let raw = RecurrentPredictor::new(
+        cfg.recurrent,
+        prior,
+        clock.clone(),
+        Arc::new(NetWeights::random(1)),
+    );
     let predictors: [&dyn Predictor; 5] = [&fixed, &ewma, &hist, &raw, &deployed];
 
     let tmp = tempfile::tempdir()?;
@@ -370,7 +453,11 @@ fn main() -> Result<()> {
         ..TrainerConfig::default()
     };
     let mut trainer = Trainer::new(tcfg, &NetWeights::random(1))?;
-    let round_every = if quick { 120_000_000_000 } else { 300_000_000_000 };
+    let round_every = if quick {
+        120_000_000_000
+    } else {
+        300_000_000_000
+    };
     let mut next_round = round_every;
     let mut trainer_cpu = 0u64;
     let mut rounds = 0;
@@ -447,7 +534,10 @@ fn main() -> Result<()> {
     }
 
     // Request-path inference cost, measured per call after the replay (warm state).
-    let sample: Vec<&Event> = events.iter().step_by((events.len() / 20_000).max(1)).collect();
+    let sample: Vec<&Event> = events
+        .iter()
+        .step_by((events.len() / 20_000).max(1))
+        .collect();
     let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(sample.len()); predictors.len()];
     let mut sink = 0u64;
     for e in &sample {
@@ -477,8 +567,17 @@ fn main() -> Result<()> {
             }
         }
         let mut slack: Vec<f64> = param.slack.iter().chain(&other.slack).copied().collect();
-        let mut oslack: Vec<f64> = param.oracle_slack.iter().chain(&other.oracle_slack).copied().collect();
-        let mut learned: Vec<f64> = learn[k].values().filter_map(|a| requests_to_learn(a)).map(|n| n as f64).collect();
+        let mut oslack: Vec<f64> = param
+            .oracle_slack
+            .iter()
+            .chain(&other.oracle_slack)
+            .copied()
+            .collect();
+        let mut learned: Vec<f64> = learn[k]
+            .values()
+            .filter_map(|a| requests_to_learn(a))
+            .map(|n| n as f64)
+            .collect();
         let n_learn = learned.len();
         println!(
             "| {} | {:.1} % | {:.1} % | {:.2} % | {:+.1} ({:.1} vs oracle {:.1}) | {} (over {} classes) | {:.0} ns / {:.0} ns |",

@@ -1,6 +1,6 @@
 //! Checkpoints: the model's weights in safetensors, with a format version.
 //!
-//! A checkpoint holds the tensors named in [`SHAPES`](crate::net::weights::SHAPES) (candle-nn's names,
+//! A checkpoint holds the tensors named in [`SHAPES`] (candle-nn's names,
 //! f32) plus `pagegen.format` (u32: [`CHECKPOINT_VERSION`] and the layer sizes it was built with) and
 //! `pagegen.generation` (u32 pair, hi/lo). It is written through candle's own safetensors support to a
 //! temporary file, then renamed over the old one, so a crash never leaves half a checkpoint under the
@@ -44,7 +44,10 @@ pub fn save(weights: &NetWeights, path: &Path) -> Result<(), ModelError> {
     let dev = Device::Cpu;
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for ((name, _), data) in SHAPES.iter().zip(weights.tensors()) {
-        map.insert((*name).to_string(), Tensor::from_slice(data, data.len(), &dev)?);
+        map.insert(
+            (*name).to_string(),
+            Tensor::from_slice(data, data.len(), &dev)?,
+        );
     }
     map.insert(
         "pagegen.format".into(),
@@ -206,7 +209,11 @@ mod tests {
         assert_eq!(load_or_fresh(&p, NetWeights::zeros).1, Start::Fresh);
         save(&NetWeights::random(1), &p).unwrap();
         let bytes = std::fs::read(&p).unwrap();
-        for bad in [bytes[..bytes.len() / 2].to_vec(), b"not safetensors".to_vec(), Vec::new()] {
+        for bad in [
+            bytes[..bytes.len() / 2].to_vec(),
+            b"not safetensors".to_vec(),
+            Vec::new(),
+        ] {
             std::fs::write(&p, &bad).unwrap();
             assert!(import(&p).is_err());
             let (w, start) = load_or_fresh(&p, NetWeights::zeros);

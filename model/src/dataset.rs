@@ -126,8 +126,10 @@ impl Dataset {
             });
             state.update_stats(&step);
         }
-        let mut sequences: Vec<(ClassId, Vec<Row>)> =
-            by_class.into_iter().map(|(c, (_, rows))| (c, rows)).collect();
+        let mut sequences: Vec<(ClassId, Vec<Row>)> = by_class
+            .into_iter()
+            .map(|(c, (_, rows))| (c, rows))
+            .collect();
         sequences.sort_by_key(|(c, _)| *c);
         Dataset {
             sequences,

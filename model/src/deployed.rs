@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use pagegen_core::{ClassId, Clock, Demand, Features, ProfileRecord, Resource, RouteSpec};
 
-use crate::baseline::{EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor};
+use crate::baseline::{
+    EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
+};
 use crate::gate::Serving;
 use crate::net::NetWeights;
 use crate::predictor::Predictor;

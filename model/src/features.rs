@@ -135,12 +135,30 @@ mod tests {
 
     #[test]
     fn numeric_path_and_query_values_land_in_their_slots() {
-        let a = extract(ClassId::from_raw(3), "/report/2024", Some("page=2&size=50"), 0, 4);
-        let b = extract(ClassId::from_raw(3), "/report/1999", Some("page=2&size=50"), 0, 4);
+        let a = extract(
+            ClassId::from_raw(3),
+            "/report/2024",
+            Some("page=2&size=50"),
+            0,
+            4,
+        );
+        let b = extract(
+            ClassId::from_raw(3),
+            "/report/1999",
+            Some("page=2&size=50"),
+            0,
+            4,
+        );
         assert_eq!(a.0[0], 1.0);
         assert!(a.0[PATH_NUM] > 0.9 && a.0[PATH_NUM] != b.0[PATH_NUM]);
         assert_eq!(a.0[PATH_NUM + 1], 0.0);
-        assert!(a.0[QUERY_NUM..QUERY_NUM + 4].iter().filter(|&&v| v > 0.0).count() >= 1);
+        assert!(
+            a.0[QUERY_NUM..QUERY_NUM + 4]
+                .iter()
+                .filter(|&&v| v > 0.0)
+                .count()
+                >= 1
+        );
         assert_eq!(a.0[5], 2.0 / 8.0);
         assert_eq!(a.0[7], 4.0 / 32.0);
         assert_eq!(a.0[TOKENS..], b.0[TOKENS..]);
@@ -149,7 +167,13 @@ mod tests {
     #[test]
     fn string_parameters_count_by_length_and_token() {
         let short = extract(ClassId::DEFAULT, "/search", Some("q=ab"), 0, 0);
-        let long = extract(ClassId::DEFAULT, "/search", Some("q=abcdefghijklmnop"), 0, 0);
+        let long = extract(
+            ClassId::DEFAULT,
+            "/search",
+            Some("q=abcdefghijklmnop"),
+            0,
+            0,
+        );
         let s: f32 = short.0[QUERY_LEN..QUERY_LEN + 4].iter().sum();
         let l: f32 = long.0[QUERY_LEN..QUERY_LEN + 4].iter().sum();
         assert!(l > s);
@@ -160,7 +184,13 @@ mod tests {
     fn hostile_inputs_stay_finite_and_bounded() {
         let long = "/x".repeat(10_000);
         let q = "a=1e308&b=-1e308&c=nan&d=inf&".repeat(1000);
-        let f = extract(ClassId::from_raw(u32::MAX), &long, Some(&q), u64::MAX, usize::MAX);
+        let f = extract(
+            ClassId::from_raw(u32::MAX),
+            &long,
+            Some(&q),
+            u64::MAX,
+            usize::MAX,
+        );
         assert!(f.0.iter().all(|v| v.is_finite() && v.abs() <= 16.0));
         let mut bad = Features::default();
         bad.0[3] = f32::NAN;

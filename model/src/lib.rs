@@ -43,7 +43,9 @@ pub mod table;
 pub mod target;
 pub mod trainer;
 
-pub use baseline::{EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor};
+pub use baseline::{
+    EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
+};
 pub use deployed::{Deployed, DeployedConfig, ExploreConfig};
 pub use error::ModelError;
 pub use gate::{Decision, Serving};

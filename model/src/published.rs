@@ -4,7 +4,7 @@
 //! central and upper estimates as atomic bit patterns; a reader loads them with `Relaxed` ordering. A
 //! reader racing a writer may see some values from the old publication and some from the new one: both
 //! are valid estimates of the same class a few requests apart, so the mix is as good as either, and
-//! [`demand_from_log`](crate::target::demand_from_log) restores `central <= upper`.
+//! [`demand_from_log`] restores `central <= upper`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn publication_round_trips_and_cleans() {
         let p = Published::default();
-        p.store(&[1.0, 2.0, f32::NAN, -1.0, 99.0], &[0.5, 3.0, 1.0, 1.0, 1.0]);
+        p.store(
+            &[1.0, 2.0, f32::NAN, -1.0, 99.0],
+            &[0.5, 3.0, 1.0, 1.0, 1.0],
+        );
         let (c, u) = p.load();
         assert_eq!(c, [1.0, 2.0, 0.0, 0.0, Y_MAX]);
         assert_eq!(u, [1.0, 3.0, 1.0, 1.0, Y_MAX]);

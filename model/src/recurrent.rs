@@ -245,7 +245,10 @@ impl Predictor for RecurrentPredictor {
 
     fn observe(&self, record: &ProfileRecord) {
         let generation = self.weights.load().generation;
-        let Some(slot) = self.classes.get_or_init(record.class, || Slot::new(generation)) else {
+        let Some(slot) = self
+            .classes
+            .get_or_init(record.class, || Slot::new(generation))
+        else {
             return;
         };
         let step = Step {
@@ -268,6 +271,76 @@ impl Predictor for RecurrentPredictor {
                 wr.last_fold_ns = Some(now);
                 slot.publish(&wr.state);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{Usage, VirtualClock};
+    use std::time::Duration;
+
+    fn rec(i: u64, cpu: u64) -> ProfileRecord {
+        let mut u = Usage::default();
+        u.cpu.cpu_ns = cpu;
+        ProfileRecord::new(i, ClassId::from_raw(4), u)
+    }
+
+    #[test]
+    fn state_updates_are_batched_and_rate_limited() {
+        let clock = Arc::new(VirtualClock::new());
+        let p = RecurrentPredictor::new(
+            RecurrentConfig::default(),
+            Prior::default(),
+            clock.clone(),
+            Arc::new(NetWeights::random(1)),
+        );
+        let c = ClassId::from_raw(4);
+        assert_eq!(
+            p.predict(c, &Features::default()),
+            Prior::default().demand()
+        );
+        p.observe(&rec(0, 1000)); // first observation folds at once
+        assert_eq!(p.state(c).unwrap().n, 1);
+        for i in 1..10 {
+            clock.advance(Duration::from_millis(1));
+            p.observe(&rec(i, 1000));
+        }
+        assert_eq!(p.state(c).unwrap().n, 1, "within 10 ms nothing folds");
+        clock.advance(Duration::from_millis(1));
+        p.observe(&rec(10, 1000)); // 10 ms after the first fold: all ten pending fold in one batch
+        assert_eq!(p.state(c).unwrap().n, 11);
+        // More than the ring holds between two folds: the newest PENDING are kept.
+        for i in 0..(PENDING as u64 + 5) {
+            p.observe(&rec(100 + i, 1000));
+        }
+        p.flush();
+        assert_eq!(p.state(c).unwrap().n, 11 + PENDING as u32);
+    }
+
+    #[test]
+    fn swapped_weights_rebuild_states_from_history() {
+        let clock = Arc::new(VirtualClock::new());
+        let cfg = RecurrentConfig {
+            min_update_interval_ns: 0,
+        };
+        let a = Arc::new(NetWeights::random(1));
+        let b = Arc::new(NetWeights::random(2));
+        let p = RecurrentPredictor::new(cfg, Prior::default(), clock.clone(), a);
+        let q = RecurrentPredictor::new(cfg, Prior::default(), clock, b.clone());
+        for i in 0..(HISTORY as u64) {
+            p.observe(&rec(i, 1000 + 10 * i));
+            q.observe(&rec(i, 1000 + 10 * i));
+        }
+        let c = ClassId::from_raw(4);
+        assert_ne!(p.state(c).unwrap().h, q.state(c).unwrap().h);
+        p.set_weights(b);
+        p.rebase_all();
+        // Same weights over the same (fully kept) history: the same GRU state.
+        let (hp, hq) = (p.state(c).unwrap().h, q.state(c).unwrap().h);
+        for (x, y) in hp.iter().zip(&hq) {
+            assert!((x - y).abs() < 1e-6);
         }
     }
 }

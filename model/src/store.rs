@@ -218,9 +218,57 @@ fn new_segment(dir: &Path, id: u64) -> Result<File, ModelError> {
     Ok(f)
 }
 
+/// Opens the newest segment for appending, recovering its tail (or starts the first one).
+fn open_active(
+    dir: &Path,
+    segments: &mut VecDeque<u64>,
+    recovery: &mut Recovery,
+) -> Result<(File, u64), ModelError> {
+    let Some(&id) = segments.back() else {
+        segments.push_back(1);
+        return Ok((new_segment(dir, 1)?, HEADER as u64));
+    };
+    let path = seg_path(dir, id);
+    let bytes = read_file(&path)?;
+    let s = scan(&bytes, false);
+    match s.problem {
+        None => {}
+        Some(p) if s.good_len == 0 => {
+            let to = move_aside(&path, "corrupt");
+            recovery.note(format!(
+                "{}: {p}; moved aside to {}",
+                path.display(),
+                to.display()
+            ));
+            segments.pop_back();
+            segments.push_back(id + 1);
+            return Ok((new_segment(dir, id + 1)?, HEADER as u64));
+        }
+        Some(p) => {
+            let cut = bytes.len() as u64 - s.good_len;
+            recovery.note(format!("{}: {p}; cut {cut} bytes", path.display()));
+            recovery.bytes_cut += cut;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| ModelError::io(&path, e))?;
+            f.set_len(s.good_len)
+                .map_err(|e| ModelError::io(&path, e))?;
+        }
+    }
+    let f = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| ModelError::io(&path, e))?;
+    Ok((f, s.good_len))
+}
+
 impl ProfileStore {
     /// Opens (creating if needed) the store in `dir`, recovering a torn or corrupt tail.
-    pub fn open(dir: impl Into<PathBuf>, config: StoreConfig) -> Result<(Self, Recovery), ModelError> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: StoreConfig,
+    ) -> Result<(Self, Recovery), ModelError> {
         if config.segment_bytes < 4096 || config.max_segments == 0 {
             return Err(ModelError::Config(format!(
                 "store needs segment_bytes >= 4096 and max_segments >= 1, got {config:?}"
@@ -234,46 +282,16 @@ impl ProfileStore {
             .filter_map(|e| {
                 let name = e.file_name();
                 let name = name.to_str()?;
-                name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
             })
             .collect();
         ids.sort_unstable();
         let mut recovery = Recovery::default();
         let mut segments: VecDeque<u64> = ids.into_iter().collect();
-        let (active, active_len) = loop {
-            let Some(&id) = segments.back() else {
-                segments.push_back(1);
-                break (new_segment(&dir, 1)?, HEADER as u64);
-            };
-            let path = seg_path(&dir, id);
-            let bytes = read_file(&path)?;
-            let s = scan(&bytes, false);
-            match s.problem {
-                None => {}
-                Some(p) if s.good_len == 0 => {
-                    let to = move_aside(&path, "corrupt");
-                    recovery.note(format!("{}: {p}; moved aside to {}", path.display(), to.display()));
-                    segments.pop_back();
-                    segments.push_back(id + 1);
-                    break (new_segment(&dir, id + 1)?, HEADER as u64);
-                }
-                Some(p) => {
-                    let cut = bytes.len() as u64 - s.good_len;
-                    recovery.note(format!("{}: {p}; cut {cut} bytes", path.display()));
-                    recovery.bytes_cut += cut;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| ModelError::io(&path, e))?;
-                    f.set_len(s.good_len).map_err(|e| ModelError::io(&path, e))?;
-                }
-            }
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| ModelError::io(&path, e))?;
-            break (f, s.good_len);
-        };
+        let (active, active_len) = open_active(&dir, &mut segments, &mut recovery)?;
         let mut store = ProfileStore {
             dir,
             config,
@@ -484,7 +502,13 @@ mod tests {
         s.append(&rec(0)).unwrap();
         let aside = fs::read_dir(tmp.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".corrupt-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".corrupt-")
+            })
             .count();
         assert_eq!(aside, 1);
         assert_eq!(s.read_all().unwrap().0.len(), 1);

@@ -37,7 +37,11 @@ pub fn to_log(v: u64) -> f32 {
 
 /// Inverse of [`to_log`] for a clamped prediction.
 pub fn from_log(y: f32) -> f64 {
-    let y = if y.is_finite() { y.clamp(0.0, Y_MAX) } else { 0.0 };
+    let y = if y.is_finite() {
+        y.clamp(0.0, Y_MAX)
+    } else {
+        0.0
+    };
     f64::from(y).exp_m1()
 }
 
@@ -84,7 +88,10 @@ mod tests {
     fn log_round_trip_and_clamp() {
         for v in [0u64, 1, 1000, 123_456_789] {
             let back = from_log(to_log(v));
-            assert!((back - v as f64).abs() <= 1e-3 * (v as f64).max(1.0), "{v} -> {back}");
+            assert!(
+                (back - v as f64).abs() <= 1e-3 * (v as f64).max(1.0),
+                "{v} -> {back}"
+            );
         }
         assert_eq!(from_log(f32::NAN), 0.0);
         assert!(from_log(1e9).is_finite());

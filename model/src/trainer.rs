@@ -114,12 +114,17 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-fn replay_clock(records: &[(ProfileRecord, Part)]) -> (Arc<VirtualClock>, impl FnMut(&ProfileRecord)) {
+fn replay_clock(
+    records: &[(ProfileRecord, Part)],
+) -> (Arc<VirtualClock>, impl FnMut(&ProfileRecord)) {
     let clock = Arc::new(VirtualClock::new());
     let origin = records.first().map_or(0, |(r, _)| r.started_unix_ms);
     let c = clock.clone();
     let step = move |r: &ProfileRecord| {
-        let t = r.started_unix_ms.saturating_sub(origin).saturating_mul(1_000_000);
+        let t = r
+            .started_unix_ms
+            .saturating_sub(origin)
+            .saturating_mul(1_000_000);
         if t > pagegen_core::Clock::now(&*c) {
             c.set(t);
         }
@@ -144,7 +149,12 @@ pub fn score_weights(weights: &NetWeights, ds: &Dataset, prior: crate::Prior) ->
 impl Trainer {
     /// A trainer starting from `initial` weights.
     pub fn new(config: TrainerConfig, initial: &NetWeights) -> Result<Self, ModelError> {
-        if config.batch == 0 || config.seq_len == 0 || config.window == 0 || !(config.lr > 0.0) {
+        if config.batch == 0
+            || config.seq_len == 0
+            || config.window == 0
+            || config.lr.is_nan()
+            || config.lr <= 0.0
+        {
             return Err(ModelError::Config(format!(
                 "trainer needs batch, seq_len, window > 0 and lr > 0, got {config:?}"
             )));
@@ -173,11 +183,41 @@ impl Trainer {
     }
 
     /// A challenger: the trainer's current weights, calibrated on the calibrate part of `ds`.
-    pub fn challenger(&mut self, ds: &Dataset, prior: crate::Prior) -> Result<NetWeights, ModelError> {
+    pub fn challenger(
+        &mut self,
+        ds: &Dataset,
+        prior: crate::Prior,
+    ) -> Result<NetWeights, ModelError> {
         self.generation = self.generation.wrapping_add(1).max(1);
         let mut w = self.net.to_weights([0.0; RESOURCES], self.generation)?;
         w.calib = calibration(&w, ds, prior);
         Ok(w)
+    }
+
+    /// What the trainer thread does on each tick: fold pending class updates, read the newest
+    /// records from `store`, run a [`round`](Self::round), and save a promoted champion to
+    /// `checkpoint`.
+    pub fn tick(
+        &mut self,
+        deployed: &Deployed,
+        store: &Mutex<ProfileStore>,
+        checkpoint: Option<&std::path::Path>,
+    ) -> Result<RoundReport, ModelError> {
+        deployed.recurrent().flush();
+        let (records, recovery) = {
+            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+            s.read_recent(self.config.window * 2)?
+        };
+        if !recovery.is_clean() {
+            tracing::warn!(notes = ?recovery.notes, "trainer skipped corrupt profile records");
+        }
+        let report = self.round(records, deployed)?;
+        if let (Some(d), Some(path)) = (&report.decision, checkpoint) {
+            if d.promote {
+                checkpoint::save(&deployed.recurrent().weights(), path)?;
+            }
+        }
+        Ok(report)
     }
 
     /// One round: train, calibrate, gate, apply (see the module docs).
@@ -228,7 +268,11 @@ pub fn gate_round(challenger: &NetWeights, ds: &Dataset, deployed: &Deployed) ->
     decide(
         ch,
         Some(champ),
-        &[(Serving::Static, s), (Serving::Ewma, e), (Serving::Histogram, h)],
+        &[
+            (Serving::Static, s),
+            (Serving::Ewma, e),
+            (Serving::Histogram, h),
+        ],
     )
 }
 
@@ -322,29 +366,8 @@ pub fn spawn(
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
             }
-            deployed.recurrent().flush();
-            let records = {
-                let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-                match s.read_recent(trainer.config.window * 2) {
-                    Ok((r, _)) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "trainer could not read the profile store");
-                        continue;
-                    }
-                }
-            };
-            match trainer.round(records, &deployed) {
-                Ok(report) => {
-                    tracing::debug!(?report, "trainer round");
-                    if let (Some(d), Some(path)) = (&report.decision, &checkpoint) {
-                        if d.promote {
-                            let w = deployed.recurrent().weights();
-                            if let Err(e) = checkpoint::save(&w, path) {
-                                tracing::warn!(error = %e, "could not save the model checkpoint");
-                            }
-                        }
-                    }
-                }
+            match trainer.tick(&deployed, &store, checkpoint.as_deref()) {
+                Ok(report) => tracing::debug!(?report, "trainer round"),
                 Err(e) => tracing::warn!(error = %e, "trainer round failed"),
             }
         })
@@ -353,4 +376,107 @@ pub fn spawn(
         stop: Some(tx),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::extract;
+    use crate::store::StoreConfig;
+    use pagegen_core::{ClassId, Usage};
+
+    fn records(n: usize) -> Vec<ProfileRecord> {
+        let mut rng = SplitMix::new(1);
+        (0..n)
+            .map(|i| {
+                let pages = 1 + rng.below(50) as u64;
+                let class = ClassId::from_raw(1 + (i % 2) as u32);
+                let mut u = Usage::default();
+                u.cpu.cpu_ns = 10_000 * pages * if i % 2 == 0 { 1 } else { 3 };
+                u.mem.peak_net_bytes = 4096 * pages as i64;
+                let mut r = ProfileRecord::new(i as u64, class, u);
+                r.started_unix_ms = i as u64 * 10;
+                r.features = extract(class, "/list", Some(&format!("pages={pages}")), 0, 2);
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tick_trains_from_the_store_and_checkpoints_a_promotion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut store, _) =
+            ProfileStore::open(tmp.path().join("p"), StoreConfig::default()).unwrap();
+        for r in records(1200) {
+            store.append(&r).unwrap();
+        }
+        let store = Mutex::new(store);
+        let clock = Arc::new(VirtualClock::new());
+        let deployed = Deployed::new(
+            crate::DeployedConfig::default(),
+            clock,
+            Arc::new(NetWeights::random(5)),
+            Serving::Ewma,
+        );
+        let cfg = TrainerConfig {
+            steps: 40,
+            ..TrainerConfig::default()
+        };
+        let mut t = Trainer::new(cfg, &NetWeights::random(5)).unwrap();
+        let ckpt = tmp.path().join("model.safetensors");
+        let report = t.tick(&deployed, &store, Some(&ckpt)).unwrap();
+        let d = report.decision.expect("enough rows to train");
+        assert!(report.train_loss.is_finite());
+        assert_eq!(d.promote, ckpt.exists());
+        if d.promote {
+            assert_eq!(
+                checkpoint::import(&ckpt).unwrap(),
+                *deployed.recurrent().weights()
+            );
+        }
+        // Too few rows: no training, nothing changes.
+        let small = Mutex::new(
+            ProfileStore::open(tmp.path().join("q"), StoreConfig::default())
+                .unwrap()
+                .0,
+        );
+        let r = t.tick(&deployed, &small, None).unwrap();
+        assert!(r.decision.is_none() && r.train_rows == 0);
+    }
+
+    #[test]
+    fn spawn_requires_single_threaded_candle() {
+        if single_threaded_candle() {
+            // The environment already satisfies the requirement; the refusal cannot be observed.
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ProfileStore::open(tmp.path(), StoreConfig::default())
+            .unwrap()
+            .0;
+        let deployed = Arc::new(Deployed::new(
+            crate::DeployedConfig::default(),
+            Arc::new(VirtualClock::new()),
+            Arc::new(NetWeights::zeros()),
+            Serving::Ewma,
+        ));
+        let t = Trainer::new(TrainerConfig::default(), &NetWeights::zeros()).unwrap();
+        let r = spawn(
+            t,
+            deployed,
+            Arc::new(Mutex::new(store)),
+            None,
+            Duration::from_secs(3600),
+        );
+        assert!(matches!(r, Err(ModelError::Config(_))));
+    }
+
+    #[test]
+    fn bad_config_is_an_error() {
+        let cfg = TrainerConfig {
+            batch: 0,
+            ..TrainerConfig::default()
+        };
+        assert!(Trainer::new(cfg, &NetWeights::zeros()).is_err());
+    }
 }

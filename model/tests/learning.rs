@@ -54,7 +54,12 @@ fn cpu_mdape(p: &dyn Predictor, records: &[ProfileRecord]) -> f64 {
 }
 
 fn deployment(clock: Arc<dyn Clock>, weights: NetWeights) -> Deployed {
-    Deployed::new(DeployedConfig::default(), clock, Arc::new(weights), Serving::Ewma)
+    Deployed::new(
+        DeployedConfig::default(),
+        clock,
+        Arc::new(weights),
+        Serving::Ewma,
+    )
 }
 
 #[test]
@@ -72,7 +77,10 @@ fn learns_parameter_dependent_demand_and_promotes_it() {
         let report = trainer.round(data.clone(), &deployed).unwrap();
         promoted |= report.decision.as_ref().is_some_and(|d| d.promote);
     }
-    assert!(promoted, "a model that reads the size parameter beats the baselines");
+    assert!(
+        promoted,
+        "a model that reads the size parameter beats the baselines"
+    );
     assert_eq!(deployed.serving(), Serving::Recurrent);
 
     let fresh = synthetic(1000, 99);
@@ -116,7 +124,9 @@ fn censored_records_do_not_teach_under_prediction() {
     }
     deployed.recurrent().flush();
     for s in [Serving::Ewma, Serving::Histogram, Serving::Recurrent] {
-        let d = deployed.get(s).predict(ClassId::from_raw(3), &Features::default());
+        let d = deployed
+            .get(s)
+            .predict(ClassId::from_raw(3), &Features::default());
         assert!(d.cpu_ns.central > 850_000, "{s:?} {d:?}");
     }
 }

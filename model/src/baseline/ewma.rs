@@ -114,7 +114,10 @@ mod tests {
             p.observe(&rec(if i % 2 == 0 { 1_000_000 } else { 2_000_000 }));
         }
         let d = p.predict(ClassId::from_raw(1), &Features::default());
-        assert!(d.cpu_ns.central > 1_200_000 && d.cpu_ns.central < 1_700_000, "{d:?}");
+        assert!(
+            d.cpu_ns.central > 1_200_000 && d.cpu_ns.central < 1_700_000,
+            "{d:?}"
+        );
         assert!(d.cpu_ns.upper > 2_000_000);
     }
 
@@ -130,10 +133,18 @@ mod tests {
         for _ in 0..50 {
             p.observe(&low);
         }
-        assert_eq!(p.predict(ClassId::from_raw(1), &Features::default()), before);
+        assert_eq!(
+            p.predict(ClassId::from_raw(1), &Features::default()),
+            before
+        );
         let mut high = rec(5_000_000);
         high.demoted = true;
         p.observe(&high);
-        assert!(p.predict(ClassId::from_raw(1), &Features::default()).cpu_ns.central > before.cpu_ns.central);
+        assert!(
+            p.predict(ClassId::from_raw(1), &Features::default())
+                .cpu_ns
+                .central
+                > before.cpu_ns.central
+        );
     }
 }

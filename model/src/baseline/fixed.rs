@@ -87,6 +87,9 @@ mod tests {
         assert!((d.cpu_ns.central as i64 - 3_000_000).abs() < 1000);
         assert!(d.cpu_ns.upper > 5_000_000);
         assert!((d.peak_bytes.central as i64 - (1 << 20)).abs() < 100);
-        assert_eq!(p.predict(ClassId::from_raw(9), &Features::default()), Prior::default().demand());
+        assert_eq!(
+            p.predict(ClassId::from_raw(9), &Features::default()),
+            Prior::default().demand()
+        );
     }
 }

@@ -98,7 +98,11 @@ impl CandleNet {
     }
 
     /// The current weights as plain vectors (`calib` and `generation` given by the caller).
-    pub fn to_weights(&self, calib: [f32; RESOURCES], generation: u64) -> Result<NetWeights, ModelError> {
+    pub fn to_weights(
+        &self,
+        calib: [f32; RESOURCES],
+        generation: u64,
+    ) -> Result<NetWeights, ModelError> {
         let data = self.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
         let get = |name: &str| -> Result<Vec<f32>, ModelError> {
             let var = data
@@ -144,7 +148,12 @@ impl CandleNet {
 
     /// Central and upper log predictions `[N, 5]` each, from head outputs and class statistics
     /// (no calibration offset: training fits the uncalibrated model).
-    pub fn decode(&self, o: &Tensor, mean: &Tensor, sd: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+    pub fn decode(
+        &self,
+        o: &Tensor,
+        mean: &Tensor,
+        sd: &Tensor,
+    ) -> Result<(Tensor, Tensor), ModelError> {
         let oc = o.narrow(D::Minus1, 0, RESOURCES)?;
         let ou = (o.narrow(D::Minus1, RESOURCES, RESOURCES)? + f64::from(UPPER_BIAS))?;
         let central = (mean + oc)?;
@@ -273,8 +282,18 @@ mod tests {
             let o_plain = w.head(&s, &step.x);
             let (pc0, pu0) = decode_head(&s.mean, &s.sd(), &o_plain, &[0.0; RESOURCES]);
             for r in 0..RESOURCES {
-                assert!((pc0[r] - c[r]).abs() <= 1e-5, "central {} vs {}", pc0[r], c[r]);
-                assert!((pu0[r] - u[r]).abs() <= 1e-5, "upper {} vs {}", pu0[r], u[r]);
+                assert!(
+                    (pc0[r] - c[r]).abs() <= 1e-5,
+                    "central {} vs {}",
+                    pc0[r],
+                    c[r]
+                );
+                assert!(
+                    (pu0[r] - u[r]).abs() <= 1e-5,
+                    "upper {} vs {}",
+                    pu0[r],
+                    u[r]
+                );
                 assert!((pc[r] - pc0[r]).abs() <= 1e-6);
                 assert!((pu[r] - (pu0[r] + w.calib[r]).max(pc[r])).abs() <= 1e-5);
             }

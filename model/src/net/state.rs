@@ -106,11 +106,7 @@ impl ClassState {
 
     /// Standard deviation of `y` per resource.
     pub fn sd(&self) -> Targets {
-        let mut s = [0f32; RESOURCES];
-        for r in 0..RESOURCES {
-            s[r] = self.var[r].max(0.0).sqrt();
-        }
-        s
+        self.var.map(|v| v.max(0.0).sqrt())
     }
 
     /// The head input for a request with features `x` (features must be sanitized).
@@ -131,8 +127,8 @@ impl ClassState {
 
     /// Steers the cover offset after an observation whose upper estimate was `upper` (log space).
     pub fn update_cover(&mut self, step: &Step, upper: &Targets) {
-        for r in 0..RESOURCES {
-            let miss = step.y[r] > upper[r];
+        for (r, &u) in upper.iter().enumerate() {
+            let miss = step.y[r] > u;
             if step.censored && !miss {
                 // A lower bound under the estimate says nothing about coverage.
                 continue;

@@ -9,9 +9,7 @@
 
 use pagegen_core::Features;
 
-use super::state::{
-    decode_head, ClassState, GRU_IN, HEAD_HIDDEN, HEAD_IN, HEAD_OUT, HIDDEN,
-};
+use super::state::{decode_head, ClassState, GRU_IN, HEAD_HIDDEN, HEAD_IN, HEAD_OUT, HIDDEN};
 use crate::target::{Targets, RESOURCES};
 
 /// Every weight of the model, flat, in candle's layouts.
