@@ -43,8 +43,8 @@ pub struct Row {
     pub rest: [f32; REST],
     /// Targets.
     pub y: Targets,
-    /// Class statistics before the record.
-    pub mean: Targets,
+    /// Class median before the record.
+    pub center: Targets,
     /// Class statistics before the record.
     pub sd: Targets,
     /// Censored record.
@@ -119,7 +119,7 @@ impl Dataset {
                 gru_in: state.gru_input(&step),
                 rest,
                 y: step.y,
-                mean: state.mean,
+                center: state.median,
                 sd: state.sd(),
                 censored: step.censored,
                 part: *part,
@@ -160,7 +160,7 @@ impl Dataset {
         let mut gru_in = vec![0f32; rows * GRU_IN];
         let mut rest = vec![0f32; rows * REST];
         let mut y = vec![0f32; rows * RESOURCES];
-        let mut mean = vec![0f32; rows * RESOURCES];
+        let mut center = vec![0f32; rows * RESOURCES];
         let mut sd = vec![0f32; rows * RESOURCES];
         let mut cens = vec![0f32; rows];
         let mut mask = vec![0f32; rows];
@@ -185,7 +185,7 @@ impl Dataset {
                 gru_in[k * GRU_IN..(k + 1) * GRU_IN].copy_from_slice(&row.gru_in);
                 rest[k * REST..(k + 1) * REST].copy_from_slice(&row.rest);
                 y[k * RESOURCES..(k + 1) * RESOURCES].copy_from_slice(&row.y);
-                mean[k * RESOURCES..(k + 1) * RESOURCES].copy_from_slice(&row.mean);
+                center[k * RESOURCES..(k + 1) * RESOURCES].copy_from_slice(&row.center);
                 sd[k * RESOURCES..(k + 1) * RESOURCES].copy_from_slice(&row.sd);
                 cens[k] = if row.censored { 1.0 } else { 0.0 };
                 mask[k] = if start > 0 && t < BURN_IN { 0.0 } else { 1.0 };
@@ -196,7 +196,7 @@ impl Dataset {
             gru_in: Tensor::from_vec(gru_in, (len, batch, GRU_IN), &dev)?,
             head_rest: Tensor::from_vec(rest, (rows, REST), &dev)?,
             y: Tensor::from_vec(y, (rows, RESOURCES), &dev)?,
-            mean: Tensor::from_vec(mean, (rows, RESOURCES), &dev)?,
+            center: Tensor::from_vec(center, (rows, RESOURCES), &dev)?,
             sd: Tensor::from_vec(sd, (rows, RESOURCES), &dev)?,
             censored: Tensor::from_vec(cens, (rows, 1), &dev)?,
             mask: Tensor::from_vec(mask, (rows, 1), &dev)?,

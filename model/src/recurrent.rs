@@ -36,7 +36,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 3 * RESOURCES + 1 + FEATURE_WIDTH;
+const PUB_LEN: usize = HIDDEN + 4 * RESOURCES + 1 + FEATURE_WIDTH;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,7 @@ impl Slot {
         s.h.iter().for_each(|&v| put(v));
         s.mean.iter().for_each(|&v| put(v));
         s.var.iter().for_each(|&v| put(v));
+        s.median.iter().for_each(|&v| put(v));
         put(s.n as f32);
         s.xbar.iter().for_each(|&v| put(v));
         s.cover.iter().for_each(|&v| put(v));
@@ -112,6 +113,7 @@ impl Slot {
         s.h.iter_mut().for_each(|v| *v = get());
         s.mean.iter_mut().for_each(|v| *v = get());
         s.var.iter_mut().for_each(|v| *v = get());
+        s.median.iter_mut().for_each(|v| *v = get());
         s.n = get() as u32;
         s.xbar.iter_mut().for_each(|v| *v = get());
         s.cover.iter_mut().for_each(|v| *v = get());

@@ -68,12 +68,14 @@ pub struct TrainerConfig {
 
 impl Default for TrainerConfig {
     fn default() -> Self {
-        // Sizes measured in the evaluation (model/README.md): 40 steps of 32 × 24 take ~0.5 s of one
-        // core; a round a minute keeps the trainer near 1 % of a core.
+        // Sizes from the evaluation (model/README.md): 500 steps of 32 sequences × 24 requests plus
+        // the gate's replays take ~1.9 s of one core; a round every 5 minutes is ~0.6 % of a core.
+        // 150 → 500 steps cut the memory slack by ~3 points; the window holds ~25 minutes of that
+        // workload's traffic.
         TrainerConfig {
             window: 16_384,
             replay_per_class: 64,
-            steps: 150,
+            steps: 500,
             batch: 32,
             seq_len: 24,
             lr: 3e-3,

@@ -39,8 +39,8 @@ pub struct Batch {
     pub head_rest: Tensor,
     /// Targets `[T·B, 5]`.
     pub y: Tensor,
-    /// Class statistics mean `[T·B, 5]`.
-    pub mean: Tensor,
+    /// Class median the central estimate is relative to `[T·B, 5]`.
+    pub center: Tensor,
     /// Class statistics sd `[T·B, 5]`.
     pub sd: Tensor,
     /// 1 for censored rows `[T·B, 1]`.
@@ -151,12 +151,12 @@ impl CandleNet {
     pub fn decode(
         &self,
         o: &Tensor,
-        mean: &Tensor,
+        center: &Tensor,
         sd: &Tensor,
     ) -> Result<(Tensor, Tensor), ModelError> {
         let oc = o.narrow(D::Minus1, 0, RESOURCES)?;
         let ou = (o.narrow(D::Minus1, RESOURCES, RESOURCES)? + f64::from(UPPER_BIAS))?;
-        let central = (mean + oc)?;
+        let central = (center + oc)?;
         let spread = softplus(&ou)?.mul(&(sd + f64::from(SD_FLOOR))?)?;
         let upper = (&central + spread)?;
         Ok((central, upper))
@@ -176,7 +176,7 @@ impl CandleNet {
         let h_all = Tensor::stack(&hs, 0)?.reshape((t * b, HIDDEN))?;
         let input = Tensor::cat(&[&h_all, &batch.head_rest], 1)?;
         let o = self.head(&input)?;
-        let (central, upper) = self.decode(&o, &batch.mean, &batch.sd)?;
+        let (central, upper) = self.decode(&o, &batch.center, &batch.sd)?;
         let keep_over = (1.0 - &batch.censored)?;
         let lc = pinball(&batch.y, &central, 0.5, &keep_over)?;
         let lu = pinball(&batch.y, &upper, f64::from(UPPER_QUANTILE), &keep_over)?;
@@ -222,6 +222,7 @@ mod tests {
         }
         for r in 0..RESOURCES {
             s.mean[r] = (rng.unit() * 20.0) as f32;
+            s.median[r] = s.mean[r] + rng.normal() as f32 * 0.3;
             s.var[r] = rng.unit() as f32;
         }
         s.n = 1 + rng.below(100) as u32;
@@ -273,14 +274,14 @@ mod tests {
             let o = net
                 .head(&Tensor::from_slice(&hin, (1, HEAD_IN), &dev).unwrap())
                 .unwrap();
-            let mean = Tensor::from_slice(&s.mean, (1, RESOURCES), &dev).unwrap();
+            let center = Tensor::from_slice(&s.median, (1, RESOURCES), &dev).unwrap();
             let sd = Tensor::from_slice(&s.sd(), (1, RESOURCES), &dev).unwrap();
-            let (c, u) = net.decode(&o, &mean, &sd).unwrap();
+            let (c, u) = net.decode(&o, &center, &sd).unwrap();
             let c = c.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let u = u.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (pc, pu) = w.predict_log(&s, &step.x);
             let o_plain = w.head(&s, &step.x);
-            let (pc0, pu0) = decode_head(&s.mean, &s.sd(), &o_plain, &[0.0; RESOURCES]);
+            let (pc0, pu0) = decode_head(&s.median, &s.sd(), &o_plain, &[0.0; RESOURCES]);
             for r in 0..RESOURCES {
                 assert!(
                     (pc0[r] - c[r]).abs() <= 1e-5,

@@ -8,16 +8,16 @@
 //!
 //! Layouts (indices into the vectors the network reads):
 //! - GRU input ([`GRU_IN`]): `y/16` (5), `(y − mean)/4` (5), censored flag, `1/(1+n)`.
-//! - Head input ([`HEAD_IN`]): `h` ([`HIDDEN`]), `mean/16` (5), `sd` (5), `1/sqrt(1+n)`, features (32),
-//!   features − feature mean (32).
+//! - Head input ([`HEAD_IN`]): `h` ([`HIDDEN`]), `median/16` (5), `sd` (5), `mean − median` (5),
+//!   `1/sqrt(1+n)`, features (32), features − feature mean (32).
 //!
 //! The state also keeps a per-class *cover* offset on the upper estimates, steered after each
 //! observation so the class's long-run miss rate is [`COVER_MISS`] (adaptive conformal inference):
 //! it is arithmetic on the model's own predictions, applied after the head, never an input to it.
 //!
-//! The head's outputs `o` (10) become `central = mean + o[r]` and
+//! The head's outputs `o` (10) become `central = median + o[r]` and
 //! `upper = central + softplus(o[5 + r] + 2.2)·(sd + 0.05) + calib[r]`, so an untrained head already
-//! predicts the class's geometric mean and a spread-scaled upper bound (softplus(2.2) ≈ 2.3 ≈ the
+//! predicts the class's median and a spread-scaled upper bound (softplus(2.2) ≈ 2.3 ≈ the
 //! normal 99 % z-score), and `upper >= central` by construction.
 
 use pagegen_core::{Features, FEATURE_WIDTH};
@@ -32,7 +32,7 @@ pub const HEAD_HIDDEN: usize = 32;
 /// GRU input width.
 pub const GRU_IN: usize = 2 * RESOURCES + 2;
 /// Head input width.
-pub const HEAD_IN: usize = HIDDEN + 2 * RESOURCES + 1 + 2 * FEATURE_WIDTH;
+pub const HEAD_IN: usize = HIDDEN + 3 * RESOURCES + 1 + 2 * FEATURE_WIDTH;
 /// Head output width: central and upper offsets per resource.
 pub const HEAD_OUT: usize = 2 * RESOURCES;
 /// Statistics weight floor: 0.05, the same half-life (~14 requests) as the EWMA baseline so the model
@@ -48,7 +48,7 @@ pub const COVER_MISS: f32 = 0.007;
 /// Step of the per-class cover offset, log space: a miss raises the class's upper estimates by ~5 %,
 /// a hit lowers them by `0.05 × 0.007` (adaptive conformal inference, Gibbs & Candès, NeurIPS 2021:
 /// the long-run miss rate converges to `COVER_MISS` whatever the model).
-pub const COVER_STEP: f32 = 0.05;
+pub const COVER_STEP: f32 = 0.1;
 
 /// One observation, ready to fold: log targets, censoring, features.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,6 +70,8 @@ pub struct ClassState {
     pub mean: Targets,
     /// Running variance of `y`.
     pub var: Targets,
+    /// Running median of `y` (stochastic approximation, see [`ClassState::update_stats`]).
+    pub median: Targets,
     /// Observations folded (saturating).
     pub n: u32,
     /// Running mean of the features.
@@ -84,6 +86,7 @@ impl Default for ClassState {
             h: [0.0; HIDDEN],
             mean: [0.0; RESOURCES],
             var: [0.0; RESOURCES],
+            median: [0.0; RESOURCES],
             n: 0,
             xbar: [0.0; FEATURE_WIDTH],
             cover: [0.0; RESOURCES],
@@ -114,11 +117,12 @@ impl ClassState {
         out[..HIDDEN].copy_from_slice(&self.h);
         let sd = self.sd();
         for r in 0..RESOURCES {
-            out[HIDDEN + r] = self.mean[r] / 16.0;
+            out[HIDDEN + r] = self.median[r] / 16.0;
             out[HIDDEN + RESOURCES + r] = sd[r];
+            out[HIDDEN + 2 * RESOURCES + r] = (self.mean[r] - self.median[r]).clamp(-4.0, 4.0);
         }
-        out[HIDDEN + 2 * RESOURCES] = 1.0 / (1.0 + self.n as f32).sqrt();
-        let base = HIDDEN + 2 * RESOURCES + 1;
+        out[HIDDEN + 3 * RESOURCES] = 1.0 / (1.0 + self.n as f32).sqrt();
+        let base = HIDDEN + 3 * RESOURCES + 1;
         for i in 0..FEATURE_WIDTH {
             out[base + i] = x.0[i];
             out[base + FEATURE_WIDTH + i] = x.0[i] - self.xbar[i];
@@ -149,6 +153,16 @@ impl ClassState {
         for r in 0..RESOURCES {
             let y = step.y[r].clamp(0.0, Y_MAX);
             let d = y - self.mean[r];
+            // Median: the first observation, then steps of ±w·1.25·(sd + floor) towards each new
+            // one (the Robbins–Monro quantile recursion, scaled by the class's spread).
+            let gamma = w * 1.25 * (self.var[r].max(0.0).sqrt() + SD_FLOOR);
+            if self.n == 1 {
+                self.median[r] = y;
+            } else if y > self.median[r] {
+                self.median[r] = (self.median[r] + gamma).min(y);
+            } else if !step.censored && y < self.median[r] {
+                self.median[r] = (self.median[r] - gamma).max(y);
+            }
             if !(step.censored && d <= 0.0) {
                 self.mean[r] += w * d;
                 self.var[r] = (1.0 - w) * (self.var[r] + w * d * d);
@@ -162,9 +176,10 @@ impl ClassState {
     }
 }
 
-/// Turns head outputs into log-space central and upper estimates (see the module docs).
+/// Turns head outputs into log-space central and upper estimates around the class median `center`
+/// (see the module docs).
 pub fn decode_head(
-    state_mean: &Targets,
+    center: &Targets,
     sd: &Targets,
     o: &[f32; HEAD_OUT],
     calib: &Targets,
@@ -172,7 +187,7 @@ pub fn decode_head(
     let mut c = [0f32; RESOURCES];
     let mut u = [0f32; RESOURCES];
     for r in 0..RESOURCES {
-        c[r] = state_mean[r] + o[r];
+        c[r] = center[r] + o[r];
         u[r] = c[r] + softplus(o[RESOURCES + r] + UPPER_BIAS) * (sd[r] + SD_FLOOR) + calib[r];
         u[r] = u[r].max(c[r]);
     }

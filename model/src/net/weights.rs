@@ -151,7 +151,7 @@ impl NetWeights {
     /// Log-space central and upper predictions for a state and (sanitized) features.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
         let o = self.head(state, x);
-        let (c, mut u) = decode_head(&state.mean, &state.sd(), &o, &self.calib);
+        let (c, mut u) = decode_head(&state.median, &state.sd(), &o, &self.calib);
         for r in 0..RESOURCES {
             u[r] = (u[r] + state.cover[r]).max(c[r]);
         }
