@@ -13,7 +13,9 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use pagegen_core::{ClassId, Clock, Demand, Features, ProfileRecord, Resource, RouteSpec};
+use pagegen_core::{
+    ClassId, ClassObserver, ClassSpec, Clock, Demand, Features, ProfileRecord, Resource, RouteSpec,
+};
 
 use crate::baseline::{
     EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
@@ -153,5 +155,68 @@ impl Predictor for Deployed {
         self.ewma.observe(record);
         self.histogram.observe(record);
         self.recurrent.observe(record);
+    }
+}
+
+/// Registering a class with the runtime's [`ClassRegistry`](pagegen_core::ClassRegistry) hands its
+/// annotation to the static baseline (idempotent, as the registry's contract asks).
+impl ClassObserver for Deployed {
+    fn class_registered(&self, id: ClassId, spec: &ClassSpec) {
+        self.annotate(id, &spec.route);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{ClassRegistry, VirtualClock};
+    use std::time::Duration;
+
+    fn deployed(every: u32) -> Deployed {
+        let cfg = DeployedConfig {
+            explore: ExploreConfig { every, factor: 2.0 },
+            ..DeployedConfig::default()
+        };
+        Deployed::new(
+            cfg,
+            Arc::new(VirtualClock::new()),
+            Arc::new(NetWeights::zeros()),
+            Serving::Static,
+        )
+    }
+
+    #[test]
+    fn one_request_in_every_explores_with_a_larger_upper() {
+        let d = deployed(4);
+        let c = ClassId::from_raw(1);
+        let base = d.fixed().predict(c, &Features::default());
+        let uppers: Vec<u64> = (0..8)
+            .map(|_| d.predict(c, &Features::default()).cpu_ns.upper)
+            .collect();
+        let explored = uppers
+            .iter()
+            .filter(|&&u| u == base.cpu_ns.upper * 2)
+            .count();
+        let plain = uppers.iter().filter(|&&u| u == base.cpu_ns.upper).count();
+        assert_eq!((explored, plain), (2, 6), "{uppers:?}");
+        let off = deployed(0);
+        assert!((0..8).all(|_| off.predict(c, &Features::default()) == base));
+    }
+
+    #[test]
+    fn registry_annotations_reach_the_static_baseline() {
+        let d = Arc::new(deployed(0));
+        let reg = ClassRegistry::in_memory();
+        reg.subscribe(d.clone());
+        let spec = ClassSpec::new("GET /report").with_route(RouteSpec {
+            cpu: Some(Duration::from_millis(7)),
+            ..RouteSpec::default()
+        });
+        let id = reg.register(spec).unwrap();
+        let p = d.predict(id, &Features::default());
+        assert!(
+            (p.cpu_ns.central as i64 - 7_000_000).abs() < 10_000,
+            "{p:?}"
+        );
     }
 }

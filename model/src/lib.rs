@@ -5,6 +5,7 @@
 //!
 //! | module | contract |
 //! |---|---|
+//! | [`runtime`] | [`ModelRuntime`]: state dir + store + checkpoint + gated predictor + trainer, opened in one call |
 //! | [`features`] | request → fixed-width [`Features`](pagegen_core::Features) (layout table there) |
 //! | [`target`] | record → log-space targets; log predictions → clamped [`Demand`](pagegen_core::Demand) |
 //! | [`predictor`] | the [`Predictor`] trait: allocation-free `predict`, `observe` on completion |
@@ -37,6 +38,7 @@ pub mod predictor;
 pub mod published;
 pub mod recurrent;
 pub mod rng;
+pub mod runtime;
 pub mod state_dir;
 pub mod store;
 pub mod table;
@@ -52,6 +54,7 @@ pub use gate::{Decision, Serving};
 pub use predictor::Predictor;
 pub use published::Prior;
 pub use recurrent::{RecurrentConfig, RecurrentPredictor};
+pub use runtime::{ModelConfig, ModelRuntime};
 pub use state_dir::StateDir;
 pub use store::{ProfileStore, Recovery, StoreConfig};
 pub use trainer::{RoundReport, Trainer, TrainerConfig, TrainerHandle};
