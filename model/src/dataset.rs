@@ -120,7 +120,7 @@ impl Dataset {
                 rest,
                 y: step.y,
                 center: state.median,
-                sd: state.sd(),
+                sd: state.spread(),
                 censored: step.censored,
                 part: *part,
             });

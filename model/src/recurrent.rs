@@ -6,8 +6,8 @@
 //!   torn read is harmless), then run the plain-Rust head. No lock, no allocation.
 //! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
 //!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
-//!   pending records are folded into the state — one GRU step each, in arrival order, after steering
-//!   the class's cover offset from what the state predicted for that record — and the new
+//!   pending records are folded into the state — one GRU step each, in arrival order, after adding
+//!   the record's residual to the class's cover window ([`crate::net::cover`]) — and the new
 //!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
 //!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
 //!   that overflows between updates keeps the newest records (a sample of a burst is enough).
@@ -24,6 +24,8 @@ use arc_swap::ArcSwap;
 use pagegen_core::{ClassId, Clock, Demand, Features, ProfileRecord, FEATURE_WIDTH};
 
 use crate::features::sanitize;
+use crate::net::cover::CoverWindow;
+use crate::net::rls::RLS_DIM;
 use crate::net::state::{GRU_IN, HIDDEN};
 use crate::net::{ClassState, NetWeights, Step};
 use crate::predictor::Predictor;
@@ -36,7 +38,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 4 * RESOURCES + 1 + FEATURE_WIDTH;
+const PUB_LEN: usize = HIDDEN + 5 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,7 @@ struct Writer {
     history: [[f32; GRU_IN]; HISTORY],
     history_len: usize,
     next_history: usize,
+    cover: CoverWindow,
 }
 
 struct Slot {
@@ -82,6 +85,7 @@ impl Slot {
                 history: [[0.0; GRU_IN]; HISTORY],
                 history_len: 0,
                 next_history: 0,
+                cover: CoverWindow::default(),
             }),
             published: std::array::from_fn(|_| AtomicU32::new(0)),
         }
@@ -96,9 +100,12 @@ impl Slot {
         s.h.iter().for_each(|&v| put(v));
         s.mean.iter().for_each(|&v| put(v));
         s.var.iter().for_each(|&v| put(v));
+        s.rvar.iter().for_each(|&v| put(v));
         s.median.iter().for_each(|&v| put(v));
         put(s.n as f32);
         s.xbar.iter().for_each(|&v| put(v));
+        s.xvar.iter().for_each(|&v| put(v));
+        s.rls.iter().flatten().for_each(|&v| put(v));
         s.cover.iter().for_each(|&v| put(v));
     }
 
@@ -113,9 +120,12 @@ impl Slot {
         s.h.iter_mut().for_each(|v| *v = get());
         s.mean.iter_mut().for_each(|v| *v = get());
         s.var.iter_mut().for_each(|v| *v = get());
+        s.rvar.iter_mut().for_each(|v| *v = get());
         s.median.iter_mut().for_each(|v| *v = get());
         s.n = get() as u32;
         s.xbar.iter_mut().for_each(|v| *v = get());
+        s.xvar.iter_mut().for_each(|v| *v = get());
+        s.rls.iter_mut().flatten().for_each(|v| *v = get());
         s.cover.iter_mut().for_each(|v| *v = get());
         s
     }
@@ -129,6 +139,8 @@ impl Writer {
             w.gru_step(&mut h, &self.history[(start + k) % HISTORY]);
         }
         self.state.h = h;
+        // The cover window keeps its residuals: they were against the previous weights, which a
+        // challenger refines rather than replaces, and they leave the window within 128 requests.
         self.generation = w.generation;
     }
 
@@ -140,6 +152,11 @@ impl Writer {
         for k in 0..PENDING {
             let idx = (self.next_pending + k) % PENDING;
             if let Some(step) = self.pending[idx].take() {
+                if self.state.n > 0 {
+                    let (_, upper) = w.predict_log_raw(&self.state, &step.x);
+                    self.cover.push(&step, &upper, &self.state.cover);
+                    self.state.cover = self.cover.cover();
+                }
                 let input = w.fold(&mut self.state, &step);
                 self.history[self.next_history] = input;
                 self.next_history = (self.next_history + 1) % HISTORY;

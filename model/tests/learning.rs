@@ -11,7 +11,7 @@ use pagegen_model::rng::SplitMix;
 use pagegen_model::trainer::{gate_round, score_weights};
 use pagegen_model::{
     checkpoint, dataset::Dataset, Deployed, DeployedConfig, EwmaConfig, EwmaPredictor, Predictor,
-    Prior, Trainer, TrainerConfig,
+    Prior, RecurrentConfig, Trainer, TrainerConfig,
 };
 
 /// `/items?size=S`: CPU = 20 µs × S with 10 % log-normal noise, S log-uniform in 1..1000;
@@ -57,12 +57,15 @@ fn cpu_mdape(p: &dyn Predictor, records: &[ProfileRecord]) -> f64 {
 }
 
 fn deployment(clock: Arc<dyn Clock>, weights: NetWeights) -> Deployed {
-    Deployed::new(
-        DeployedConfig::default(),
-        clock,
-        Arc::new(weights),
-        Serving::Ewma,
-    )
+    // No rate limit: these tests replay records without moving the clock, and the 10 ms batching
+    // has its own test (recurrent.rs).
+    let config = DeployedConfig {
+        recurrent: RecurrentConfig {
+            min_update_interval_ns: 0,
+        },
+        ..DeployedConfig::default()
+    };
+    Deployed::new(config, clock, Arc::new(weights), Serving::Ewma)
 }
 
 #[test]

@@ -275,13 +275,13 @@ mod tests {
                 .head(&Tensor::from_slice(&hin, (1, HEAD_IN), &dev).unwrap())
                 .unwrap();
             let center = Tensor::from_slice(&s.median, (1, RESOURCES), &dev).unwrap();
-            let sd = Tensor::from_slice(&s.sd(), (1, RESOURCES), &dev).unwrap();
+            let sd = Tensor::from_slice(&s.spread(), (1, RESOURCES), &dev).unwrap();
             let (c, u) = net.decode(&o, &center, &sd).unwrap();
             let c = c.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let u = u.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (pc, pu) = w.predict_log(&s, &step.x);
             let o_plain = w.head(&s, &step.x);
-            let (pc0, pu0) = decode_head(&s.median, &s.sd(), &o_plain, &[0.0; RESOURCES]);
+            let (pc0, pu0) = decode_head(&s.median, &s.spread(), &o_plain, &[0.0; RESOURCES]);
             for r in 0..RESOURCES {
                 assert!(
                     (pc0[r] - c[r]).abs() <= 1e-5,

@@ -11,7 +11,9 @@
 //! [`state`] defines the per-class state (GRU hidden vector plus running statistics) and how a record
 //! is folded into it: the one definition both the trainer's sequence builder and the serving path use.
 
+pub mod cover;
 pub mod graph;
+pub mod rls;
 pub mod state;
 pub mod weights;
 

@@ -148,24 +148,25 @@ impl NetWeights {
         o
     }
 
+    /// Log-space central and upper predictions before the class's cover offset.
+    pub fn predict_log_raw(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
+        let o = self.head(state, x);
+        decode_head(&state.median, &state.spread(), &o, &self.calib)
+    }
+
     /// Log-space central and upper predictions for a state and (sanitized) features.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
-        let o = self.head(state, x);
-        let (c, mut u) = decode_head(&state.median, &state.sd(), &o, &self.calib);
+        let (c, mut u) = self.predict_log_raw(state, x);
         for r in 0..RESOURCES {
             u[r] = (u[r] + state.cover[r]).max(c[r]);
         }
         (c, u)
     }
 
-    /// Folds one observation into a state: the cover offset (from what the state would have
-    /// predicted), the GRU step on the statistics before the fold, then the statistics. Returns the
-    /// GRU input used.
+    /// Folds one observation into a state: the GRU step on the statistics before the fold, then
+    /// the statistics (the cover offset is the caller's, see [`super::cover`]). Returns the GRU
+    /// input used.
     pub fn fold(&self, state: &mut ClassState, step: &super::Step) -> [f32; GRU_IN] {
-        if state.n > 0 {
-            let (_, upper) = self.predict_log(state, &step.x);
-            state.update_cover(step, &upper);
-        }
         let input = state.gru_input(step);
         self.gru_step(&mut state.h, &input);
         state.update_stats(step);
