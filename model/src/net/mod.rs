@@ -8,8 +8,10 @@
 //!   path and for per-class state updates (candle's per-op overhead, ~35 µs per GRU step, is too much
 //!   for either). A test checks both agree to 1e-5.
 //!
-//! [`state`] defines the per-class state (GRU hidden vector plus running statistics) and how a record
-//! is folded into it: the one definition both the trainer's sequence builder and the serving path use.
+//! [`state`] defines the per-class state (GRU hidden vector plus running statistics and the per-class
+//! parameter fit of [`rls`]) and how a record is folded into it: the one definition both the trainer's
+//! sequence builder and the serving path use. [`cover`] is the per-class conformal offset on the
+//! upper estimates, kept by the serving path's writer.
 
 pub mod cover;
 pub mod graph;
