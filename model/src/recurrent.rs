@@ -140,7 +140,7 @@ impl Writer {
         }
         self.state.h = h;
         // The cover window keeps its residuals: they were against the previous weights, which a
-        // challenger refines rather than replaces, and they leave the window within 128 requests.
+        // challenger refines rather than replaces, and they leave the window within 256 requests.
         self.generation = w.generation;
     }
 

@@ -24,8 +24,8 @@ pub struct EwmaConfig {
 
 impl Default for EwmaConfig {
     fn default() -> Self {
-        // 0.05: a half-life of ~14 requests, the usual setting of request-latency EWMAs (e.g. the
-        // Finagle/linkerd "peak EWMA" load balancers decay over a few seconds at tens of rps).
+        // 0.05: a half-life of ~14 requests; plucked from thin air (short enough to follow a
+        // deploy within seconds at web rates), and shared with the model's running statistics.
         EwmaConfig { alpha: 0.05 }
     }
 }
