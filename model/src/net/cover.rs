@@ -8,8 +8,9 @@
 //! miss leaves the window after 256 requests instead of lingering for thousands. The window size is a
 //! measured trade (model/README.md): 128 gave 1.16 % under-prediction at +11.4 points of slack, 256
 //! gives 0.73 % at +15.0; the nominal rate is lower than what drift leaves in practice. With fewer than
-//! [`COVER_MIN`] residuals the offset is 0 and the weights' global calibration stands alone. Residuals
-//! are relative to one set of weights, so the window is cleared when the weights change.
+//! [`COVER_MIN`] residuals the offset is 0 and the weights' global calibration stands alone. The window
+//! is kept across weight swaps (clearing it on every promotion left classes uncovered for their next
+//! 32 requests and raised under-prediction; residuals against the previous weights age out anyway).
 
 use super::Step;
 use crate::target::{Targets, RESOURCES};
