@@ -1,0 +1,150 @@
+//! The per-class EWMA baseline.
+//!
+//! Per class and resource it keeps an exponentially weighted mean `m` and variance `s²` of
+//! `y = ln(1 + v)`, with weight `max(1/n, alpha)` so the first requests form a plain running mean (a
+//! new class is learned from its first observation) and later ones forget at rate `alpha`.
+//! Central = `m` (the geometric mean, the median of a log-normal); upper = `m + z·s` with
+//! `z = Φ⁻¹(0.99)`. A censored record only moves `m` up: it says "at least this much".
+
+use std::sync::Mutex;
+
+use pagegen_core::{ClassId, Demand, Features, ProfileRecord};
+
+use crate::predictor::Predictor;
+use crate::published::{Prior, Published, Z_UPPER};
+use crate::table::ClassTable;
+use crate::target::{targets, Targets, RESOURCES};
+
+/// EWMA settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EwmaConfig {
+    /// Weight of a new observation once the class has `1/alpha` observations.
+    pub alpha: f32,
+}
+
+impl Default for EwmaConfig {
+    fn default() -> Self {
+        // 0.05: a half-life of ~14 requests; plucked from thin air (short enough to follow a
+        // deploy within seconds at web rates), and shared with the model's running statistics.
+        EwmaConfig { alpha: 0.05 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    n: u32,
+    mean: Targets,
+    var: Targets,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<State>,
+    out: Published,
+}
+
+/// Per-class EWMA of log demand.
+#[derive(Debug, Default)]
+pub struct EwmaPredictor {
+    config: EwmaConfig,
+    prior: Prior,
+    classes: ClassTable<Slot>,
+}
+
+impl EwmaPredictor {
+    /// A predictor that has seen nothing.
+    pub fn new(config: EwmaConfig, prior: Prior) -> Self {
+        EwmaPredictor {
+            config,
+            prior,
+            classes: ClassTable::new(),
+        }
+    }
+}
+
+impl Predictor for EwmaPredictor {
+    fn name(&self) -> &'static str {
+        "ewma"
+    }
+    fn predict(&self, class: ClassId, _features: &Features) -> Demand {
+        match self.classes.get(class) {
+            Some(s) => s.out.demand(),
+            None => self.prior.demand(),
+        }
+    }
+    fn observe(&self, record: &ProfileRecord) {
+        let Some(slot) = self.classes.get_or_init(record.class, Slot::default) else {
+            return;
+        };
+        let y = targets(record);
+        let censored = record.censored();
+        let mut st = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.n = st.n.saturating_add(1);
+        let w = (1.0 / st.n as f32).max(self.config.alpha);
+        let mut c = [0f32; RESOURCES];
+        let mut u = [0f32; RESOURCES];
+        for i in 0..RESOURCES {
+            let d = y[i] - st.mean[i];
+            if !(censored && d <= 0.0) {
+                st.mean[i] += w * d;
+                st.var[i] = (1.0 - w) * (st.var[i] + w * d * d);
+            }
+            c[i] = st.mean[i];
+            u[i] = st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt();
+        }
+        slot.out.store(&c, &u);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{Outcome, Usage};
+
+    fn rec(cpu: u64) -> ProfileRecord {
+        let mut u = Usage::default();
+        u.cpu.cpu_ns = cpu;
+        ProfileRecord::new(0, ClassId::from_raw(1), u)
+    }
+
+    #[test]
+    fn learns_a_level_and_a_spread() {
+        let p = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
+        for i in 0..200u64 {
+            p.observe(&rec(if i % 2 == 0 { 1_000_000 } else { 2_000_000 }));
+        }
+        let d = p.predict(ClassId::from_raw(1), &Features::default());
+        assert!(
+            d.cpu_ns.central > 1_200_000 && d.cpu_ns.central < 1_700_000,
+            "{d:?}"
+        );
+        assert!(d.cpu_ns.upper > 2_000_000);
+    }
+
+    #[test]
+    fn censored_records_only_raise() {
+        let p = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
+        for _ in 0..50 {
+            p.observe(&rec(1_000_000));
+        }
+        let before = p.predict(ClassId::from_raw(1), &Features::default());
+        let mut low = rec(10);
+        low.outcome = Outcome::Shed;
+        for _ in 0..50 {
+            p.observe(&low);
+        }
+        assert_eq!(
+            p.predict(ClassId::from_raw(1), &Features::default()),
+            before
+        );
+        let mut high = rec(5_000_000);
+        high.demoted = true;
+        p.observe(&high);
+        assert!(
+            p.predict(ClassId::from_raw(1), &Features::default())
+                .cpu_ns
+                .central
+                > before.cpu_ns.central
+        );
+    }
+}

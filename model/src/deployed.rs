@@ -1,0 +1,222 @@
+//! [`Deployed`]: the predictor the runtime calls — whichever of the recurrent champion and the
+//! baselines the gate last chose, plus a little exploration.
+//!
+//! All four predictors observe every completion, so whichever the gate picks next is warm. Who serves
+//! is one atomic byte and the champion's weights sit behind an `ArcSwap`: a swap never blocks a reader.
+//!
+//! Exploration: one request in [`ExploreConfig::every`] (counted per thread, so no shared counter is
+//! touched on the request path) gets its upper estimates multiplied by [`ExploreConfig::factor`]. A
+//! grant sized from an over-prediction is never exceeded, so without this an over-prediction would never
+//! be corrected from below; with it, the occasional request shows what it uses with room to spare.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use pagegen_core::{
+    ClassId, ClassObserver, ClassSpec, Clock, Demand, Features, ProfileRecord, Resource, RouteSpec,
+};
+
+use crate::baseline::{
+    EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
+};
+use crate::gate::Serving;
+use crate::net::NetWeights;
+use crate::predictor::Predictor;
+use crate::published::Prior;
+use crate::recurrent::{RecurrentConfig, RecurrentPredictor};
+
+/// Exploration settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExploreConfig {
+    /// One request in `every` explores (0 disables). 64: ~1.6 % of requests, a few per second at web
+    /// rates — enough to correct a class within seconds, small against the memory headroom it costs.
+    pub every: u32,
+    /// Factor applied to the upper estimates of an exploring request (2×, plucked from thin air).
+    pub factor: f64,
+}
+
+impl Default for ExploreConfig {
+    fn default() -> Self {
+        ExploreConfig {
+            every: 64,
+            factor: 2.0,
+        }
+    }
+}
+
+thread_local! {
+    static EXPLORE_COUNTER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Settings of a [`Deployed`] predictor.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DeployedConfig {
+    /// What an unknown class gets.
+    pub prior: Prior,
+    /// EWMA baseline.
+    pub ewma: EwmaConfig,
+    /// Histogram baseline.
+    pub histogram: HistogramConfig,
+    /// Recurrent model serving.
+    pub recurrent: RecurrentConfig,
+    /// Exploration.
+    pub explore: ExploreConfig,
+}
+
+/// The gated predictor.
+#[derive(Debug)]
+pub struct Deployed {
+    config: DeployedConfig,
+    fixed: StaticPredictor,
+    ewma: EwmaPredictor,
+    histogram: HistogramPredictor,
+    recurrent: RecurrentPredictor,
+    serving: AtomicU8,
+}
+
+impl Deployed {
+    /// A deployment whose model starts from `weights`; `serving` says who serves until the first gate
+    /// round (a loaded checkpoint: [`Serving::Recurrent`]; a fresh start: [`Serving::Ewma`]).
+    pub fn new(
+        config: DeployedConfig,
+        clock: Arc<dyn Clock>,
+        weights: Arc<NetWeights>,
+        serving: Serving,
+    ) -> Self {
+        Deployed {
+            config,
+            fixed: StaticPredictor::new(config.prior),
+            ewma: EwmaPredictor::new(config.ewma, config.prior),
+            histogram: HistogramPredictor::new(config.histogram, config.prior, clock.clone()),
+            recurrent: RecurrentPredictor::new(config.recurrent, config.prior, clock, weights),
+            serving: AtomicU8::new(serving as u8),
+        }
+    }
+    /// The settings.
+    pub fn config(&self) -> &DeployedConfig {
+        &self.config
+    }
+    /// Who serves now.
+    pub fn serving(&self) -> Serving {
+        Serving::from_u8(self.serving.load(Ordering::Acquire))
+    }
+    /// Changes who serves.
+    pub fn set_serving(&self, s: Serving) {
+        self.serving.store(s as u8, Ordering::Release);
+    }
+    /// Records a class's annotation (for the static baseline).
+    pub fn annotate(&self, class: ClassId, route: &RouteSpec) {
+        self.fixed.annotate(class, route);
+    }
+    /// The static baseline.
+    pub fn fixed(&self) -> &StaticPredictor {
+        &self.fixed
+    }
+    /// The recurrent model.
+    pub fn recurrent(&self) -> &RecurrentPredictor {
+        &self.recurrent
+    }
+    /// The predictor a [`Serving`] names.
+    pub fn get(&self, s: Serving) -> &dyn Predictor {
+        match s {
+            Serving::Static => &self.fixed,
+            Serving::Ewma => &self.ewma,
+            Serving::Histogram => &self.histogram,
+            Serving::Recurrent => &self.recurrent,
+        }
+    }
+}
+
+impl Predictor for Deployed {
+    fn name(&self) -> &'static str {
+        "deployed"
+    }
+    fn predict(&self, class: ClassId, features: &Features) -> Demand {
+        let mut d = self.get(self.serving()).predict(class, features);
+        let every = self.config.explore.every;
+        if every > 0 {
+            let n = EXPLORE_COUNTER.with(|c| {
+                let n = c.get().wrapping_add(1);
+                c.set(n);
+                n
+            });
+            if n % every == 0 {
+                for r in Resource::ALL {
+                    let e = d.get_mut(r);
+                    let up = (e.upper as f64 * self.config.explore.factor).min(u64::MAX as f64);
+                    e.upper = (up as u64).max(e.central);
+                }
+            }
+        }
+        d
+    }
+    fn observe(&self, record: &ProfileRecord) {
+        self.ewma.observe(record);
+        self.histogram.observe(record);
+        self.recurrent.observe(record);
+    }
+}
+
+/// Registering a class with the runtime's [`ClassRegistry`](pagegen_core::ClassRegistry) hands its
+/// annotation to the static baseline (idempotent, as the registry's contract asks).
+impl ClassObserver for Deployed {
+    fn class_registered(&self, id: ClassId, spec: &ClassSpec) {
+        self.annotate(id, &spec.route);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{ClassRegistry, VirtualClock};
+    use std::time::Duration;
+
+    fn deployed(every: u32) -> Deployed {
+        let cfg = DeployedConfig {
+            explore: ExploreConfig { every, factor: 2.0 },
+            ..DeployedConfig::default()
+        };
+        Deployed::new(
+            cfg,
+            Arc::new(VirtualClock::new()),
+            Arc::new(NetWeights::zeros()),
+            Serving::Static,
+        )
+    }
+
+    #[test]
+    fn one_request_in_every_explores_with_a_larger_upper() {
+        let d = deployed(4);
+        let c = ClassId::from_raw(1);
+        let base = d.fixed().predict(c, &Features::default());
+        let uppers: Vec<u64> = (0..8)
+            .map(|_| d.predict(c, &Features::default()).cpu_ns.upper)
+            .collect();
+        let explored = uppers
+            .iter()
+            .filter(|&&u| u == base.cpu_ns.upper * 2)
+            .count();
+        let plain = uppers.iter().filter(|&&u| u == base.cpu_ns.upper).count();
+        assert_eq!((explored, plain), (2, 6), "{uppers:?}");
+        let off = deployed(0);
+        assert!((0..8).all(|_| off.predict(c, &Features::default()) == base));
+    }
+
+    #[test]
+    fn registry_annotations_reach_the_static_baseline() {
+        let d = Arc::new(deployed(0));
+        let reg = ClassRegistry::in_memory();
+        reg.subscribe(d.clone());
+        let spec = ClassSpec::new("GET /report").with_route(RouteSpec {
+            cpu: Some(Duration::from_millis(7)),
+            ..RouteSpec::default()
+        });
+        let id = reg.register(spec).unwrap();
+        let p = d.predict(id, &Features::default());
+        assert!(
+            (p.cpu_ns.central as i64 - 7_000_000).abs() < 10_000,
+            "{p:?}"
+        );
+    }
+}

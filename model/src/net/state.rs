@@ -1,0 +1,258 @@
+//! The per-class state and the fold of one record into it.
+//!
+//! A class's state is its GRU hidden vector `h` plus running statistics of `y = ln(1 + v)` (mean and
+//! standard deviation per resource, EWMA with weight `max(1/n, ALPHA)`, censored records only raising
+//! the mean), the observation count, and the running mean of the request features. The statistics are
+//! fixed arithmetic, not learned: they give the head a class's level from the first observation (a new
+//! class is learned in a handful of requests), and the GRU learns what the statistics miss.
+//!
+//! Layouts (indices into the vectors the network reads):
+//! - GRU input ([`GRU_IN`]): `y/16` (5), `(y − mean)/4` (5), censored flag, `1/(1+n)`.
+//! - Head input ([`HEAD_IN`]): `h` ([`HIDDEN`]), `median/16` (5), `sd` (5), `mean − median` (5),
+//!   per-class least-squares fit − median (5, see [`super::rls`]), `1/sqrt(1+n)`, features (32),
+//!   features standardised per class (32, see [`ClassState::standardize`]).
+//!
+//! The state also carries a per-class *cover* offset on the upper estimates (split conformal over a
+//! sliding window of the class's residuals, see [`super::cover`]): arithmetic on the model's own
+//! predictions, applied after the head, never an input to it.
+//!
+//! The head's outputs `o` (10) become `central = median + o[r]` and
+//! `upper = central + softplus(o[5 + r] + 2.2)·(spread + 0.05) + calib[r]` (spread: see
+//! [`ClassState::spread`]), so an untrained head already
+//! predicts the class's median and a spread-scaled upper bound (softplus(2.2) ≈ 2.3 ≈ the
+//! normal 99 % z-score), and `upper >= central` by construction.
+
+use pagegen_core::{Features, FEATURE_WIDTH};
+
+use super::rls::{RlsCov, RlsWeights};
+use crate::target::{Targets, RESOURCES, Y_MAX};
+
+/// GRU hidden size. 16: plucked to keep the request-path forward well under a microsecond, not
+/// tuned (a 2× wider head, tried, changed the evaluation by less than its noise).
+pub const HIDDEN: usize = 16;
+/// Head hidden size.
+pub const HEAD_HIDDEN: usize = 32;
+/// GRU input width.
+pub const GRU_IN: usize = 2 * RESOURCES + 2;
+/// Head input width.
+pub const HEAD_IN: usize = HIDDEN + 4 * RESOURCES + 1 + 2 * FEATURE_WIDTH;
+/// Head output width: central and upper offsets per resource.
+pub const HEAD_OUT: usize = 2 * RESOURCES;
+/// Statistics weight floor: 0.05, the same half-life (~14 requests) as the EWMA baseline so the model
+/// starts from the baseline's information and must earn any improvement.
+pub const ALPHA: f32 = 0.05;
+/// Floor of a feature's standard deviation when standardising it per class: 1e-4 is below the
+/// squashed spacing of neighbouring integers up to ~10⁴ (`ln` step / 8), so a path parameter like a
+/// year still separates, while a constant feature (difference exactly 0) cannot blow up.
+pub const X_SD_FLOOR: f32 = 1e-4;
+/// Observations before the upper estimate scales with the fit's residuals rather than the class's
+/// spread: 16, the fit's input count (fewer observations than inputs leave residuals near zero).
+pub const SPREAD_MIN_N: u32 = 16;
+/// Added to the upper-offset pre-activation: softplus(2.2) ≈ 2.3 ≈ Φ⁻¹(0.99).
+pub const UPPER_BIAS: f32 = 2.2;
+/// Spread floor, log space (5 %): a class that never varied still gets some headroom.
+pub const SD_FLOOR: f32 = 0.05;
+
+/// One observation, ready to fold: log targets, censoring, features.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// `ln(1 + v)` per resource.
+    pub y: Targets,
+    /// Whether the record was censored (a lower bound).
+    pub censored: bool,
+    /// The request's (sanitized) features.
+    pub x: Features,
+}
+
+/// A class's state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClassState {
+    /// GRU hidden vector.
+    pub h: [f32; HIDDEN],
+    /// Running mean of `y`.
+    pub mean: Targets,
+    /// Running variance of `y`.
+    pub var: Targets,
+    /// Running mean square of the per-class fit's residuals (see [`ClassState::spread`]).
+    pub rvar: Targets,
+    /// Running median of `y` (stochastic approximation, see [`ClassState::update_stats`]).
+    pub median: Targets,
+    /// Observations folded (saturating).
+    pub n: u32,
+    /// Running mean of the features.
+    pub xbar: [f32; FEATURE_WIDTH],
+    /// Running variance of the features.
+    pub xvar: [f32; FEATURE_WIDTH],
+    /// Per-class least-squares fit from parameters to `y` (see [`super::rls`]).
+    pub rls: RlsWeights,
+    /// The fit's inverse covariance (writer side only; not published to readers).
+    pub rls_cov: RlsCov,
+    /// Per-class offset added to the upper estimates (see [`super::cover`]).
+    pub cover: Targets,
+}
+
+impl Default for ClassState {
+    fn default() -> Self {
+        ClassState {
+            h: [0.0; HIDDEN],
+            mean: [0.0; RESOURCES],
+            var: [0.0; RESOURCES],
+            rvar: [0.0; RESOURCES],
+            median: [0.0; RESOURCES],
+            n: 0,
+            xbar: [0.0; FEATURE_WIDTH],
+            xvar: [0.0; FEATURE_WIDTH],
+            rls: [[0.0; super::rls::RLS_DIM]; RESOURCES],
+            rls_cov: RlsCov::default(),
+            cover: [0.0; RESOURCES],
+        }
+    }
+}
+
+impl ClassState {
+    /// The GRU input for folding `step` into this state (uses the statistics *before* the fold).
+    pub fn gru_input(&self, step: &Step) -> [f32; GRU_IN] {
+        let mut v = [0f32; GRU_IN];
+        for r in 0..RESOURCES {
+            v[r] = step.y[r] / 16.0;
+            v[RESOURCES + r] = ((step.y[r] - self.mean[r]) / 4.0).clamp(-4.0, 4.0);
+        }
+        v[2 * RESOURCES] = if step.censored { 1.0 } else { 0.0 };
+        v[2 * RESOURCES + 1] = 1.0 / (1.0 + self.n as f32);
+        v
+    }
+
+    /// Features standardised by the class's running mean and deviation, `(x − x̄)/(sd_x + 1e-4)`
+    /// clamped to ±4, with slot 0 kept at 1 (the bias): a parameter that varies little in absolute
+    /// terms (a year: `ln 2001` vs `ln 2025` after squashing) still moves the fit and the head.
+    pub fn standardize(&self, x: &Features) -> Features {
+        let mut out = [0f32; FEATURE_WIDTH];
+        for (i, o) in out.iter_mut().enumerate() {
+            let d = x.0[i] - self.xbar[i];
+            *o = if d == 0.0 {
+                0.0
+            } else {
+                (d / (self.xvar[i].max(0.0).sqrt() + X_SD_FLOOR)).clamp(-4.0, 4.0)
+            };
+        }
+        out[0] = 1.0;
+        Features(out)
+    }
+
+    /// The spread the upper estimate scales with: the RMS residual of the class's own parameter fit
+    /// once it has [`SPREAD_MIN_N`] observations (on a route whose parameters explain its demand
+    /// this is far below the class's spread), else the class's standard deviation.
+    pub fn spread(&self) -> Targets {
+        if self.n >= SPREAD_MIN_N {
+            let sd = self.sd();
+            let mut s = self.rvar.map(|v| v.max(0.0).sqrt());
+            for r in 0..RESOURCES {
+                s[r] = s[r].min(sd[r]);
+            }
+            s
+        } else {
+            self.sd()
+        }
+    }
+
+    /// Standard deviation of `y` per resource.
+    pub fn sd(&self) -> Targets {
+        self.var.map(|v| v.max(0.0).sqrt())
+    }
+
+    /// The head input for a request with features `x` (features must be sanitized).
+    pub fn head_input(&self, x: &Features, out: &mut [f32; HEAD_IN]) {
+        out[..HIDDEN].copy_from_slice(&self.h);
+        let sd = self.sd();
+        for r in 0..RESOURCES {
+            out[HIDDEN + r] = self.median[r] / 16.0;
+            out[HIDDEN + RESOURCES + r] = sd[r];
+            out[HIDDEN + 2 * RESOURCES + r] = (self.mean[r] - self.median[r]).clamp(-4.0, 4.0);
+        }
+        let xs = self.standardize(x);
+        if self.n >= 2 {
+            let fit = super::rls::predict(&self.rls, &xs);
+            for r in 0..RESOURCES {
+                out[HIDDEN + 3 * RESOURCES + r] = (fit[r] - self.median[r]).clamp(-4.0, 4.0);
+            }
+        } else {
+            out[HIDDEN + 3 * RESOURCES..HIDDEN + 4 * RESOURCES].fill(0.0);
+        }
+        out[HIDDEN + 4 * RESOURCES] = 1.0 / (1.0 + self.n as f32).sqrt();
+        let base = HIDDEN + 4 * RESOURCES + 1;
+        for i in 0..FEATURE_WIDTH {
+            out[base + i] = x.0[i];
+            out[base + FEATURE_WIDTH + i] = xs.0[i];
+        }
+    }
+
+    /// Folds the statistics of `step` (the GRU part is [`NetWeights::gru_step`](super::NetWeights)).
+    pub fn update_stats(&mut self, step: &Step) {
+        self.n = self.n.saturating_add(1);
+        let w = (1.0 / self.n as f32).max(ALPHA);
+        for r in 0..RESOURCES {
+            let y = step.y[r].clamp(0.0, Y_MAX);
+            let d = y - self.mean[r];
+            // Median: the first observation, then steps of ±w·1.25·(sd + floor) towards each new
+            // one (the Robbins–Monro quantile recursion, scaled by the class's spread).
+            let gamma = w * 1.25 * (self.var[r].max(0.0).sqrt() + SD_FLOOR);
+            if self.n == 1 {
+                self.median[r] = y;
+            } else if y > self.median[r] {
+                self.median[r] = (self.median[r] + gamma).min(y);
+            } else if !step.censored && y < self.median[r] {
+                self.median[r] = (self.median[r] - gamma).max(y);
+            }
+            if !(step.censored && d <= 0.0) {
+                self.mean[r] += w * d;
+                self.var[r] = (1.0 - w) * (self.var[r] + w * d * d);
+            }
+        }
+        if !step.censored {
+            if self.n >= 2 {
+                let fit = super::rls::predict(&self.rls, &self.standardize(&step.x));
+                for (r, f) in fit.iter().enumerate() {
+                    let e = (step.y[r].clamp(0.0, Y_MAX) - f).clamp(-8.0, 8.0);
+                    self.rvar[r] = (1.0 - w) * self.rvar[r] + w * e * e;
+                }
+            }
+            for i in 0..FEATURE_WIDTH {
+                let d = step.x.0[i] - self.xbar[i];
+                self.xbar[i] += w * d;
+                self.xvar[i] = (1.0 - w) * (self.xvar[i] + w * d * d);
+            }
+            let mut y = step.y;
+            y.iter_mut().for_each(|v| *v = v.clamp(0.0, Y_MAX));
+            let xs = self.standardize(&step.x);
+            super::rls::update(&mut self.rls, &mut self.rls_cov, &xs, &y);
+        }
+    }
+}
+
+/// Turns head outputs into log-space central and upper estimates around the class median `center`
+/// (see the module docs).
+pub fn decode_head(
+    center: &Targets,
+    sd: &Targets,
+    o: &[f32; HEAD_OUT],
+    calib: &Targets,
+) -> (Targets, Targets) {
+    let mut c = [0f32; RESOURCES];
+    let mut u = [0f32; RESOURCES];
+    for r in 0..RESOURCES {
+        c[r] = center[r] + o[r];
+        u[r] = c[r] + softplus(o[RESOURCES + r] + UPPER_BIAS) * (sd[r] + SD_FLOOR) + calib[r];
+        u[r] = u[r].max(c[r]);
+    }
+    (c, u)
+}
+
+/// `ln(1 + e^x)`, computed stably.
+#[inline]
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+}

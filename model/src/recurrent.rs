@@ -1,0 +1,365 @@
+//! [`RecurrentPredictor`]: the recurrent model serving requests.
+//!
+//! Protocol (who touches what):
+//! - **Readers** (`predict`, request path) load the current weights through an `ArcSwap` (lock-free,
+//!   no allocation) and the class's *published* state (atomics, see [`crate::published`] for why a
+//!   torn read is harmless), then run the plain-Rust head. No lock, no allocation.
+//! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
+//!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
+//!   pending records are folded into the state — one GRU step each, in arrival order, after adding
+//!   the record's residual to the class's cover window ([`crate::net::cover`]) — and the new
+//!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
+//!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
+//!   that overflows between updates keeps the newest records (a sample of a burst is enough).
+//! - **The trainer** swaps weights with [`set_weights`](RecurrentPredictor::set_weights). A state
+//!   built under other weights is rebuilt from the class's recent GRU inputs (kept in a history ring)
+//!   at its next fold, or at once by [`rebase_all`](RecurrentPredictor::rebase_all).
+//! - [`flush`](RecurrentPredictor::flush) folds every pending record regardless of the rate limit (the
+//!   trainer calls it on its tick, so a class that went quiet is not left with unfolded records).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use pagegen_core::{ClassId, Clock, Demand, Features, ProfileRecord, FEATURE_WIDTH};
+
+use crate::features::sanitize;
+use crate::net::cover::CoverWindow;
+use crate::net::rls::RLS_DIM;
+use crate::net::state::{GRU_IN, HIDDEN};
+use crate::net::{ClassState, NetWeights, Step};
+use crate::predictor::Predictor;
+use crate::published::Prior;
+use crate::table::ClassTable;
+use crate::target::{demand_from_log, targets, RESOURCES};
+
+/// Pending records kept per class between folds.
+const PENDING: usize = 16;
+/// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
+/// memory is far shorter (the statistics carry the long-run level).
+const HISTORY: usize = 32;
+const PUB_LEN: usize = HIDDEN + 5 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
+
+/// Serving settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecurrentConfig {
+    /// Least time between two folds of one class, ns. 10 ms (the figure): at most 100 state
+    /// updates per class per second whatever the request rate.
+    pub min_update_interval_ns: u64,
+}
+
+impl Default for RecurrentConfig {
+    fn default() -> Self {
+        RecurrentConfig {
+            min_update_interval_ns: 10_000_000,
+        }
+    }
+}
+
+struct Writer {
+    state: ClassState,
+    pending: [Option<Step>; PENDING],
+    next_pending: usize,
+    last_fold_ns: Option<u64>,
+    generation: u64,
+    history: [[f32; GRU_IN]; HISTORY],
+    history_len: usize,
+    next_history: usize,
+    cover: CoverWindow,
+}
+
+struct Slot {
+    writer: Mutex<Writer>,
+    published: [AtomicU32; PUB_LEN],
+}
+
+impl Slot {
+    fn new(generation: u64) -> Self {
+        Slot {
+            writer: Mutex::new(Writer {
+                state: ClassState::default(),
+                pending: [None; PENDING],
+                next_pending: 0,
+                last_fold_ns: None,
+                generation,
+                history: [[0.0; GRU_IN]; HISTORY],
+                history_len: 0,
+                next_history: 0,
+                cover: CoverWindow::default(),
+            }),
+            published: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+
+    fn publish(&self, s: &ClassState) {
+        let mut i = 0;
+        let mut put = |v: f32| {
+            self.published[i].store(v.to_bits(), Ordering::Relaxed);
+            i += 1;
+        };
+        s.h.iter().for_each(|&v| put(v));
+        s.mean.iter().for_each(|&v| put(v));
+        s.var.iter().for_each(|&v| put(v));
+        s.rvar.iter().for_each(|&v| put(v));
+        s.median.iter().for_each(|&v| put(v));
+        put(s.n as f32);
+        s.xbar.iter().for_each(|&v| put(v));
+        s.xvar.iter().for_each(|&v| put(v));
+        s.rls.iter().flatten().for_each(|&v| put(v));
+        s.cover.iter().for_each(|&v| put(v));
+    }
+
+    fn load(&self) -> ClassState {
+        let mut s = ClassState::default();
+        let mut i = 0;
+        let mut get = || {
+            let v = f32::from_bits(self.published[i].load(Ordering::Relaxed));
+            i += 1;
+            v
+        };
+        s.h.iter_mut().for_each(|v| *v = get());
+        s.mean.iter_mut().for_each(|v| *v = get());
+        s.var.iter_mut().for_each(|v| *v = get());
+        s.rvar.iter_mut().for_each(|v| *v = get());
+        s.median.iter_mut().for_each(|v| *v = get());
+        s.n = get() as u32;
+        s.xbar.iter_mut().for_each(|v| *v = get());
+        s.xvar.iter_mut().for_each(|v| *v = get());
+        s.rls.iter_mut().flatten().for_each(|v| *v = get());
+        s.cover.iter_mut().for_each(|v| *v = get());
+        s
+    }
+}
+
+impl Writer {
+    fn rebase(&mut self, w: &NetWeights) {
+        let mut h = [0f32; HIDDEN];
+        let start = (self.next_history + HISTORY - self.history_len) % HISTORY;
+        for k in 0..self.history_len {
+            w.gru_step(&mut h, &self.history[(start + k) % HISTORY]);
+        }
+        self.state.h = h;
+        // The cover window keeps its residuals: they were against the previous weights, which a
+        // challenger refines rather than replaces, and they leave the window within 256 requests.
+        self.generation = w.generation;
+    }
+
+    fn fold_pending(&mut self, w: &NetWeights) -> bool {
+        if self.generation != w.generation {
+            self.rebase(w);
+        }
+        let mut any = false;
+        for k in 0..PENDING {
+            let idx = (self.next_pending + k) % PENDING;
+            if let Some(step) = self.pending[idx].take() {
+                if self.state.n > 0 {
+                    let (_, upper) = w.predict_log_raw(&self.state, &step.x);
+                    self.cover.push(&step, &upper, &self.state.cover);
+                    self.state.cover = self.cover.cover();
+                }
+                let input = w.fold(&mut self.state, &step);
+                self.history[self.next_history] = input;
+                self.next_history = (self.next_history + 1) % HISTORY;
+                self.history_len = (self.history_len + 1).min(HISTORY);
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// The recurrent model as a [`Predictor`].
+pub struct RecurrentPredictor {
+    config: RecurrentConfig,
+    prior: Prior,
+    clock: Arc<dyn Clock>,
+    weights: ArcSwap<NetWeights>,
+    classes: ClassTable<Slot>,
+}
+
+impl std::fmt::Debug for RecurrentPredictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecurrentPredictor")
+            .field("config", &self.config)
+            .field("generation", &self.weights.load().generation)
+            .field("classes", &self.classes)
+            .finish()
+    }
+}
+
+impl RecurrentPredictor {
+    /// A predictor serving `weights`, reading time from `clock`.
+    pub fn new(
+        config: RecurrentConfig,
+        prior: Prior,
+        clock: Arc<dyn Clock>,
+        weights: Arc<NetWeights>,
+    ) -> Self {
+        RecurrentPredictor {
+            config,
+            prior,
+            clock,
+            weights: ArcSwap::new(weights),
+            classes: ClassTable::new(),
+        }
+    }
+
+    /// The weights now serving.
+    pub fn weights(&self) -> Arc<NetWeights> {
+        self.weights.load_full()
+    }
+
+    /// Atomically replaces the weights; readers never block (class states are rebuilt lazily).
+    pub fn set_weights(&self, weights: Arc<NetWeights>) {
+        self.weights.store(weights);
+    }
+
+    /// Rebuilds every class state under the current weights now (trainer thread).
+    pub fn rebase_all(&self) {
+        let w = self.weights.load_full();
+        for (_, slot) in self.classes.iter() {
+            let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+            wr.rebase(&w);
+            slot.publish(&wr.state);
+        }
+    }
+
+    /// Folds every pending record now, ignoring the rate limit.
+    pub fn flush(&self) {
+        let w = self.weights.load_full();
+        let now = self.clock.now();
+        for (_, slot) in self.classes.iter() {
+            let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if wr.fold_pending(&w) {
+                wr.last_fold_ns = Some(now);
+                slot.publish(&wr.state);
+            }
+        }
+    }
+
+    /// The published state of a class (for tests and reports).
+    pub fn state(&self, class: ClassId) -> Option<ClassState> {
+        self.classes.get(class).map(Slot::load)
+    }
+}
+
+impl Predictor for RecurrentPredictor {
+    fn name(&self) -> &'static str {
+        "recurrent"
+    }
+
+    fn predict(&self, class: ClassId, features: &Features) -> Demand {
+        let Some(slot) = self.classes.get(class) else {
+            return self.prior.demand();
+        };
+        let state = slot.load();
+        if state.n == 0 {
+            return self.prior.demand();
+        }
+        let x = sanitize(features);
+        let w = self.weights.load();
+        let (c, u) = w.predict_log(&state, &x);
+        demand_from_log(&c, &u)
+    }
+
+    fn observe(&self, record: &ProfileRecord) {
+        let generation = self.weights.load().generation;
+        let Some(slot) = self
+            .classes
+            .get_or_init(record.class, || Slot::new(generation))
+        else {
+            return;
+        };
+        let step = Step {
+            y: targets(record),
+            censored: record.censored(),
+            x: sanitize(&record.features),
+        };
+        let now = self.clock.now();
+        let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = wr.next_pending;
+        wr.pending[idx] = Some(step);
+        wr.next_pending = (idx + 1) % PENDING;
+        let due = match wr.last_fold_ns {
+            None => true,
+            Some(t) => now.saturating_sub(t) >= self.config.min_update_interval_ns,
+        };
+        if due {
+            let w = self.weights.load();
+            if wr.fold_pending(&w) {
+                wr.last_fold_ns = Some(now);
+                slot.publish(&wr.state);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{Usage, VirtualClock};
+    use std::time::Duration;
+
+    fn rec(i: u64, cpu: u64) -> ProfileRecord {
+        let mut u = Usage::default();
+        u.cpu.cpu_ns = cpu;
+        ProfileRecord::new(i, ClassId::from_raw(4), u)
+    }
+
+    #[test]
+    fn state_updates_are_batched_and_rate_limited() {
+        let clock = Arc::new(VirtualClock::new());
+        let p = RecurrentPredictor::new(
+            RecurrentConfig::default(),
+            Prior::default(),
+            clock.clone(),
+            Arc::new(NetWeights::random(1)),
+        );
+        let c = ClassId::from_raw(4);
+        assert_eq!(
+            p.predict(c, &Features::default()),
+            Prior::default().demand()
+        );
+        p.observe(&rec(0, 1000)); // first observation folds at once
+        assert_eq!(p.state(c).unwrap().n, 1);
+        for i in 1..10 {
+            clock.advance(Duration::from_millis(1));
+            p.observe(&rec(i, 1000));
+        }
+        assert_eq!(p.state(c).unwrap().n, 1, "within 10 ms nothing folds");
+        clock.advance(Duration::from_millis(1));
+        p.observe(&rec(10, 1000)); // 10 ms after the first fold: all ten pending fold in one batch
+        assert_eq!(p.state(c).unwrap().n, 11);
+        // More than the ring holds between two folds: the newest PENDING are kept.
+        for i in 0..(PENDING as u64 + 5) {
+            p.observe(&rec(100 + i, 1000));
+        }
+        p.flush();
+        assert_eq!(p.state(c).unwrap().n, 11 + PENDING as u32);
+    }
+
+    #[test]
+    fn swapped_weights_rebuild_states_from_history() {
+        let clock = Arc::new(VirtualClock::new());
+        let cfg = RecurrentConfig {
+            min_update_interval_ns: 0,
+        };
+        let a = Arc::new(NetWeights::random(1));
+        let b = Arc::new(NetWeights::random(2));
+        let p = RecurrentPredictor::new(cfg, Prior::default(), clock.clone(), a);
+        let q = RecurrentPredictor::new(cfg, Prior::default(), clock, b.clone());
+        for i in 0..(HISTORY as u64) {
+            p.observe(&rec(i, 1000 + 10 * i));
+            q.observe(&rec(i, 1000 + 10 * i));
+        }
+        let c = ClassId::from_raw(4);
+        assert_ne!(p.state(c).unwrap().h, q.state(c).unwrap().h);
+        p.set_weights(b);
+        p.rebase_all();
+        // Same weights over the same (fully kept) history: the same GRU state.
+        let (hp, hq) = (p.state(c).unwrap().h, q.state(c).unwrap().h);
+        for (x, y) in hp.iter().zip(&hq) {
+            assert!((x - y).abs() < 1e-6);
+        }
+    }
+}
