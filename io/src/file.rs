@@ -143,7 +143,8 @@ impl File {
 
     /// Reads at `offset` into `buf`'s spare capacity (`buf.capacity() - buf.len()` bytes), appending
     /// to `buf`. Short reads are continued; it stops early only at the end of the file. Returns the
-    /// bytes read (0 at or past the end) and the buffer.
+    /// bytes read (0 at or past the end) and the buffer. On a stream (pipe, socket) it likewise
+    /// waits until the buffer is full or the writer closes.
     pub async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
         let mut total = 0usize;
         loop {
