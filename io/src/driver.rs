@@ -64,7 +64,7 @@ enum Kind {
         inbox: Arc<Inbox>,
         /// Whether this driver installed the ring (and so tears it down), and the ring it displaced.
         owns: bool,
-        displaced: Option<LocalRing>,
+        displaced: Option<Box<LocalRing>>,
     },
     Park(Arc<Parker>),
 }
@@ -101,7 +101,7 @@ impl IoDriver {
                 None => {
                     let r = LocalRing::new(io.id())?;
                     let inbox = Arc::clone(r.inbox());
-                    let displaced = ring::install(r);
+                    let displaced = ring::install(r).map(Box::new);
                     Kind::Ring {
                         inbox,
                         owns: true,
@@ -185,7 +185,7 @@ impl Drop for IoDriver {
                 // Dropping the ring cancels and waits for everything in flight.
                 let ring = ring::uninstall();
                 if let Some(d) = displaced.take() {
-                    ring::install(d);
+                    ring::install(*d);
                 }
                 drop(ring);
             }

@@ -57,9 +57,9 @@ impl RawLoop {
     /// `conc` `pread`s of `len` bytes from `fd` at `offsets`, submitted together, waited together.
     pub fn pread_batch(&mut self, fd: RawFd, len: usize, offsets: &[u64]) -> io::Result<()> {
         let n = offsets.len().min(self.bufs.len());
-        for i in 0..n {
+        for (i, &off) in offsets.iter().enumerate().take(n) {
             let e = opcode::Read::new(types::Fd(fd), self.bufs[i].as_mut_ptr(), len as u32)
-                .offset(offsets[i])
+                .offset(off)
                 .build()
                 .user_data(i as u64);
             // SAFETY: `bufs[i]` holds at least `len` bytes and is not touched until `run` has reaped
