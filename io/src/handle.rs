@@ -199,6 +199,7 @@ impl Io {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
             unpark: driver.unparker(),
+            owner: std::thread::current().id(),
         });
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);
@@ -231,6 +232,9 @@ impl Io {
 struct Flag {
     woken: AtomicBool,
     unpark: Arc<dyn pagegen_core::Unpark>,
+    /// Wakes on the owning thread (completions reaped by its own driver) need no unpark: the
+    /// thread is awake and checks the flag before parking. Saves an eventfd write per completion.
+    owner: std::thread::ThreadId,
 }
 
 impl Wake for Flag {
@@ -238,7 +242,7 @@ impl Wake for Flag {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        if !self.woken.swap(true, Ordering::AcqRel) && std::thread::current().id() != self.owner {
             self.unpark.unpark();
         }
     }
