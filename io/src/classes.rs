@@ -14,11 +14,18 @@
 //! Protocol for a waiter (the [`Ticket`]): `granted` is set only under the queue's lock, by
 //! `dispatch`. A dropped [`Acquire`] removes its ticket under the same lock; if the ticket is no
 //! longer queued it was granted, and the drop releases the slot it was given.
+//!
+//! Fast path: while no class has a limit and nobody waits, an operation is admitted with two
+//! atomics (`fast` in flight, checked against the device depth) and no lock; this is the common
+//! case of a service that has not configured I/O limits. Such operations count device-wide only
+//! (not in [`IoClasses::in_flight`]), and the queue sees them as `external` device load. Lost-wake
+//! freedom: a releaser decrements `fast` then reads `waiting`; an enqueuer raises `waiting` then
+//! reads `fast` in dispatch; all four accesses are `SeqCst`, so one of them sees the other.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -77,6 +84,15 @@ struct Pacer {
 /// Per-class depth and bandwidth limits with fair queueing by shares. Cheap to share as `Arc`.
 pub struct IoClasses {
     queue: Mutex<FairQueue<Arc<Ticket>>>,
+    /// Some class has a depth or bandwidth limit: every admission goes through the queue.
+    limited: AtomicBool,
+    /// Operations admitted by the fast path, in flight.
+    fast: AtomicU32,
+    /// Mirrors of the queue's waiting count, in-flight count and device depth (written under its
+    /// lock), read by the fast path.
+    waiting: AtomicUsize,
+    queued_in_flight: AtomicU32,
+    device_depth: AtomicU32,
     defaults: Mutex<ClassLimits>,
     epoch: Instant,
     pacer: OnceLock<Arc<Pacer>>,
@@ -98,6 +114,11 @@ impl IoClasses {
     pub fn new(device_depth: u32) -> Arc<Self> {
         Arc::new_cyclic(|me| IoClasses {
             queue: Mutex::new(FairQueue::new(device_depth)),
+            limited: AtomicBool::new(false),
+            fast: AtomicU32::new(0),
+            waiting: AtomicUsize::new(0),
+            queued_in_flight: AtomicU32::new(0),
+            device_depth: AtomicU32::new(device_depth.max(1)),
             defaults: Mutex::new(ClassLimits::default()),
             epoch: Instant::now(),
             pacer: OnceLock::new(),
@@ -108,12 +129,26 @@ impl IoClasses {
     fn lock(&self) -> MutexGuard<'_, FairQueue<Arc<Ticket>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Publishes the queue's counters for the fast path (called with the lock held).
+    fn mirror(&self, q: &FairQueue<Arc<Ticket>>) {
+        self.waiting.store(q.waiting(), Ordering::SeqCst);
+        self.queued_in_flight
+            .store(q.total_in_flight(), Ordering::SeqCst);
+        self.device_depth.store(q.device_depth(), Ordering::SeqCst);
+    }
+    /// Tells the queue about fast-path load before it admits anyone.
+    fn sync_external(&self, q: &mut FairQueue<Arc<Ticket>>) {
+        q.set_external(self.fast.load(Ordering::SeqCst));
+    }
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Limits newly registered classes start with.
     pub fn set_default_limits(&self, limits: ClassLimits) {
+        if limits != ClassLimits::default() {
+            self.limited.store(true, Ordering::SeqCst);
+        }
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
@@ -138,7 +173,11 @@ impl IoClasses {
                 class: ClassId::DEFAULT,
             });
         }
-        self.lock().set_device_depth(depth);
+        {
+            let mut q = self.lock();
+            q.set_device_depth(depth);
+            self.mirror(&q);
+        }
         self.kick();
         Ok(())
     }
@@ -146,7 +185,8 @@ impl IoClasses {
     pub fn limits(&self, class: ClassId) -> ClassLimits {
         self.lock().limits(class)
     }
-    /// Operations of `class` in flight now.
+    /// Operations of `class` in flight now. Operations admitted while no class had a limit (the
+    /// lock-free fast path) are counted device-wide only, not here.
     pub fn in_flight(&self, class: ClassId) -> u32 {
         self.lock().in_flight(class)
     }
@@ -160,6 +200,9 @@ impl IoClasses {
             let mut q = self.lock();
             let mut l = q.limits(class);
             f(&mut l);
+            if l != ClassLimits::default() {
+                self.limited.store(true, Ordering::SeqCst);
+            }
             q.set_limits(class, l, now);
         }
         self.kick();
@@ -171,10 +214,12 @@ impl IoClasses {
         let mut admitted = Vec::new();
         let next = {
             let mut q = self.lock();
+            self.sync_external(&mut q);
             let next = q.dispatch(self.now_ns(), &mut admitted);
             for t in &admitted {
                 t.granted.store(true, Ordering::Release);
             }
+            self.mirror(&q);
             next
         };
         for t in admitted {
@@ -222,6 +267,7 @@ impl IoClasses {
             ctx,
             ticket: None,
             done: false,
+            fast: false,
         }
     }
 }
@@ -264,6 +310,7 @@ impl ClassObserver for IoClasses {
         q.set_shares(id, spec.shares);
         // Idempotent: a re-registration keeps limits set at run time.
         if q.limits(id) == ClassLimits::default() && defaults != ClassLimits::default() {
+            self.limited.store(true, Ordering::SeqCst);
             q.set_limits(id, defaults, now);
         }
     }
@@ -282,6 +329,8 @@ pub(crate) struct Permit {
     classes: Arc<IoClasses>,
     class: ClassId,
     ctx: Option<Arc<RequestCtx>>,
+    /// Admitted by the fast path (counted in `IoClasses::fast`, not in the queue).
+    fast: bool,
 }
 
 impl Permit {
@@ -296,9 +345,13 @@ impl Drop for Permit {
         if let Some(ctx) = &self.ctx {
             ctx.io.end_op();
         }
-        let waiting = {
+        let waiting = if self.fast {
+            self.classes.fast.fetch_sub(1, Ordering::SeqCst);
+            self.classes.waiting.load(Ordering::SeqCst)
+        } else {
             let mut q = self.classes.lock();
             q.release(self.class);
+            self.classes.mirror(&q);
             q.waiting()
         };
         if waiting > 0 {
@@ -316,6 +369,7 @@ pub(crate) struct Acquire {
     ctx: Option<Arc<RequestCtx>>,
     ticket: Option<Arc<Ticket>>,
     done: bool,
+    fast: bool,
 }
 
 impl Acquire {
@@ -325,7 +379,30 @@ impl Acquire {
             classes: Arc::clone(&self.classes),
             class: self.class,
             ctx: self.ctx.take(),
+            fast: self.fast,
         }
+    }
+
+    /// The lock-free admission (see the module docs); `false` leaves no trace.
+    fn try_fast(&mut self) -> bool {
+        let c = &self.classes;
+        if c.limited.load(Ordering::Relaxed) || c.waiting.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        if !request_begin(&self.ctx) {
+            return false;
+        }
+        let n = c.fast.fetch_add(1, Ordering::SeqCst) + 1;
+        let queued = c.queued_in_flight.load(Ordering::SeqCst);
+        if n.saturating_add(queued) <= c.device_depth.load(Ordering::SeqCst) {
+            self.fast = true;
+            return true;
+        }
+        c.fast.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ctx) = &self.ctx {
+            ctx.io.end_op();
+        }
+        false
     }
 }
 
@@ -337,6 +414,9 @@ impl Future for Acquire {
         assert!(!this.done, "Acquire polled after completion");
         match &this.ticket {
             None => {
+                if this.try_fast() {
+                    return Poll::Ready(this.permit());
+                }
                 let ticket = Arc::new(Ticket {
                     class: this.class,
                     bytes: this.bytes,
@@ -347,11 +427,14 @@ impl Future for Acquire {
                 let now = this.classes.now_ns();
                 {
                     let mut q = this.classes.lock();
+                    this.classes.sync_external(&mut q);
                     if q.try_admit(&ticket, now) {
+                        this.classes.mirror(&q);
                         drop(q);
                         return Poll::Ready(this.permit());
                     }
                     q.enqueue(Arc::clone(&ticket));
+                    this.classes.mirror(&q);
                 }
                 this.ticket = Some(ticket);
                 this.classes.kick();
@@ -375,14 +458,86 @@ impl Drop for Acquire {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let removed = self
-            .classes
-            .lock()
-            .remove(self.class, |t| Arc::ptr_eq(t, &ticket));
+        let removed = {
+            let mut q = self.classes.lock();
+            let removed = q.remove(self.class, |t| Arc::ptr_eq(t, &ticket));
+            self.classes.mirror(&q);
+            removed
+        };
         if !removed {
             // Granted after our last poll: the slot is ours; give it back.
             debug_assert!(ticket.granted.load(Ordering::Acquire));
             drop(self.permit());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(a: &mut Acquire, w: &Waker) -> Poll<Permit> {
+        Pin::new(a).poll(&mut Context::from_waker(w))
+    }
+
+    #[test]
+    fn the_fast_path_respects_the_device_depth_and_hands_over_on_release() {
+        let classes = IoClasses::new(2);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut a = classes.acquire(0);
+        let mut b = classes.acquire(0);
+        let mut c = classes.acquire(0);
+        let pa = poll(&mut a, &waker);
+        let pb = poll(&mut b, &waker);
+        assert!(pa.is_ready() && pb.is_ready(), "two fast admissions");
+        assert!(poll(&mut c, &waker).is_pending(), "device depth 2 is full");
+        assert_eq!(classes.fast.load(Ordering::SeqCst), 2);
+        drop(pa);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the release wakes the waiter"
+        );
+        let pc = poll(&mut c, &waker);
+        assert!(pc.is_ready());
+        // While someone waits, newcomers queue behind them (no overtaking by the fast path).
+        let mut d = classes.acquire(0);
+        let mut e = classes.acquire(0);
+        assert!(poll(&mut d, &waker).is_pending());
+        assert!(poll(&mut e, &waker).is_pending());
+        drop(pb);
+        let pd = poll(&mut d, &waker);
+        assert!(pd.is_ready());
+        assert!(poll(&mut e, &waker).is_pending());
+        drop(e); // A dropped waiter leaves the queue.
+        assert_eq!(classes.waiting.load(Ordering::SeqCst), 0);
+        drop((pc, pd));
+        assert_eq!(classes.fast.load(Ordering::SeqCst), 0);
+        assert_eq!(classes.lock().total_in_flight(), 0);
+    }
+
+    #[test]
+    fn a_class_limit_turns_the_fast_path_off() {
+        let classes = IoClasses::new(64);
+        classes.set_depth(ClassId::DEFAULT, 1).unwrap();
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count);
+        let mut a = classes.acquire(0);
+        let mut b = classes.acquire(0);
+        let pa = poll(&mut a, &waker);
+        assert!(pa.is_ready());
+        assert_eq!(classes.in_flight(ClassId::DEFAULT), 1, "counted per class");
+        assert!(poll(&mut b, &waker).is_pending());
+        drop(pa);
+        assert!(poll(&mut b, &waker).is_ready());
     }
 }

@@ -139,6 +139,9 @@ pub(crate) struct FairQueue<W> {
     device_depth: u32,
     in_flight: u32,
     waiting: usize,
+    /// Operations admitted outside this queue (the lock-free fast path of `IoClasses`), which
+    /// count against the device depth.
+    external: u32,
     /// Virtual time of the last dispatched operation: where an idle class re-enters.
     vclock: u64,
 }
@@ -151,6 +154,7 @@ impl<W: Waiter> FairQueue<W> {
             device_depth: device_depth.max(1),
             in_flight: 0,
             waiting: 0,
+            external: 0,
             vclock: 0,
         }
     }
@@ -197,6 +201,14 @@ impl<W: Waiter> FairQueue<W> {
     pub(crate) fn set_device_depth(&mut self, depth: u32) {
         self.device_depth = depth.max(1);
     }
+    /// Sets how many operations were admitted outside the queue (they use device depth).
+    pub(crate) fn set_external(&mut self, n: u32) {
+        self.external = n;
+    }
+    /// The device-wide in-flight limit.
+    pub(crate) fn device_depth(&self) -> u32 {
+        self.device_depth
+    }
     /// Operations of `id` in flight.
     pub(crate) fn in_flight(&self, id: ClassId) -> u32 {
         self.classes.get(id.index()).map_or(0, |c| c.in_flight)
@@ -212,7 +224,7 @@ impl<W: Waiter> FairQueue<W> {
 
     /// Whether class `i` has room for one more operation now (depth, device, bucket).
     fn class_ready(&mut self, i: usize, now_ns: u64) -> bool {
-        if self.in_flight >= self.device_depth {
+        if self.in_flight.saturating_add(self.external) >= self.device_depth {
             return false;
         }
         let c = &mut self.classes[i];
