@@ -506,8 +506,8 @@ fn isolation_trial(
 }
 
 fn isolation() {
-    let samples = if smoke() { 20 } else { 300 };
-    let heavy_mib = if smoke() { 16 } else { 128 };
+    let samples = if smoke() { 20 } else { 2000 };
+    let heavy_mib = if smoke() { 16 } else { 256 };
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let heavy = dir.path().join("heavy");
     let light = dir.path().join("light");
@@ -543,11 +543,13 @@ fn isolation() {
             let (mut v, heavy_mbps) =
                 isolation_trial(&io, &workers, &heavy, &light, depth, samples);
             let p50 = percentile(&mut v, 0.5);
+            let p90 = percentile(&mut v, 0.9);
             let p99 = percentile(&mut v, 0.99);
             p99s[k].push(p99 as f64);
             lines.push(format!(
-                "  round {round} {name:>15}: light p50 {:>8.1} us  p99 {:>8.1} us   heavy {heavy_mbps:>7.1} MB/s",
+                "  round {round} {name:>15}: light p50 {:>7.1} us  p90 {:>8.1} us  p99 {:>8.1} us   heavy {heavy_mbps:>7.1} MB/s",
                 p50 as f64 / 1e3,
+                p90 as f64 / 1e3,
                 p99 as f64 / 1e3
             ));
         }
