@@ -53,8 +53,14 @@ fn request_begin(ctx: &Option<Arc<RequestCtx>>) -> bool {
     match ctx {
         None => true,
         Some(ctx) => {
-            let depth = ctx.grant().io_depth() as u64;
-            if ctx.io.begin_op() > depth.max(1) {
+            let depth = (ctx.grant().io_depth() as u64).max(1);
+            // Check first, so that a request at its depth never sees its counter move; the
+            // begin-then-undo below only runs when two threads admit for one request at once
+            // (core's account has no compare-and-swap begin; proposed in the report).
+            if ctx.io.in_flight() >= depth {
+                return false;
+            }
+            if ctx.io.begin_op() > depth {
                 ctx.io.end_op();
                 false
             } else {
