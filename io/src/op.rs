@@ -98,8 +98,17 @@ impl Op {
 
     /// Stores the result, releases the permit and returns the waker to wake (outside any lock).
     pub(crate) fn complete(&self, result: i32) -> Option<Waker> {
+        self.complete_with(result, |_| {})
+    }
+
+    /// [`complete`](Op::complete), running `f` on the resources first under the same lock (a
+    /// ring marks the bytes a read filled).
+    pub(crate) fn complete_with(&self, result: i32, f: impl FnOnce(&mut Res)) -> Option<Waker> {
         let (waker, permit) = {
             let mut g = self.lock();
+            if let Some(res) = g.res.as_mut() {
+                f(res);
+            }
             g.result = Some(result);
             g.completed = Some(Instant::now());
             g.owner = None;

@@ -338,15 +338,15 @@ impl LocalRing {
                         slot.gen = slot.gen.wrapping_add(1);
                         self.free.push(idx as u32);
                         self.in_flight -= 1;
-                        if res > 0 {
-                            if let Some(Res::Read { buf, .. }) = op.lock().res.as_mut() {
+                        let mark_filled = |r: &mut Res| {
+                            if let (Res::Read { buf, .. }, true) = (r, res > 0) {
                                 // SAFETY: this is the completion of the read built from this very
                                 // buffer by `build_entry`: the kernel wrote `res` bytes at its first
                                 // spare byte, and `res` <= the spare length it was given.
                                 unsafe { sys::assume_filled(buf, res as usize) };
                             }
-                        }
-                        if let Some(w) = op.complete(res) {
+                        };
+                        if let Some(w) = op.complete_with(res, mark_filled) {
                             self.wakers.push(w);
                         }
                         done += 1;
