@@ -102,6 +102,8 @@ pub(crate) struct LocalRing {
     internal: usize,
     efd_buf: Box<u64>,
     efd_armed: bool,
+    /// The last reap consumed a wake (the eventfd read completed).
+    woken: bool,
     backlog: VecDeque<Arc<Op>>,
     cqes: Vec<(u64, i32)>,
     /// Wakers of completed operations, woken by the caller once the ring is no longer borrowed.
@@ -165,6 +167,7 @@ impl LocalRing {
             internal: 0,
             efd_buf: Box::new(0),
             efd_armed: false,
+            woken: false,
             backlog: VecDeque::new(),
             cqes: Vec::with_capacity(64),
             wakers: Vec::new(),
@@ -321,6 +324,7 @@ impl LocalRing {
                 match ud {
                     EVENTFD_TAG => {
                         self.efd_armed = false;
+                        self.woken = true;
                         // AcqRel: whatever a waker published before waking is visible after this.
                         self.inbox.notified.swap(false, Ordering::AcqRel);
                     }
@@ -377,14 +381,22 @@ impl LocalRing {
     }
 
     /// Blocks until a completion, a wake, or `timeout`.
+    ///
+    /// It never sleeps after consuming a wake: a wake whose eventfd write was skipped because the
+    /// flag was still set is covered by the completion this call just reaped, and a message pushed
+    /// before that wake is visible through `len` (the push happens before the flag's swap, which
+    /// this thread's clearing swap reads).
     pub(crate) fn park(&mut self, timeout: Option<Duration>) -> usize {
+        self.woken = false;
         let n = self.poll();
         if n > 0
+            || self.woken
             || timeout == Some(Duration::ZERO)
+            || self.inbox.len.load(Ordering::Acquire) > 0
             || self.inbox.notified.load(Ordering::Acquire)
             || !self.efd_armed
         {
-            return n;
+            return n + self.poll();
         }
         let r = match timeout {
             None => self.ring.submit_and_wait(1),

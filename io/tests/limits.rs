@@ -75,19 +75,23 @@ fn class_depth_bounds_in_flight_operations() {
         let ctx = RequestCtx::new(RequestId(1), Grant::unlimited(class), 0);
         let file = Arc::new(io.block_on(File::open(&p)).unwrap());
         let classes = Arc::clone(io.classes());
+        let uring = io.backend() == pagegen_io::Backend::Uring;
         let mut peak = 0;
         let mut first = true;
         let futs = reads(&file, 16);
         drive(&io, &ctx, futs, || {
             let n = classes.in_flight(class);
             assert!(n <= 2, "class depth 2 exceeded: {n}");
-            if first {
+            if first && uring {
+                // On a ring nothing completes before the driver runs: the first poll round
+                // fills the class's depth exactly (a pool thread may already have finished one).
                 assert_eq!(n, 2, "the first poll round fills the class's depth");
-                first = false;
             }
+            first = false;
             peak = peak.max(n);
         });
         assert_eq!(classes.in_flight(class), 0);
+        assert!(peak <= 2);
         let s = ctx.io.snapshot();
         assert_eq!(s.ops[IoOpKind::Read as usize], 16, "{}", io.backend());
         assert_eq!(s.read_bytes, 16 * 1024);
