@@ -15,6 +15,12 @@ pub fn init_main_env() {
     }
 }
 
+/// Every worker reaps `pagegen::fs` completions on its own io_uring ring (or the blocking pool
+/// where io_uring is unavailable), through the process-wide I/O runtime.
+fn io_driver() -> std::sync::Arc<dyn pagegen_core::DriverFactory> {
+    std::sync::Arc::new(pagegen_io::Io::global().clone())
+}
+
 /// The runtime of `#[pagegen::main]`.
 ///
 /// # Panics
@@ -24,7 +30,9 @@ pub fn init_main_env() {
 pub fn main_runtime(workers: Option<usize>) -> Runtime {
     // The allocator hook flushes per-request memory accounts once per poll; with
     // `allocator = false` pagegen's allocator is not installed and the hook sees zero counts.
-    let mut b = Builder::new().hook(pagegen_alloc::AllocHook::new());
+    let mut b = Builder::new()
+        .hook(pagegen_alloc::AllocHook::new())
+        .driver(io_driver());
     if let Some(n) = workers {
         b = b.workers(n);
     }
@@ -39,6 +47,7 @@ pub fn main_runtime(workers: Option<usize>) -> Runtime {
 #[track_caller]
 pub fn test_runtime(workers: Option<usize>) -> Runtime {
     Builder::new()
+        .driver(io_driver())
         .workers(workers.unwrap_or(1))
         .thread_name("pagegen-test")
         .build()

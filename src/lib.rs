@@ -13,6 +13,7 @@
 //! | `tokio::task::{yield_now, JoinHandle, JoinError}` | [`task`] |
 //! | `tokio::runtime::{Builder, Runtime, Handle}` | [`runtime`] |
 //! | `hyper_util::rt::TokioExecutor` | [`rt::HyperExecutor`] |
+//! | `tokio::fs` | [`fs`] |
 //!
 //! `tokio::net`, `tokio::time` and `tokio::sync` keep working inside pagegen tasks; the limits
 //! (`tokio::spawn` bypasses pagegen, tokio's coop budget and paused clock) are in
@@ -31,4 +32,9 @@ pub use pagegen_alloc as alloc;
 pub use pagegen_core as core;
 pub use pagegen_core::{ClassId, ClassSpec, Demand, Grant, RequestCtx, RouteSpec, Shares, Usage};
 pub use pagegen_executor::{spawn, spawn_blocking, JoinError, JoinHandle};
+/// File I/O with `tokio::fs`/`std::fs` names, on io_uring per worker (blocking pool fallback),
+/// bounded per class and written into each request's I/O account.
+pub use pagegen_io::fs;
 pub use pagegen_macros::{main, test};
+/// Prediction: features, profile store, predictors and the trainer.
+pub use pagegen_model as model;

@@ -1,0 +1,195 @@
+//! pagegen-io's [`Driver`]: what an executor worker (or [`Io::block_on`](crate::Io::block_on)) calls
+//! to reap completions and to sleep.
+//!
+//! On the uring backend the driver owns the thread's ring through the thread-local of `ring.rs`:
+//! created and installed on the worker thread by `worker_driver`, reaped by that worker only, torn
+//! down (cancel everything, wait for every completion) when the driver is dropped on that thread or
+//! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write).
+//!
+//! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
+//! the driver only parks, on a token (mutex + condvar), so that `unpark` before `park` is not lost.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::Waker;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+use std::{fmt, io};
+
+use pagegen_core::{Driver, Unpark};
+
+use crate::backend::Backend;
+use crate::handle::Io;
+use crate::ring::{self, Inbox, LocalRing};
+
+/// A token parker for threads without a ring.
+#[derive(Debug, Default)]
+pub(crate) struct Parker {
+    token: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    fn park(&self, timeout: Option<Duration>) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut tok = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        while !*tok {
+            match deadline {
+                None => tok = self.cv.wait(tok).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    tok = self
+                        .cv
+                        .wait_timeout(tok, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        *tok = false;
+    }
+}
+
+impl Unpark for Parker {
+    fn unpark(&self) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+}
+
+enum Kind {
+    Ring {
+        inbox: Arc<Inbox>,
+        /// Whether this driver installed the ring (and so tears it down), and the ring it displaced.
+        owns: bool,
+        displaced: Option<Box<LocalRing>>,
+    },
+    Park(Arc<Parker>),
+}
+
+/// One thread's I/O driver. See the module docs.
+pub struct IoDriver {
+    io: Io,
+    kind: Kind,
+    thread: ThreadId,
+    spare: Vec<Waker>,
+}
+
+impl fmt::Debug for IoDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoDriver")
+            .field("io", &self.io)
+            .field("ring", &matches!(self.kind, Kind::Ring { .. }))
+            .finish_non_exhaustive()
+    }
+}
+
+impl IoDriver {
+    /// A driver for the calling thread: installs a ring on the uring backend (or reuses the one this
+    /// runtime already installed here).
+    pub(crate) fn new(io: &Io) -> io::Result<IoDriver> {
+        let kind = match io.backend() {
+            Backend::Blocking => Kind::Park(Arc::default()),
+            Backend::Uring => match ring::with_local(io.id(), |r| Arc::clone(r.inbox())) {
+                Some(inbox) => Kind::Ring {
+                    inbox,
+                    owns: false,
+                    displaced: None,
+                },
+                None => {
+                    let r = LocalRing::new(io.id())?;
+                    let inbox = Arc::clone(r.inbox());
+                    let displaced = ring::install(r).map(Box::new);
+                    Kind::Ring {
+                        inbox,
+                        owns: true,
+                        displaced,
+                    }
+                }
+            },
+        };
+        Ok(IoDriver {
+            io: io.clone(),
+            kind,
+            thread: std::thread::current().id(),
+            spare: Vec::new(),
+        })
+    }
+
+    /// A driver that only parks (no ring).
+    pub(crate) fn parker(io: &Io) -> IoDriver {
+        IoDriver {
+            io: io.clone(),
+            kind: Kind::Park(Arc::default()),
+            thread: std::thread::current().id(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, f: impl FnOnce(&mut LocalRing) -> usize) -> usize {
+        debug_assert_eq!(
+            self.thread,
+            std::thread::current().id(),
+            "a Driver is used on its own worker thread only"
+        );
+        let spare = &mut self.spare;
+        let n = ring::with_local(self.io.id(), |r| {
+            let n = f(r);
+            std::mem::swap(&mut r.wakers, spare);
+            n
+        })
+        .unwrap_or(0);
+        for w in self.spare.drain(..) {
+            w.wake();
+        }
+        n
+    }
+}
+
+impl Driver for IoDriver {
+    fn poll_nonblocking(&mut self) -> usize {
+        match &self.kind {
+            Kind::Ring { .. } => self.run(|r| r.poll()),
+            Kind::Park(_) => 0,
+        }
+    }
+
+    fn park(&mut self, timeout: Option<Duration>) {
+        match &self.kind {
+            Kind::Ring { .. } => {
+                self.run(|r| r.park(timeout));
+            }
+            Kind::Park(p) => p.park(timeout),
+        }
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        match &self.kind {
+            Kind::Ring { inbox, .. } => Arc::clone(inbox) as Arc<dyn Unpark>,
+            Kind::Park(p) => Arc::clone(p) as Arc<dyn Unpark>,
+        }
+    }
+}
+
+impl Drop for IoDriver {
+    fn drop(&mut self) {
+        if let Kind::Ring {
+            owns: true,
+            displaced,
+            ..
+        } = &mut self.kind
+        {
+            if self.thread == std::thread::current().id() {
+                // Dropping the ring cancels and waits for everything in flight.
+                let ring = ring::uninstall();
+                if let Some(d) = displaced.take() {
+                    ring::install(*d);
+                }
+                drop(ring);
+            }
+            // Dropped elsewhere: the thread-local's destructor tears the ring down at thread exit.
+        }
+    }
+}

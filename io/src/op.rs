@@ -1,0 +1,240 @@
+//! One file operation's life, shared by the future that waits for it and the backend that runs it.
+//!
+//! Lifecycle protocol (cited as "op.rs protocol" elsewhere):
+//! 1. The future acquires a [`Permit`] from its class, builds an [`Op`] owning every resource the
+//!    kernel will touch (buffer, path, statx buffer, and an `Arc` of the file so its fd cannot be
+//!    closed and reused while the operation is queued), and hands an `Arc<Op>` to the backend.
+//! 2. The backend (a ring's in-flight table, or a blocking-pool job) keeps its own `Arc<Op>` until the
+//!    operation's completion arrives. **Only the backend's clone keeps the resources alive for the
+//!    kernel**; the future may vanish at any time.
+//! 3. On completion the backend calls [`Op::complete`]: the result is stored, the permit released
+//!    (the class's slot is free only once the kernel is done), and the waker woken.
+//! 4. A future dropped before completion marks the op abandoned and, if the op reached a ring, sends
+//!    a cancel for it to the ring that owns it ([`Inbox::cancel`]) — never touching that ring
+//!    itself. The ring submits an `AsyncCancel`; whatever the outcome, the buffer is freed only when
+//!    the ring drops its `Arc` after the final completion. An op that never reached the kernel (still
+//!    in an inbox or a backlog) is simply skipped and dropped.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use pagegen_core::RequestCtx;
+
+use crate::classes::Permit;
+use crate::handle::Io;
+use crate::ring::Inbox;
+
+/// The resources of one operation: what the kernel reads or writes while it runs.
+#[derive(Debug)]
+pub(crate) enum Res {
+    /// Read up to `len` bytes at `offset` into `buf`'s spare capacity.
+    Read {
+        file: Arc<File>,
+        buf: Vec<u8>,
+        len: usize,
+        offset: u64,
+    },
+    /// Write `buf[from..]` at `offset`.
+    Write {
+        file: Arc<File>,
+        buf: Vec<u8>,
+        from: usize,
+        offset: u64,
+    },
+    /// Open `path`.
+    Open {
+        path: CString,
+        flags: i32,
+        mode: u32,
+    },
+    /// Stat `path`, or `file` when given (with an empty path and `AT_EMPTY_PATH`).
+    Statx {
+        file: Option<Arc<File>>,
+        path: CString,
+        out: Box<libc::statx>,
+    },
+    /// `fsync` the file.
+    Fsync { file: Arc<File> },
+}
+
+#[derive(Debug)]
+pub(crate) struct OpInner {
+    /// `None` only while a blocking-pool thread runs the operation.
+    pub(crate) res: Option<Res>,
+    result: Option<i32>,
+    waker: Option<Waker>,
+    abandoned: bool,
+    permit: Option<Permit>,
+    /// The ring that owns the op once it is in the kernel, and its user_data there.
+    owner: Option<(Arc<Inbox>, u64)>,
+    submitted: Instant,
+    completed: Option<Instant>,
+}
+
+/// A submitted operation. See the module docs for who holds which clone.
+#[derive(Debug)]
+pub(crate) struct Op {
+    inner: Mutex<OpInner>,
+    /// The runtime's count of ops whose resources are alive (decremented when this op is freed).
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Op {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, OpInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the result, releases the permit and returns the waker to wake (outside any lock).
+    pub(crate) fn complete(&self, result: i32) -> Option<Waker> {
+        self.complete_with(result, |_| {})
+    }
+
+    /// [`complete`](Op::complete), running `f` on the resources first under the same lock (a
+    /// ring marks the bytes a read filled).
+    pub(crate) fn complete_with(&self, result: i32, f: impl FnOnce(&mut Res)) -> Option<Waker> {
+        let (waker, permit) = {
+            let mut g = self.lock();
+            if let Some(res) = g.res.as_mut() {
+                f(res);
+            }
+            g.result = Some(result);
+            g.completed = Some(Instant::now());
+            g.owner = None;
+            (g.waker.take(), g.permit.take())
+        };
+        drop(permit);
+        waker
+    }
+
+    /// Drops an op that never reached the kernel (its future is gone): releases the permit.
+    pub(crate) fn discard(&self) {
+        let permit = self.lock().permit.take();
+        drop(permit);
+    }
+}
+
+impl OpInner {
+    /// Whether the future was dropped.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.abandoned
+    }
+    /// Records which ring owns the op (set under the op's lock when its SQE is pushed).
+    pub(crate) fn set_owner(&mut self, inbox: Arc<Inbox>, user_data: u64) {
+        self.owner = Some((inbox, user_data));
+    }
+}
+
+/// What a finished operation hands back to the fs layer.
+#[derive(Debug)]
+pub(crate) struct Done {
+    /// `>= 0`: the syscall's result; `< 0`: `-errno`.
+    pub(crate) result: i32,
+    pub(crate) res: Res,
+    /// Submission to completion, ns.
+    pub(crate) latency_ns: u64,
+    /// The request the operation worked for, if any.
+    pub(crate) ctx: Option<Arc<RequestCtx>>,
+}
+
+/// Future that waits for an [`Op`]'s completion; cancels it when dropped early.
+#[derive(Debug)]
+struct Wait {
+    op: Option<Arc<Op>>,
+    ctx: Option<Arc<RequestCtx>>,
+}
+
+impl Future for Wait {
+    type Output = Done;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        let this = self.get_mut();
+        let op = this.op.as_ref().expect("Wait polled after completion");
+        let mut g = op.lock();
+        match g.result {
+            Some(result) => {
+                let res = g.res.take().expect("completed op keeps its resources");
+                let latency_ns = g
+                    .completed
+                    .map_or(0, |c| c.duration_since(g.submitted).as_nanos() as u64);
+                drop(g);
+                this.op = None;
+                Poll::Ready(Done {
+                    result,
+                    res,
+                    latency_ns,
+                    ctx: this.ctx.take(),
+                })
+            }
+            None => {
+                match &mut g.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        let Some(op) = self.op.take() else { return };
+        let owner = {
+            let mut g = op.lock();
+            if g.result.is_some() {
+                return;
+            }
+            g.abandoned = true;
+            g.waker = None;
+            g.owner.take()
+        };
+        if let Some((inbox, user_data)) = owner {
+            inbox.cancel(user_data);
+        }
+    }
+}
+
+/// Runs one operation on `io`'s backend: waits for a class slot of `bytes`, submits, waits for the
+/// completion. The returned [`Done`] carries the resources back.
+pub(crate) async fn run(io: &Io, res: Res, bytes: u64) -> Done {
+    let permit = io.classes().acquire(bytes).await;
+    let ctx = permit.ctx().cloned();
+    let op = Arc::new(Op {
+        inner: Mutex::new(OpInner {
+            res: Some(res),
+            result: None,
+            waker: None,
+            abandoned: false,
+            permit: Some(permit),
+            owner: None,
+            submitted: Instant::now(),
+            completed: None,
+        }),
+        live: io.live_counter(),
+    });
+    io.submit(Arc::clone(&op));
+    Wait { op: Some(op), ctx }.await
+}
+
+/// Like [`run`], resubmitting on `EINTR` and `EAGAIN` (the operation is simply tried again).
+pub(crate) async fn run_retrying(io: &Io, mut res: Res, bytes: u64) -> Done {
+    loop {
+        let done = run(io, res, bytes).await;
+        if done.result == -libc::EINTR || done.result == -libc::EAGAIN {
+            res = done.res;
+            continue;
+        }
+        return done;
+    }
+}

@@ -1,0 +1,542 @@
+//! One io_uring ring per thread: the worker's ring (installed by its [`Driver`](pagegen_core::Driver))
+//! or the reaper's ring (serving threads without a pagegen worker).
+//!
+//! One of the two modules allowed to hold `unsafe`: pushing a submission-queue entry hands the
+//! kernel raw pointers, which is sound only under the op.rs protocol (the ring's in-flight table
+//! holds an `Arc<Op>` owning every pointed-to resource until that entry's completion is reaped).
+//!
+//! Threads: a [`LocalRing`] lives in its thread's thread-local and is touched by that thread only.
+//! Other threads reach it through its [`Inbox`] (submissions and cancellations) plus a wake: the
+//! ring keeps a read of an eventfd in flight, and `Inbox::wake` writes the eventfd, which completes
+//! that read and ends any `io_uring_enter` wait. A flag makes repeated wakes cost one write, and the
+//! eventfd counter makes a wake before a park a token: the next park finds the read completed.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+use pagegen_core::Unpark;
+
+use crate::op::{Op, Res};
+use crate::sys::{self, EventFd};
+
+/// Submission-queue entries per ring. 256 covers a worker's concurrency in every bench here
+/// (32 operations in flight per thread at most) with room for cancels and closes; the completion
+/// queue is twice that (the kernel's default).
+pub(crate) const RING_ENTRIES: u32 = 256;
+
+const EVENTFD_TAG: u64 = u64::MAX;
+const CANCEL_TAG: u64 = u64::MAX - 1;
+const CLOSE_TAG: u64 = u64::MAX - 2;
+
+enum Msg {
+    Submit(Arc<Op>),
+    Cancel(u64),
+}
+
+/// The door to a ring from other threads.
+pub(crate) struct Inbox {
+    msgs: Mutex<Vec<Msg>>,
+    len: AtomicUsize,
+    notified: AtomicBool,
+    efd: EventFd,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    fn push(&self, m: Msg) {
+        self.msgs.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+        self.len.fetch_add(1, Ordering::Release);
+        self.wake();
+    }
+    /// Asks the owning ring to cancel the operation with `user_data` (op.rs protocol, step 4).
+    pub(crate) fn cancel(&self, user_data: u64) {
+        self.push(Msg::Cancel(user_data));
+    }
+    /// Hands an operation to the ring (the reaper's ring, for threads without one).
+    pub(crate) fn submit(&self, op: Arc<Op>) {
+        self.push(Msg::Submit(op));
+    }
+    /// Makes the ring's current or next park return.
+    pub(crate) fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.efd.notify();
+        }
+    }
+}
+
+impl Unpark for Inbox {
+    fn unpark(&self) {
+        self.wake();
+    }
+}
+
+struct Slot {
+    gen: u32,
+    op: Option<Arc<Op>>,
+}
+
+/// A thread's ring and its in-flight table.
+pub(crate) struct LocalRing {
+    ring: IoUring,
+    io_id: u64,
+    inbox: Arc<Inbox>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    /// Cancels and closes in the kernel (their completions carry no op).
+    internal: usize,
+    efd_buf: Box<u64>,
+    efd_armed: bool,
+    /// The last reap consumed a wake (the eventfd read completed).
+    woken: bool,
+    backlog: VecDeque<Arc<Op>>,
+    cqes: Vec<(u64, i32)>,
+    /// Wakers of completed operations, woken by the caller once the ring is no longer borrowed.
+    pub(crate) wakers: Vec<Waker>,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for LocalRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRing")
+            .field("io_id", &self.io_id)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that io_uring works here: sets a ring up and runs one no-op through it (a seccomp filter
+/// may allow `io_uring_setup` and still refuse `io_uring_enter`). Also requires `EXT_ARG`
+/// (Linux 5.11), which timed parks need.
+pub(crate) fn probe() -> io::Result<()> {
+    let mut ring = IoUring::new(2)?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11)",
+        ));
+    }
+    let nop = opcode::Nop::new().build().user_data(7);
+    // SAFETY: a no-op references no memory.
+    unsafe { ring.submission().push(&nop) }
+        .map_err(|_| io::Error::other("empty submission queue is full"))?;
+    ring.submit_and_wait(1)?;
+    let got = ring
+        .completion()
+        .next()
+        .map(|c| (c.user_data(), c.result()));
+    match got {
+        Some((7, r)) if r >= 0 => Ok(()),
+        Some((_, r)) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+        _ => Err(io::Error::other("io_uring no-op did not complete")),
+    }
+}
+
+impl LocalRing {
+    /// A ring serving operations of the [`Io`](crate::Io) with id `io_id`.
+    pub(crate) fn new(io_id: u64) -> io::Result<LocalRing> {
+        let ring = IoUring::builder().build(RING_ENTRIES)?;
+        let inbox = Arc::new(Inbox {
+            msgs: Mutex::new(Vec::new()),
+            len: AtomicUsize::new(0),
+            notified: AtomicBool::new(false),
+            efd: EventFd::new()?,
+        });
+        let mut r = LocalRing {
+            ring,
+            io_id,
+            inbox,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            internal: 0,
+            efd_buf: Box::new(0),
+            efd_armed: false,
+            woken: false,
+            backlog: VecDeque::new(),
+            cqes: Vec::with_capacity(64),
+            wakers: Vec::new(),
+            shutting_down: false,
+        };
+        r.arm_eventfd();
+        Ok(r)
+    }
+
+    /// The door other threads use.
+    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+
+    /// Pushes one entry, flushing the queue to the kernel once if it is full.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the entry's completion is reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> bool {
+        for _ in 0..2 {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return true;
+            }
+            self.flush();
+        }
+        false
+    }
+
+    /// Submits queued entries to the kernel.
+    fn flush(&mut self) {
+        loop {
+            match self.ring.submit() {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY/EAGAIN: the completion queue is overflowing; entries stay queued and go in
+                // after the next reap.
+                _ => return,
+            }
+        }
+    }
+
+    fn arm_eventfd(&mut self) {
+        if self.efd_armed || self.shutting_down {
+            return;
+        }
+        let buf: *mut u64 = &mut *self.efd_buf;
+        let e = opcode::Read::new(types::Fd(self.inbox.efd.raw()), buf.cast(), 8)
+            .build()
+            .user_data(EVENTFD_TAG);
+        // SAFETY: `efd_buf` is a heap box owned by the ring, and the ring's drop waits for this read's
+        // completion before freeing it; the eventfd outlives the ring through `inbox`.
+        self.efd_armed = unsafe { self.push(&e) };
+    }
+
+    /// Puts an operation in the kernel's queue (or the backlog when the queue is full).
+    pub(crate) fn submit(&mut self, op: Arc<Op>) {
+        if self.shutting_down {
+            if let Some(w) = op.complete(-libc::ECANCELED) {
+                self.wakers.push(w);
+            }
+            return;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, op: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let gen = self.slots[idx as usize].gen;
+        let user_data = ((gen as u64) << 32) | idx as u64;
+        let mut g = op.lock();
+        if g.abandoned() {
+            drop(g);
+            self.free.push(idx);
+            op.discard();
+            return;
+        }
+        let entry = build_entry(g.res.as_mut().expect("a queued op owns its resources"))
+            .user_data(user_data);
+        // SAFETY: op.rs protocol: the pointers in `entry` point into `op`'s resources, which the
+        // slot's `Arc<Op>` keeps alive, untouched, until the completion for `user_data` is reaped.
+        if unsafe { self.push(&entry) } {
+            g.set_owner(Arc::clone(&self.inbox), user_data);
+            drop(g);
+            self.slots[idx as usize].op = Some(op);
+            self.in_flight += 1;
+        } else {
+            drop(g);
+            self.free.push(idx);
+            self.backlog.push_back(op);
+        }
+    }
+
+    /// Closes `file` through the ring without waiting (no buffer, no result anyone reads).
+    pub(crate) fn close(&mut self, file: File) {
+        let fd = file.into_raw_fd();
+        let e = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(CLOSE_TAG);
+        // SAFETY: a close references no memory; the fd was ours and is closed exactly once.
+        if unsafe { self.push(&e) } {
+            self.internal += 1;
+        } else {
+            drop(sys::file_from_fd(fd));
+        }
+    }
+
+    fn cancel(&mut self, user_data: u64) {
+        let idx = (user_data & 0xffff_ffff) as usize;
+        let gen = (user_data >> 32) as u32;
+        let live = self
+            .slots
+            .get(idx)
+            .is_some_and(|s| s.gen == gen && s.op.is_some());
+        if !live {
+            return; // Already completed.
+        }
+        let e = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(CANCEL_TAG);
+        // SAFETY: a cancel references no memory (the target is named by user_data).
+        if unsafe { self.push(&e) } {
+            self.internal += 1;
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        if self.inbox.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let msgs = std::mem::take(&mut *self.inbox.msgs.lock().unwrap_or_else(|e| e.into_inner()));
+        self.inbox.len.fetch_sub(msgs.len(), Ordering::AcqRel);
+        for m in msgs {
+            match m {
+                Msg::Submit(op) => self.submit(op),
+                Msg::Cancel(ud) => self.cancel(ud),
+            }
+        }
+    }
+
+    /// Reaps every available completion; returns how many operations completed.
+    fn reap(&mut self) -> usize {
+        let mut done = 0;
+        loop {
+            self.cqes.clear();
+            self.cqes
+                .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            if self.cqes.is_empty() {
+                break;
+            }
+            for i in 0..self.cqes.len() {
+                let (ud, res) = self.cqes[i];
+                match ud {
+                    EVENTFD_TAG => {
+                        self.efd_armed = false;
+                        self.woken = true;
+                        // AcqRel: whatever a waker published before waking is visible after this.
+                        self.inbox.notified.swap(false, Ordering::AcqRel);
+                    }
+                    CANCEL_TAG | CLOSE_TAG => self.internal -= 1,
+                    _ => {
+                        let idx = (ud & 0xffff_ffff) as usize;
+                        let gen = (ud >> 32) as u32;
+                        let Some(slot) = self.slots.get_mut(idx) else {
+                            continue;
+                        };
+                        if slot.gen != gen {
+                            continue;
+                        }
+                        let Some(op) = slot.op.take() else { continue };
+                        slot.gen = slot.gen.wrapping_add(1);
+                        self.free.push(idx as u32);
+                        self.in_flight -= 1;
+                        let mark_filled = |r: &mut Res| {
+                            if let (Res::Read { buf, .. }, true) = (r, res > 0) {
+                                // SAFETY: this is the completion of the read built from this very
+                                // buffer by `build_entry`: the kernel wrote `res` bytes at its first
+                                // spare byte, and `res` <= the spare length it was given.
+                                unsafe { sys::assume_filled(buf, res as usize) };
+                            }
+                        };
+                        if let Some(w) = op.complete_with(res, mark_filled) {
+                            self.wakers.push(w);
+                        }
+                        done += 1;
+                    }
+                }
+            }
+        }
+        while let Some(op) = self.backlog.pop_front() {
+            let before = self.backlog.len();
+            self.submit(op);
+            if self.backlog.len() > before {
+                break; // Still full.
+            }
+        }
+        self.arm_eventfd();
+        done
+    }
+
+    /// Drains the inbox, submits, reaps. Never blocks.
+    pub(crate) fn poll(&mut self) -> usize {
+        self.drain_inbox();
+        let mut n = self.reap();
+        if !self.ring.submission().is_empty() {
+            self.flush();
+            n += self.reap();
+        }
+        n
+    }
+
+    /// Blocks until a completion, a wake, or `timeout`.
+    ///
+    /// It never sleeps after consuming a wake: a wake whose eventfd write was skipped because the
+    /// flag was still set is covered by the completion this call just reaped, and a message pushed
+    /// before that wake is visible through `len` (the push happens before the flag's swap, which
+    /// this thread's clearing swap reads).
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) -> usize {
+        self.woken = false;
+        let n = self.poll();
+        if n > 0
+            || self.woken
+            || timeout == Some(Duration::ZERO)
+            || self.inbox.len.load(Ordering::Acquire) > 0
+            || self.inbox.notified.load(Ordering::Acquire)
+            || !self.efd_armed
+        {
+            return n + self.poll();
+        }
+        let r = match timeout {
+            None => self.ring.submit_and_wait(1),
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                _ => tracing::warn!("pagegen-io: io_uring wait failed: {e}"),
+            }
+        }
+        self.drain_inbox();
+        n + self.reap()
+    }
+}
+
+impl Drop for LocalRing {
+    /// Cancels everything in flight and waits for every completion, so no buffer is freed while the
+    /// kernel may still write it (op.rs protocol).
+    fn drop(&mut self) {
+        self.shutting_down = true;
+        self.drain_inbox();
+        for op in std::mem::take(&mut self.backlog) {
+            if let Some(w) = op.complete(-libc::ECANCELED) {
+                self.wakers.push(w);
+            }
+        }
+        let live: Vec<u64> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.op.is_some())
+            .map(|(i, s)| ((s.gen as u64) << 32) | i as u64)
+            .collect();
+        for ud in live {
+            self.cancel(ud);
+        }
+        if self.efd_armed {
+            // Completes the eventfd read; it is not re-armed while shutting down.
+            self.inbox.efd.notify();
+        }
+        while self.in_flight > 0 || self.internal > 0 || self.efd_armed {
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::warn!("pagegen-io: io_uring wait during shutdown failed: {e}");
+                    // The ring cannot make progress; leak the in-flight resources rather than free
+                    // memory the kernel may still write.
+                    for s in &mut self.slots {
+                        if let Some(op) = s.op.take() {
+                            std::mem::forget(op);
+                        }
+                    }
+                    std::mem::forget(std::mem::replace(&mut self.efd_buf, Box::new(0)));
+                    break;
+                }
+            }
+            self.reap();
+        }
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+fn build_entry(res: &mut Res) -> squeue::Entry {
+    match res {
+        Res::Read {
+            file,
+            buf,
+            len,
+            offset,
+        } => {
+            let spare = (buf.capacity() - buf.len())
+                .min(*len)
+                .min(u32::MAX as usize);
+            // Pointer to the first spare byte; in bounds of the allocation (`len <= capacity`).
+            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
+            opcode::Read::new(types::Fd(file.as_raw_fd()), ptr, spare as u32)
+                .offset(*offset)
+                .build()
+        }
+        Res::Write {
+            file,
+            buf,
+            from,
+            offset,
+        } => {
+            let rest = &buf[(*from).min(buf.len())..];
+            let n = rest.len().min(u32::MAX as usize) as u32;
+            opcode::Write::new(types::Fd(file.as_raw_fd()), rest.as_ptr(), n)
+                .offset(*offset)
+                .build()
+        }
+        Res::Open { path, flags, mode } => {
+            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(*flags | libc::O_CLOEXEC)
+                .mode(*mode)
+                .build()
+        }
+        Res::Statx { file, path, out } => {
+            let (dirfd, flags) = match file {
+                Some(f) => (f.as_raw_fd(), libc::AT_EMPTY_PATH),
+                None => (libc::AT_FDCWD, 0),
+            };
+            let out: *mut libc::statx = &mut **out;
+            opcode::Statx::new(types::Fd(dirfd), path.as_ptr(), out.cast())
+                .flags(flags)
+                .mask(libc::STATX_BASIC_STATS)
+                .build()
+        }
+        Res::Fsync { file } => opcode::Fsync::new(types::Fd(file.as_raw_fd())).build(),
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<LocalRing>> = const { RefCell::new(None) };
+}
+
+/// Makes `ring` this thread's ring; returns the one it replaces.
+pub(crate) fn install(ring: LocalRing) -> Option<LocalRing> {
+    LOCAL.with(|l| l.borrow_mut().replace(ring))
+}
+
+/// Removes this thread's ring.
+pub(crate) fn uninstall() -> Option<LocalRing> {
+    LOCAL.try_with(|l| l.borrow_mut().take()).ok().flatten()
+}
+
+/// Runs `f` on this thread's ring if it serves `io_id` and is not already borrowed.
+pub(crate) fn with_local<R>(io_id: u64, f: impl FnOnce(&mut LocalRing) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            let mut g = l.try_borrow_mut().ok()?;
+            let ring = g.as_mut()?;
+            (ring.io_id == io_id).then(|| f(ring))
+        })
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,223 @@
+//! Thin, typed wrappers over the system calls the blocking pool and the rings need.
+//!
+//! One of the two modules allowed to hold `unsafe` (see the crate docs). Everything here is a plain
+//! FFI call on memory the caller hands over for the duration of the call, plus the two ownership
+//! transfers of raw file descriptors (`file_from_fd`) and spare-capacity bookkeeping
+//! (`assume_filled`).
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Errno of the last failed call, as the negative value io_uring completions carry.
+fn neg_errno() -> i32 {
+    -io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// An eventfd, used to wake a ring parked in `io_uring_enter` from another thread.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A close-on-exec eventfd with a zero counter. It is left blocking on purpose: io_uring answers
+    /// a read of a non-blocking fd that has nothing to read with `EAGAIN` instead of waiting for it.
+    /// Writers never block (the counter would have to reach 2^64 - 2).
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative return is a fresh fd that we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Adds one to the counter, which completes a pending read of the eventfd.
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        loop {
+            // SAFETY: writes 8 bytes from a live local `u64` to an fd we own.
+            let n = unsafe {
+                libc::write(
+                    self.0.as_raw_fd(),
+                    (&one as *const u64).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            // EINTR: retry. Anything else cannot happen on an eventfd we own.
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
+            }
+        }
+    }
+
+    /// The raw fd, for an io_uring read.
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Takes ownership of `fd`, a descriptor returned by a successful `openat` (blocking or io_uring).
+pub(crate) fn file_from_fd(fd: i32) -> File {
+    debug_assert!(fd >= 0);
+    // SAFETY: callers pass the result of a successful open that nobody else has wrapped; the `File`
+    // becomes its only owner and closes it once.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+/// Marks `n` more bytes of `buf`'s spare capacity as initialised.
+///
+/// Used after a read (blocking `pread` or an io_uring completion) wrote `n` bytes at
+/// `buf.as_ptr() + buf.len()`.
+///
+/// # Safety
+/// The caller guarantees that the kernel reported writing exactly `n` bytes starting at the first
+/// spare byte of `buf`, and that `buf.len() + n <= buf.capacity()`.
+pub(crate) unsafe fn assume_filled(buf: &mut Vec<u8>, n: usize) {
+    debug_assert!(buf.len() + n <= buf.capacity());
+    // SAFETY: the caller's contract: these bytes were written by the kernel and lie in capacity.
+    unsafe { buf.set_len(buf.len() + n) }
+}
+
+/// `pread` into the spare capacity of `buf` (at most `len` bytes); returns bytes read or `-errno`.
+/// `offset == u64::MAX` reads at the current position (streams), as io_uring's offset -1 does.
+pub(crate) fn pread_spare(fd: RawFd, buf: &mut Vec<u8>, len: usize, offset: u64) -> i32 {
+    let len = len.min(buf.capacity() - buf.len());
+    if offset == u64::MAX {
+        return read_spare(fd, buf, len);
+    }
+    loop {
+        // SAFETY: the destination is `len` bytes of `buf`'s spare capacity, which we borrow mutably
+        // for the call; the kernel writes at most `len` bytes there.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().add(buf.len()).cast(),
+                len,
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            // SAFETY: pread reported writing `n <= len` bytes at the first spare byte.
+            unsafe { assume_filled(buf, n as usize) };
+            return n as i32;
+        }
+        let e = neg_errno();
+        if e == -libc::ESPIPE && offset == 0 {
+            // A pipe or socket: read at the current position, as an io_uring read at offset 0 does.
+            return read_spare(fd, buf, len);
+        }
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+fn read_spare(fd: RawFd, buf: &mut Vec<u8>, len: usize) -> i32 {
+    loop {
+        // SAFETY: as in `pread_spare`: `len` bytes of spare capacity, borrowed mutably.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(buf.len()).cast(), len) };
+        if n >= 0 {
+            // SAFETY: read reported writing `n <= len` bytes at the first spare byte.
+            unsafe { assume_filled(buf, n as usize) };
+            return n as i32;
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+/// `pwrite` of `buf`; returns bytes written or `-errno`. `offset == u64::MAX` writes at the
+/// current position (streams).
+pub(crate) fn pwrite(fd: RawFd, buf: &[u8], offset: u64) -> i32 {
+    loop {
+        if offset == u64::MAX {
+            // SAFETY: reads `buf.len()` bytes from a live slice.
+            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return n as i32;
+            }
+            let e = neg_errno();
+            if e != -libc::EINTR {
+                return e;
+            }
+            continue;
+        }
+        // SAFETY: reads `buf.len()` bytes from a live slice.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
+        if n >= 0 {
+            return n as i32;
+        }
+        let mut e = neg_errno();
+        if e == -libc::ESPIPE && offset == 0 {
+            // A pipe or socket: write at the current position, as an io_uring write at 0 does.
+            // SAFETY: reads `buf.len()` bytes from a live slice.
+            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return n as i32;
+            }
+            e = neg_errno();
+        }
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+/// `openat(AT_FDCWD, path, flags, mode)`; returns the fd or `-errno`.
+pub(crate) fn open(path: &CStr, flags: i32, mode: u32) -> i32 {
+    loop {
+        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags, mode) };
+        if fd >= 0 {
+            return fd;
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+/// `statx` on a path (`fd` = `AT_FDCWD`) or on an open fd (empty path + `AT_EMPTY_PATH`).
+pub(crate) fn statx(dirfd: RawFd, path: &CStr, flags: i32, out: &mut libc::statx) -> i32 {
+    // SAFETY: `path` is NUL-terminated and `out` is a live, exclusively borrowed statx buffer.
+    let r = unsafe { libc::statx(dirfd, path.as_ptr(), flags, libc::STATX_BASIC_STATS, out) };
+    if r == 0 {
+        0
+    } else {
+        neg_errno()
+    }
+}
+
+/// `fsync`; returns 0 or `-errno`.
+pub(crate) fn fsync(fd: RawFd) -> i32 {
+    // SAFETY: no pointers; fd validity is the kernel's to check.
+    if unsafe { libc::fsync(fd) } == 0 {
+        0
+    } else {
+        neg_errno()
+    }
+}
+
+/// A zeroed `statx` buffer.
+pub(crate) fn zeroed_statx() -> Box<libc::statx> {
+    // SAFETY: `statx` is a plain C struct of integers, for which all-zero bytes are a valid value.
+    Box::new(unsafe { std::mem::zeroed() })
+}
+
+/// Drops `file`'s pages from the page cache (`posix_fadvise(DONTNEED)`), so the next read is cold.
+pub fn drop_cache(file: &File) -> io::Result<()> {
+    // SAFETY: no pointers; the fd is borrowed from a live `File`.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests: the backends to run on, and poll-at-a-time tools.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use pagegen_io::{Backend, BackendChoice, Io};
+
+/// Every backend that works here: io_uring when the probe passes (else the test covers the
+/// fallback only, and says so), and always the blocking pool.
+pub fn backends() -> Vec<Io> {
+    let mut v = Vec::new();
+    match Io::new(BackendChoice::Uring) {
+        Ok(io) => v.push(io),
+        Err(e) => eprintln!("io_uring unavailable here ({e}); testing the blocking backend only"),
+    }
+    v.push(Io::new(BackendChoice::Blocking).expect("the blocking backend always exists"));
+    assert_eq!(v.last().map(Io::backend), Some(Backend::Blocking));
+    v
+}
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+pub struct CountWaker(pub AtomicUsize);
+
+impl Wake for CountWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub fn counting_waker() -> (Arc<CountWaker>, Waker) {
+    let c = Arc::new(CountWaker::default());
+    (Arc::clone(&c), Waker::from(c))
+}
+
+/// Polls once.
+pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(waker))
+}
+
+pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
