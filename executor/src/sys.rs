@@ -1,4 +1,5 @@
-//! The two raw clock reads of the poll instrumentation; the crate's only FFI.
+//! The raw clock reads of the poll instrumentation and the thread-priority calls of the pools; the
+//! crate's only FFI.
 
 /// The CPU's time-stamp counter. Only meaningful where `clock.rs` probed an invariant TSC.
 #[cfg(target_arch = "x86_64")]
@@ -14,6 +15,18 @@ pub(crate) fn set_thread_nice(nice: i32) -> std::io::Result<()> {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     // SAFETY: plain syscall on this thread's own id; no memory is passed.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` policy (it runs only when nothing else wants the CPU).
+pub(crate) fn set_thread_sched_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid `sched_param` for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc == 0 {
         Ok(())
     } else {

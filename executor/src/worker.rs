@@ -108,6 +108,17 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
             }
         }
     }
+    if spec.sched_idle {
+        if let Err(e) = crate::sys::set_thread_sched_idle() {
+            if info.index == 0 {
+                tracing::warn!(
+                    "pool `{}`: the OS refused SCHED_IDLE ({e}); its workers run at nice {}",
+                    spec.name,
+                    spec.nice
+                );
+            }
+        }
+    }
     let _tokio = shared.tokio.as_ref().map(|h| h.enter());
     let _rt = context::enter(shared.clone());
     context::set_worker(Some(&shared), index);
@@ -355,7 +366,14 @@ impl<H: PollHook> Worker<'_, H> {
             }
             Start::Run(r) => {
                 self.enter_ctx(&r.header().ctx);
-                let lane = Shared::lane_of(r.header());
+                // One class only, in the runtime and here: nothing to share, nothing to charge.
+                let multi =
+                    self.shared.classes.hi() > 0 || self.shared.workers[self.index].lanes.hi() > 0;
+                let lane = if multi {
+                    Shared::lane_of(r.header())
+                } else {
+                    0
+                };
                 let ran = run::poll(self.hook, r, self.instr.as_mut());
                 let cpu_ns = match &self.instr {
                     Some(i) => {
@@ -364,8 +382,7 @@ impl<H: PollHook> Worker<'_, H> {
                     }
                     None => NOMINAL_POLL_NS,
                 };
-                // One class only, in the runtime and here: nothing to share, nothing to charge.
-                if self.shared.classes.hi() > 0 || self.shared.workers[self.index].lanes.hi() > 0 {
+                if multi {
                     self.charge(lane, cpu_ns);
                 }
                 if let Ran::Requeue(t) = ran {
