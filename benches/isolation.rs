@@ -3,7 +3,9 @@
 //! (arrival → first poll) at p50/p99/p999 and the heavy class's throughput, for
 //! 1. tokio's multi-thread runtime (2 workers),
 //! 2. pagegen, one pool of 2 workers (the heavy class shares workers with the light one),
-//! 3. pagegen with the heavy class in a bulk pool at nice +10 (latency pool 2 workers + bulk pool
+//! 3. pagegen, one pool, light and heavy as registered classes at equal shares (weighted-fair pick),
+//! 4. the same with the light class favoured by shares (1000 : 1),
+//! 5. pagegen with the heavy class in a bulk pool at nice +10 (latency pool 2 workers + bulk pool
 //!    2 workers: more threads than cores, so the kernel preempts heavy polls for light ones).
 //!
 //! A distribution, not an iteration time, so this is a plain `harness = false` program rather than a
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use pagegen::core::{ClassId, Grant, PoolId, RequestCtx, RequestId};
+use pagegen::core::{ClassId, ClassSpec, Grant, PoolId, RequestCtx, RequestId, Shares};
 use pagegen::runtime::{Builder, PoolSpec};
 
 const LIGHT_SERVICE: Duration = Duration::from_micros(50);
@@ -63,13 +65,20 @@ impl Target for Tokio {
 struct Pagegen {
     rt: pagegen::runtime::Runtime,
     heavy_pool: PoolId,
+    /// `(light, heavy)` registered classes; `None`: unclassified light work, heavy in class id 2
+    /// never registered.
+    classes: Option<(ClassId, ClassId)>,
 }
 impl Target for Pagegen {
     fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
-        self.rt.spawn(async move { f() });
+        match self.classes {
+            Some((light, _)) => drop(self.rt.spawn_in(light, async move { f() })),
+            None => drop(self.rt.spawn(async move { f() })),
+        }
     }
     fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>) {
-        let mut g = Grant::unlimited(ClassId::from_raw(2));
+        let heavy = self.classes.map_or(ClassId::from_raw(2), |(_, h)| h);
+        let mut g = Grant::unlimited(heavy);
         g.pool = self.heavy_pool;
         let ctx = RequestCtx::new(RequestId(2), g, 0);
         self.rt.handle().spawn_with_ctx(ctx, async move {
@@ -152,8 +161,28 @@ fn main() {
         let t = Pagegen {
             rt,
             heavy_pool: PoolId::LATENCY,
+            classes: None,
         };
         results.push(run("pagegen, one pool (2 workers)", &t, duration));
+    }
+    for (name, light_shares) in [
+        ("pagegen, equal shares, one pool", 100),
+        ("pagegen, light favoured 1000:1, one pool", 1000),
+    ] {
+        let heavy_shares = if light_shares == 100 { 100 } else { 1 };
+        let rt = Builder::new()
+            .workers(2)
+            .class(ClassSpec::new("light").with_shares(Shares::new(light_shares).unwrap()))
+            .class(ClassSpec::new("heavy").with_shares(Shares::new(heavy_shares).unwrap()))
+            .build()
+            .unwrap();
+        let reg = rt.handle().class_registry().clone();
+        let t = Pagegen {
+            rt,
+            heavy_pool: PoolId::LATENCY,
+            classes: Some((reg.id_of("light").unwrap(), reg.id_of("heavy").unwrap())),
+        };
+        results.push(run(name, &t, duration));
     }
     {
         let rt = Builder::new()
@@ -164,6 +193,7 @@ fn main() {
         let t = Pagegen {
             rt,
             heavy_pool: PoolId::BULK,
+            classes: None,
         };
         results.push(run(
             "pagegen, heavy in bulk pool (2+2, nice 10)",

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `#[tokio::main]`, `#[tokio::test]` | [`#[pagegen::main]`](main), [`#[pagegen::test]`](test) |
 //! | `tokio::spawn`, `tokio::task::spawn_blocking` | [`spawn`], [`spawn_blocking`] |
+//! | — | [`spawn_in`]`(class, fut)`: work in a request class, CPU shared by [`Shares`] |
 //! | `tokio::task::{yield_now, JoinHandle, JoinError}` | [`task`] |
 //! | `tokio::runtime::{Builder, Runtime, Handle}` | [`runtime`] |
 //! | `hyper_util::rt::TokioExecutor` | [`rt::HyperExecutor`] |
@@ -31,7 +32,7 @@ pub mod task;
 pub use pagegen_alloc as alloc;
 pub use pagegen_core as core;
 pub use pagegen_core::{ClassId, ClassSpec, Demand, Grant, RequestCtx, RouteSpec, Shares, Usage};
-pub use pagegen_executor::{spawn, spawn_blocking, JoinError, JoinHandle};
+pub use pagegen_executor::{spawn, spawn_blocking, spawn_in, JoinError, JoinHandle};
 /// File I/O with `tokio::fs`/`std::fs` names, on io_uring per worker (blocking pool fallback),
 /// bounded per class and written into each request's I/O account.
 pub use pagegen_io::fs;

@@ -1,3 +1,5 @@
 //! Runtime construction, under tokio's names (`tokio::runtime::{Builder, Runtime, Handle}`).
 
-pub use pagegen_executor::{Builder, EnterGuard, Handle, PollSummary, PoolSpec, Runtime};
+pub use pagegen_executor::{
+    Builder, ClassStats, EnterGuard, Handle, PollSummary, PoolSpec, Runtime,
+};

@@ -5,7 +5,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagegen_core::{DriverFactory, NoHook, PollHook};
+use pagegen_core::{ClassRegistry, ClassSpec, DriverFactory, NoHook, PollHook, SharesPolicy};
+
+use crate::class::Classes;
 
 use crate::blocking::{BlockingPool, PoolConfig};
 use crate::compat::TokioDriver;
@@ -38,6 +40,9 @@ pub struct Builder<H = NoHook> {
     stack_size: Option<usize>,
     poll_timing: bool,
     pools: Option<Vec<PoolSpec>>,
+    registry: Option<Arc<ClassRegistry>>,
+    class_specs: Vec<ClassSpec>,
+    shares_policy: Option<Box<dyn SharesPolicy>>,
 }
 
 impl<H> std::fmt::Debug for Builder<H> {
@@ -65,6 +70,9 @@ impl Builder<NoHook> {
             stack_size: None,
             poll_timing: true,
             pools: None,
+            registry: None,
+            class_specs: Vec::new(),
+            shares_policy: None,
         }
     }
 }
@@ -107,7 +115,30 @@ impl<H: PollHook> Builder<H> {
             stack_size: self.stack_size,
             poll_timing: self.poll_timing,
             pools: self.pools,
+            registry: self.registry,
+            class_specs: self.class_specs,
+            shares_policy: self.shares_policy,
         }
+    }
+    /// The class registry the runtime schedules from (default: a fresh in-memory one). The runtime
+    /// subscribes to it: classes registered there, before or after the build, and their share
+    /// changes reach the scheduler.
+    pub fn class_registry(mut self, registry: Arc<ClassRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+    /// Registers a class when the runtime is built (see [`Handle::register_class`] for run time).
+    ///
+    /// [`Handle::register_class`]: crate::Handle::register_class
+    pub fn class(mut self, spec: ClassSpec) -> Self {
+        self.class_specs.push(spec);
+        self
+    }
+    /// The policy that re-weighs classes every [`SharesPolicy::period`], called on one worker
+    /// between polls (default: none, shares stay as registered or set).
+    pub fn shares_policy(mut self, policy: impl SharesPolicy) -> Self {
+        self.shares_policy = Some(Box::new(policy));
+        self
     }
     /// Adds a worker pool; the first added is `PoolId(0)` (the latency pool by convention), the
     /// second `PoolId(1)` (bulk), and so on. With any pool added, [`workers`](Self::workers) is
@@ -170,8 +201,17 @@ impl<H: PollHook> Builder<H> {
     /// Starts the threads.
     ///
     /// # Errors
-    /// When the OS refuses a thread or tokio's drivers cannot start (e.g. no epoll).
+    /// When the OS refuses a thread or tokio's drivers cannot start (e.g. no epoll), or a class
+    /// cannot be registered (registry full, its state file unwritable).
     pub fn build(self) -> io::Result<Runtime> {
+        let registry = self
+            .registry
+            .unwrap_or_else(|| Arc::new(ClassRegistry::in_memory()));
+        let classes = Arc::new(Classes::new(self.shares_policy));
+        registry.subscribe(classes.clone());
+        for spec in self.class_specs {
+            registry.register(spec).map_err(io::Error::other)?;
+        }
         let hook = Arc::new(self.hook);
         if self.poll_timing {
             crate::clock::init();
@@ -205,6 +245,8 @@ impl<H: PollHook> Builder<H> {
             tokio.as_ref().map(|t| t.handle.clone()),
             cold_hook,
             self.poll_timing,
+            registry,
+            classes,
         ));
         blocking.set_runtime(&shared);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -142,6 +142,7 @@ pub(crate) struct Instr {
     first: Buckets,
     since_publish: u32,
     last_busy_ns: u64,
+    last_cpu_ns: u64,
 }
 
 impl Instr {
@@ -157,6 +158,7 @@ impl Instr {
             first: Buckets::new(),
             since_publish: 0,
             last_busy_ns: 0,
+            last_cpu_ns: 0,
         }
     }
 
@@ -191,6 +193,7 @@ impl Instr {
             busy_ns
         };
         self.last_busy_ns = busy_ns;
+        self.last_cpu_ns = cpu_ns;
         self.polls += 1;
         self.busy.record(busy_ns);
         self.sched.record(sched_delay_ns);
@@ -231,6 +234,12 @@ impl Instr {
     #[inline]
     pub(crate) fn last_busy_ns(&self) -> u64 {
         self.last_busy_ns
+    }
+
+    /// CPU charged to the last poll, ns (its wall time unless it was long).
+    #[inline]
+    pub(crate) fn last_cpu_ns(&self) -> u64 {
+        self.last_cpu_ns
     }
 
     /// Whether the local histograms should be published now.

@@ -7,13 +7,22 @@
 //! for (children inherit the spawner's; unclassified work runs in a background context of class
 //! `default`) and that context is current during its polls, drops and blocking closures.
 //!
+//! **Classes and shares.** Each worker queues tasks per class; the next task comes from the class
+//! of least virtual time (CPU used divided by shares, CFS-style, `vruntime.rs`), FIFO within a class,
+//! so always-runnable classes share CPU in the ratio of their shares. Classes are registered on the
+//! [`Builder`] or at run time through the runtime's [`ClassRegistry`](pagegen_core::ClassRegistry);
+//! [`spawn_in`] starts work in a class and children inherit it.
+//!
 //! tokio compatibility ([`compat`]): tokio's I/O and time drivers run on a driver thread whose handle
 //! every pagegen thread enters, so `tokio::net`, `tokio::time` and crates on them work in pagegen tasks.
 //!
 //! | module | concept |
 //! |---|---|
 //! | [`task`] | the task state protocol, `JoinHandle`, `yield_now`, the cooperative budget |
-//! | `queue` | the per-worker bounded work-stealing ring |
+//! | `queue` | the bounded work-stealing ring (one per worker and class) |
+//! | `lanes` | a worker's rings, one per class |
+//! | `vruntime` | the arithmetic of weighted-fair class virtual time |
+//! | `class` | per-class shares, virtual runtime and CPU; the `SharesPolicy` call |
 //! | `injector` | the global queue |
 //! | `idle` | which workers sleep/search; the no-lost-wake rule |
 //! | `park` | the fallback parker and the driver-or-parker choice |
@@ -38,6 +47,7 @@
 
 mod blocking;
 mod builder;
+mod class;
 pub mod clock;
 pub mod compat;
 mod context;
@@ -45,6 +55,7 @@ mod error;
 mod idle;
 mod injector;
 mod instrument;
+mod lanes;
 mod loom;
 mod owned;
 mod park;
@@ -55,12 +66,14 @@ mod runtime;
 mod shared;
 mod sys;
 pub mod task;
+mod vruntime;
 mod worker;
 
 pub use builder::Builder;
+pub use class::ClassStats;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
 pub use pool::PoolSpec;
-pub use runtime::{spawn, spawn_blocking, Handle, Runtime};
+pub use runtime::{spawn, spawn_blocking, spawn_in, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};

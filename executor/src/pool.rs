@@ -10,7 +10,8 @@
 //!   task is queued, so a checkpoint that demotes a request moves its tasks at their next wake or
 //!   yield; an unknown pool id means the first pool;
 //! - work-stealing happens inside a pool only; each pool has its own injector and idle set;
-//! - where the OS refuses a priority the pool runs at the default one, and says so once.
+//! - where the OS refuses a priority the pool runs at the default one, and says so once;
+//! - `SCHED_IDLE` is an opt-in per pool ([`PoolSpec::sched_idle`]), never a default.
 #![forbid(unsafe_code)]
 
 use std::ops::Range;
@@ -27,6 +28,8 @@ pub struct PoolSpec {
     pub workers: usize,
     /// Nice value of its threads (`0` = unchanged, `10` = the usual bulk setting).
     pub nice: i32,
+    /// Whether its threads run under `SCHED_IDLE` (only when no other thread wants the CPU).
+    pub sched_idle: bool,
 }
 
 impl PoolSpec {
@@ -44,9 +47,12 @@ impl PoolSpec {
             name: name.into(),
             workers,
             nice: 0,
+            sched_idle: false,
         }
     }
-    /// Sets the nice value of the pool's threads (−20..=19; raising it needs no privilege).
+    /// Sets the nice value of the pool's threads **relative to the process's**: `nice(10)` runs them 10
+    /// levels below the latency workers, clamped at 19 (raising it needs no privilege; a negative
+    /// offset needs `CAP_SYS_NICE` and is refused, and said once, without it).
     ///
     /// # Panics
     /// Outside −20..=19.
@@ -57,6 +63,17 @@ impl PoolSpec {
             "nice({nice}): Linux nice values are -20..=19"
         );
         self.nice = nice;
+        self
+    }
+}
+
+impl PoolSpec {
+    /// Opt-in: run the pool's threads under Linux's `SCHED_IDLE` policy, so they get CPU only when
+    /// no normal thread wants it — stronger than any nice value. Beware priority inversion: a task
+    /// in this pool holding a lock that a latency task waits for may not run for a long time while
+    /// the machine is busy. Where the OS refuses, the pool runs at its nice value and says so once.
+    pub fn sched_idle(mut self, on: bool) -> Self {
+        self.sched_idle = on;
         self
     }
 }

@@ -8,7 +8,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
-use pagegen_core::RequestCtx;
+use pagegen_core::{ClassId, ClassRegistry, ClassSpec, RegistryError, RequestCtx, Shares};
+
+use crate::class::ClassStats;
 
 use crate::compat::TokioDriver;
 use crate::context::{self, EnterGuard};
@@ -69,6 +71,15 @@ impl Runtime {
         F::Output: Send + 'static,
     {
         self.shared.spawn(fut, None)
+    }
+
+    /// Spawns a task in `class`; see [`Handle::spawn_in`].
+    pub fn spawn_in<F>(&self, class: ClassId, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.shared.spawn_in(class, fut)
     }
 
     /// Runs a blocking closure on the blocking pool; see [`crate::spawn_blocking`].
@@ -217,6 +228,37 @@ impl Handle {
     {
         self.shared.spawn(fut, None)
     }
+    /// Spawns a task in `class`: it works for the current request when that request is of `class`,
+    /// else for the class's background context; its children inherit that context, hence the class.
+    /// An id nobody registered runs at default shares.
+    pub fn spawn_in<F>(&self, class: ClassId, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.shared.spawn_in(class, fut)
+    }
+    /// Registers (or updates, by name) a class at run time; see [`ClassRegistry::register`].
+    ///
+    /// # Errors
+    /// The registry is full or its state file cannot be written.
+    pub fn register_class(&self, spec: ClassSpec) -> Result<ClassId, RegistryError> {
+        self.shared.registry.register(spec)
+    }
+    /// Changes a class's shares (through the registry, so every subsystem hears it). `false` for a
+    /// class that was never registered.
+    pub fn set_shares(&self, class: ClassId, shares: Shares) -> bool {
+        self.shared.registry.set_shares(class, shares)
+    }
+    /// The class registry this runtime schedules from.
+    pub fn class_registry(&self) -> &Arc<ClassRegistry> {
+        &self.shared.registry
+    }
+    /// What the scheduler knows of `class` (shares, CPU used, virtual runtime); `None` when it was
+    /// never registered.
+    pub fn class_stats(&self, class: ClassId) -> Option<ClassStats> {
+        self.shared.classes.stats(class)
+    }
     /// Spawns a task working for `ctx` (a request admitted by the caller); its children inherit it.
     pub fn spawn_with_ctx<F>(&self, ctx: Arc<RequestCtx>, fut: F) -> JoinHandle<F::Output>
     where
@@ -269,6 +311,26 @@ where
             "pagegen::spawn called outside a pagegen runtime: call it inside #[pagegen::main], \
              Runtime::block_on or a task, or use Runtime::spawn"
         ),
+    })
+}
+
+/// Spawns `fut` in `class` on the current runtime (see [`Handle::spawn_in`]).
+///
+/// # Panics
+/// Outside a runtime (see [`Handle::current`]).
+#[track_caller]
+pub fn spawn_in<F>(class: ClassId, fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    context::with_current(|s| {
+        match s {
+        Some(s) => s.spawn_in(class, fut),
+        None => panic!(
+            "pagegen::spawn_in called outside a pagegen runtime: call it inside #[pagegen::main],              Runtime::block_on or a task, or use Handle::spawn_in"
+        ),
+    }
     })
 }
 

@@ -14,22 +14,25 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, OnceLock};
 
-use pagegen_core::{CancelReason, ClassId, PollHook, RequestCtx, RequestId, Unpark};
+use pagegen_core::{CancelReason, ClassId, ClassRegistry, PollHook, RequestCtx, RequestId, Unpark};
 
 use crate::blocking::{BlockingPool, BlockingTask};
+use crate::class::Classes;
 use crate::clock;
 use crate::context;
 use crate::instrument::PollSummary;
+use crate::lanes::Lanes;
 use crate::loom::{lock, AtomicBool, Mutex, Ordering};
 use crate::owned::OwnedTasks;
 use crate::pool::{PoolShared, PoolSpec};
-use crate::queue::{Local, CAPACITY};
+use crate::queue::CAPACITY;
 use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
 use crate::task::JoinHandle;
 
 /// Per-worker state other threads see.
 pub(crate) struct WorkerSlot {
-    pub(crate) queue: Local,
+    /// Its run queues, one per class (`lanes.rs`).
+    pub(crate) lanes: Lanes,
     pub(crate) unpark: OnceLock<Arc<dyn Unpark>>,
     /// Index of the worker's pool.
     pub(crate) pool: usize,
@@ -52,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) timing: bool,
     /// Each worker's published poll statistics.
     pub(crate) stats: Box<[Mutex<PollSummary>]>,
+    /// The classes this runtime schedules (it observes `registry`).
+    pub(crate) registry: Arc<ClassRegistry>,
+    pub(crate) classes: Arc<Classes>,
 }
 
 /// Request id of the background context. Request ids come from the facade's admission; the
@@ -65,13 +71,15 @@ impl Shared {
         tokio: Option<crate::compat::TokioHandle>,
         cold_hook: Arc<dyn PollHook>,
         timing: bool,
+        registry: Arc<ClassRegistry>,
+        classes: Arc<Classes>,
     ) -> Self {
         let mut slots = Vec::new();
         let mut pool_states = Vec::with_capacity(pools.len());
         for (p, spec) in pools.into_iter().enumerate() {
             let start = slots.len();
             slots.extend((0..spec.workers).map(|_| WorkerSlot {
-                queue: Local::new(),
+                lanes: Lanes::new(),
                 unpark: OnceLock::new(),
                 pool: p,
             }));
@@ -92,6 +100,8 @@ impl Shared {
             stats: (0..workers)
                 .map(|_| Mutex::new(PollSummary::new()))
                 .collect(),
+            registry,
+            classes,
         }
     }
 
@@ -204,11 +214,19 @@ impl Shared {
         }
     }
 
-    /// Pushes on worker `index`'s own queue (caller is that worker), overflowing half the queue to
-    /// the injector, and notifies an idle worker.
+    /// The lane (class index) `h` is queued in.
+    #[inline]
+    pub(crate) fn lane_of(h: &Header) -> usize {
+        Classes::index(h.ctx.class())
+    }
+
+    /// Pushes on worker `index`'s own lane for the task's class (caller is that worker), overflowing
+    /// half the lane to the injector, and notifies an idle worker.
     #[inline]
     pub(crate) fn push_local(&self, index: usize, task: Notified) {
-        let q = &self.workers[index].queue;
+        let q = self.workers[index]
+            .lanes
+            .get_or_create(Self::lane_of(task.header()));
         if let Err(task) = q.push(task) {
             let mut batch = Vec::with_capacity(CAPACITY / 2 + 1);
             q.pop_n(CAPACITY / 2, &mut batch);
@@ -252,7 +270,26 @@ impl Shared {
         !p.injector.is_empty()
             || self.workers[p.range.clone()]
                 .iter()
-                .any(|w| !w.queue.is_empty())
+                .any(|w| !w.lanes.is_empty())
+    }
+
+    /// Tasks of class index `i` queued on worker lanes (the policy's `runnable`; injectors are
+    /// not counted).
+    pub(crate) fn runnable(&self, i: usize) -> u64 {
+        self.workers.iter().map(|w| w.lanes.len(i) as u64).sum()
+    }
+
+    /// Spawns `fut` in class `class`: in the current request's context when that request is of
+    /// `class`, else in the class's background context.
+    pub(crate) fn spawn_in<F>(self: &Arc<Self>, class: ClassId, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let ctx = RequestCtx::current()
+            .filter(|c| c.class() == class)
+            .unwrap_or_else(|| self.classes.ctx(class));
+        self.spawn(fut, Some(ctx))
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {

@@ -1,4 +1,5 @@
-//! The two raw clock reads of the poll instrumentation; the crate's only FFI.
+//! The raw clock reads of the poll instrumentation and the thread-priority calls of the pools; the
+//! crate's only FFI.
 
 /// The CPU's time-stamp counter. Only meaningful where `clock.rs` probed an invariant TSC.
 #[cfg(target_arch = "x86_64")]
@@ -8,12 +9,36 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe { std::arch::x86_64::_rdtsc() }
 }
 
-/// Sets the calling thread's nice value (Linux: per thread, through its tid).
-pub(crate) fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+/// Raises the calling thread's nice value by `offset` above the one it inherited (Linux: per thread,
+/// through its tid), clamped to 19, so "bulk at +10" stays 10 levels below the latency workers even
+/// when the whole process was started under `nice`. Returns the nice value set.
+pub(crate) fn raise_thread_nice(offset: i32) -> std::io::Result<i32> {
     // SAFETY: `gettid` has no arguments and cannot fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // `getpriority` may legitimately return -1, so errors are told apart through errno.
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() = 0 };
     // SAFETY: plain syscall on this thread's own id; no memory is passed.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    let err = std::io::Error::last_os_error();
+    if base == -1 && err.raw_os_error().is_some_and(|e| e != 0) {
+        return Err(err);
+    }
+    let nice = (base + offset).clamp(-20, 19);
+    // SAFETY: plain syscall on this thread's own id; no memory is passed.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if rc == 0 {
+        Ok(nice)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` policy (it runs only when nothing else wants the CPU).
+pub(crate) fn set_thread_sched_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid `sched_param` for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc == 0 {
         Ok(())
     } else {

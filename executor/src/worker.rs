@@ -37,6 +37,15 @@ pub(crate) const DRIVER_INTERVAL: u32 = 61;
 const LONG_POLL_FOR_INJECTOR_NS: u64 = 200_000;
 /// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
 const MAX_LIFO_POLLS: u32 = 3;
+/// CPU a worker gathers for one class before adding it to the class's shared virtual runtime: one
+/// atomic add per 20 µs of CPU bounds the shared-line traffic to a few percent of a short poll's
+/// cost while keeping virtual time within 20 µs of exact (well under `vruntime::SLACK_NS`).
+const CHARGE_BATCH_NS: u64 = 20_000;
+/// CPU a poll is charged when poll timing is off: classes then share polls, not measured CPU.
+const NOMINAL_POLL_NS: u64 = 1_000;
+/// How far (virtual ns) the LIFO task's class may be behind the best queued class and still run
+/// first: one charge batch, so the LIFO slot keeps its cache benefit without bending shares.
+const LIFO_SLACK_NS: u64 = CHARGE_BATCH_NS;
 
 /// Everything a worker thread needs, moved onto it.
 pub(crate) struct WorkerStart<H> {
@@ -66,6 +75,9 @@ struct Worker<'a, H> {
     cur_ctx: Option<(*const RequestCtx, CtxGuard)>,
     steal_seed: u32,
     batch: Vec<Notified>,
+    /// CPU not yet charged to a class: `(class index, ns, polls)` (`class.rs`, charged in batches
+    /// of [`CHARGE_BATCH_NS`]).
+    pending: (usize, u64, u64),
 }
 
 /// A worker thread's body.
@@ -86,10 +98,21 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         name: std::thread::current().name().unwrap_or_default().to_owned(),
     };
     if spec.nice != 0 {
-        if let Err(e) = crate::sys::set_thread_nice(spec.nice) {
+        if let Err(e) = crate::sys::raise_thread_nice(spec.nice) {
             if info.index == 0 {
                 tracing::warn!(
                     "pool `{}`: the OS refused nice {} ({e}); its workers run at the default priority",
+                    spec.name,
+                    spec.nice
+                );
+            }
+        }
+    }
+    if spec.sched_idle {
+        if let Err(e) = crate::sys::set_thread_sched_idle() {
+            if info.index == 0 {
+                tracing::warn!(
+                    "pool `{}`: the OS refused SCHED_IDLE ({e}); its workers run at nice {}",
                     spec.name,
                     spec.nice
                 );
@@ -128,6 +151,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         cur_ctx: None,
         steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
         batch: Vec::new(),
+        pending: (0, 0, 0),
     };
     w.run();
     if let Some(i) = &mut w.instr {
@@ -137,7 +161,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
     // Wakes from here on go to the injector, which shutdown drains.
     context::set_worker(None, 0);
     drop(context::lifo_take());
-    while let Some(t) = shared.workers[index].queue.pop() {
+    while let Some(t) = shared.workers[index].lanes.pop_any() {
         drop(t);
     }
     w.cur_ctx = None;
@@ -151,6 +175,13 @@ impl<H: PollHook> Worker<'_, H> {
             self.tick = self.tick.wrapping_add(1);
             if self.tick % DRIVER_INTERVAL == 0 {
                 self.park.poll_nonblocking();
+                if self.shared.classes.policy_due() {
+                    self.flush_charge();
+                    let shared = self.shared;
+                    shared
+                        .classes
+                        .run_policy(&shared.registry, |i| shared.runnable(i));
+                }
             }
             match self.next_task() {
                 Some(task) => {
@@ -178,7 +209,17 @@ impl<H: PollHook> Worker<'_, H> {
 
     #[inline]
     fn next_task(&mut self) -> Option<Notified> {
-        let q = &self.shared.workers[self.index].queue;
+        if self.shared.workers[self.index].lanes.hi() == 0 {
+            self.next_task_one_class()
+        } else {
+            self.next_task_fair()
+        }
+    }
+
+    /// The fast path: this worker has only ever queued `default` work.
+    #[inline]
+    fn next_task_one_class(&mut self) -> Option<Notified> {
+        let q = self.shared.workers[self.index].lanes.first();
         // Remote work goes first every GLOBAL_INTERVAL ticks, and right after a long poll: when polls
         // are long, 31 of them could keep remote work waiting for many milliseconds (tokio makes its
         // interval adaptive to the mean poll time for the same reason).
@@ -203,6 +244,52 @@ impl<H: PollHook> Worker<'_, H> {
         if let Some(t) = self.take_injected() {
             return Some(t);
         }
+        self.search()
+    }
+
+    /// Several classes queued here: the class of least virtual time first (`vruntime.rs`), FIFO
+    /// within it, the LIFO slot only while its class is within [`LIFO_SLACK_NS`] of that one.
+    fn next_task_fair(&mut self) -> Option<Notified> {
+        let shared = self.shared;
+        let lanes = &shared.workers[self.index].lanes;
+        let classes = &*shared.classes;
+        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.injector_first) {
+            if let Some(t) = self.take_injected() {
+                shared.push_local(self.index, t);
+            }
+        }
+        let mut best = lanes.min_by(|i| classes.vruntime(i));
+        if let Some(t) = context::lifo_take() {
+            let vr = classes.vruntime(Shared::lane_of(t.header()));
+            let fair = best.is_none_or(|(_, b)| vr <= b.saturating_add(LIFO_SLACK_NS));
+            if self.lifo_polls < MAX_LIFO_POLLS && fair {
+                self.lifo_polls += 1;
+                classes.picked(vr);
+                return Some(t);
+            }
+            shared.push_local(self.index, t);
+            best = lanes.min_by(|i| classes.vruntime(i));
+        }
+        self.lifo_polls = 0;
+        if best.is_none() {
+            if let Some(t) = self.take_injected() {
+                shared.push_local(self.index, t);
+                best = lanes.min_by(|i| classes.vruntime(i));
+            }
+        }
+        // A thief may empty the chosen lane between the look and the pop: look again.
+        while let Some((i, vr)) = best {
+            if let Some(t) = lanes.get(i).and_then(|l| l.pop()) {
+                classes.picked(vr);
+                return Some(t);
+            }
+            best = lanes.min_by(|i| classes.vruntime(i));
+        }
+        self.search()
+    }
+
+    /// Nothing local: become a searcher (idle.rs I2) and steal, then look at the injector again.
+    fn search(&mut self) -> Option<Notified> {
         if !self.searching {
             self.searching = self.shared.pools[self.pool].idle.try_start_searching();
             if !self.searching {
@@ -214,9 +301,10 @@ impl<H: PollHook> Worker<'_, H> {
 
     fn take_injected(&mut self) -> Option<Notified> {
         let n = self.shared.pools[self.pool].range.len();
-        let q = &self.shared.workers[self.index].queue;
-        // A fair share of the backlog at once, at most half a queue (tokio's bound).
-        let free = (crate::queue::CAPACITY / 2).saturating_sub(q.len());
+        let lanes = &self.shared.workers[self.index].lanes;
+        // A fair share of the backlog at once, at most half a queue (tokio's bound; lanes other
+        // than the first overflow to the injector if a class's batch does not fit).
+        let free = (crate::queue::CAPACITY / 2).saturating_sub(lanes.first().len());
         let first = self.shared.pools[self.pool]
             .injector
             .pop_batch(n, free, &mut self.batch)?;
@@ -225,8 +313,10 @@ impl<H: PollHook> Worker<'_, H> {
             i.restart();
         }
         for t in self.batch.drain(..) {
-            if let Err(t) = q.push(t) {
-                // Cannot happen with the batch sized to the free space; keep the task regardless.
+            let lane = Shared::lane_of(t.header());
+            if let Err(t) = lanes.get_or_create(lane).push(t) {
+                // The batch is sized to the first lane's free space; another lane may be fuller.
+                // Keep the task regardless.
                 self.shared.push_remote(self.pool, t);
             }
         }
@@ -241,13 +331,22 @@ impl<H: PollHook> Worker<'_, H> {
         self.steal_seed ^= self.steal_seed >> 17;
         self.steal_seed ^= self.steal_seed << 5;
         let start = self.steal_seed as usize % n;
-        let mine = &self.shared.workers[self.index].queue;
+        let mine = &self.shared.workers[self.index].lanes;
+        let classes = &*self.shared.classes;
         for k in 0..n {
             let i = range.start + (start + k) % n;
             if i == self.index {
                 continue;
             }
-            if let Some(t) = self.shared.workers[i].queue.steal_into(mine) {
+            // The victim's class of least virtual time, into the same class's lane here.
+            let victim = &self.shared.workers[i].lanes;
+            let Some((lane, _)) = victim.min_by(|c| classes.vruntime(c)) else {
+                continue;
+            };
+            let Some(from) = victim.get(lane) else {
+                continue;
+            };
+            if let Some(t) = from.steal_into(mine.get_or_create(lane)) {
                 if let Some(i) = &mut self.instr {
                     i.restart();
                 }
@@ -267,9 +366,24 @@ impl<H: PollHook> Worker<'_, H> {
             }
             Start::Run(r) => {
                 self.enter_ctx(&r.header().ctx);
+                // One class only, in the runtime and here: nothing to share, nothing to charge.
+                let multi =
+                    self.shared.classes.hi() > 0 || self.shared.workers[self.index].lanes.hi() > 0;
+                let lane = if multi {
+                    Shared::lane_of(r.header())
+                } else {
+                    0
+                };
                 let ran = run::poll(self.hook, r, self.instr.as_mut());
-                if let Some(i) = &self.instr {
-                    self.injector_first = i.last_busy_ns() > LONG_POLL_FOR_INJECTOR_NS;
+                let cpu_ns = match &self.instr {
+                    Some(i) => {
+                        self.injector_first = i.last_busy_ns() > LONG_POLL_FOR_INJECTOR_NS;
+                        i.last_cpu_ns()
+                    }
+                    None => NOMINAL_POLL_NS,
+                };
+                if multi {
+                    self.charge(lane, cpu_ns);
                 }
                 if let Ran::Requeue(t) = ran {
                     // A yield (or budget exhaustion): behind everything already queued; the end
@@ -299,6 +413,28 @@ impl<H: PollHook> Worker<'_, H> {
         }
     }
 
+    /// Adds a poll's CPU to the pending charge, handing it to the class table per batch.
+    #[inline]
+    fn charge(&mut self, lane: usize, cpu_ns: u64) {
+        if self.pending.0 != lane {
+            self.flush_charge();
+            self.pending.0 = lane;
+        }
+        self.pending.1 += cpu_ns;
+        self.pending.2 += 1;
+        if self.pending.1 >= CHARGE_BATCH_NS {
+            self.flush_charge();
+        }
+    }
+
+    fn flush_charge(&mut self) {
+        let (lane, ns, polls) = self.pending;
+        if polls > 0 {
+            self.shared.classes.charge(lane, ns, polls);
+            self.pending = (lane, 0, 0);
+        }
+    }
+
     #[inline]
     fn enter_ctx(&mut self, ctx: &Arc<RequestCtx>) {
         let p = Arc::as_ptr(ctx);
@@ -318,6 +454,7 @@ impl<H: PollHook> Worker<'_, H> {
             return;
         }
         self.cur_ctx = None;
+        self.flush_charge();
         if let Some(i) = &mut self.instr {
             i.publish(&self.shared.stats[self.index]);
         }

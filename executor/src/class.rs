@@ -1,0 +1,361 @@
+//! The executor's per-class state: shares, virtual runtime, CPU used, the background context of
+//! `spawn_in`, and the periodic [`SharesPolicy`] call.
+//!
+//! The table learns classes as a [`ClassObserver`] of the runtime's [`ClassRegistry`]: registering a
+//! class (on the builder or at run time) or changing its shares (`ClassRegistry::set_shares`,
+//! `Handle::set_shares`, a policy) reaches every worker through one relaxed atomic per class.
+//!
+//! Virtual time is shared coarsely, not under a lock: each class has one atomic virtual runtime that
+//! workers add their charges to (batched per worker, see `worker.rs`), and one atomic `floor` (the
+//! smallest virtual runtime recently picked) places classes that come back from idle
+//! (`vruntime.rs`). Slots are cache-line aligned so two workers charging two classes do not share a
+//! line. A class id beyond [`ClassId::MAX_CLASSES`] (only `ClassId::from_raw` can make one) is
+//! scheduled as `default`.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pagegen_core::{
+    ClassId, ClassLoad, ClassObserver, ClassRegistry, ClassSpec, Grant, PoolId, RequestCtx, Shares,
+    SharesPolicy,
+};
+
+use crate::shared::BACKGROUND_REQUEST;
+use crate::vruntime;
+
+/// One class's scheduling state.
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot {
+    /// 0 = never registered (scheduled at default shares).
+    shares: AtomicU32,
+    vruntime: AtomicU64,
+    cpu_ns: AtomicU64,
+    polls: AtomicU64,
+    /// The class's starting pool (`ClassSpec::pool`).
+    pool: AtomicU8,
+    /// Context of tasks spawned with `spawn_in(class, …)` outside any request.
+    ctx: OnceLock<Arc<RequestCtx>>,
+}
+
+/// What the runtime knows of a class's scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Current shares.
+    pub shares: Shares,
+    /// CPU its tasks used so far, ns (measured poll CPU; a nominal 1 µs a poll with poll timing off).
+    pub cpu_ns: u64,
+    /// Polls so far.
+    pub polls: u64,
+    /// Its virtual runtime, ns of default-weight CPU.
+    pub vruntime: u64,
+}
+
+/// The policy and what it saw at its last call.
+struct PolicyState {
+    policy: Box<dyn SharesPolicy>,
+    period: Duration,
+    last: Instant,
+    /// `(cpu_ns, polls)` per class at the last call.
+    seen: Vec<(u64, u64)>,
+    loads: Vec<ClassLoad>,
+    out: Vec<(ClassId, Shares)>,
+}
+
+/// The per-class table, shared by every worker.
+pub(crate) struct Classes {
+    slots: Box<[Slot]>,
+    /// Highest registered class index: workers scan lanes `0..=hi`.
+    hi: AtomicUsize,
+    /// Smallest virtual runtime recently picked (`vruntime.rs`, placement).
+    floor: AtomicU64,
+    policy: Mutex<Option<PolicyState>>,
+    /// `Instant` of the next policy call, ns since `epoch` (u64::MAX: no policy).
+    policy_due: AtomicU64,
+    epoch: Instant,
+}
+
+impl Classes {
+    pub(crate) fn new(policy: Option<Box<dyn SharesPolicy>>) -> Self {
+        let epoch = Instant::now();
+        let (state, due) = match policy {
+            Some(policy) => {
+                let period = policy.period();
+                (
+                    Some(PolicyState {
+                        policy,
+                        period,
+                        last: epoch,
+                        seen: Vec::new(),
+                        loads: Vec::new(),
+                        out: Vec::new(),
+                    }),
+                    period.as_nanos().min(u64::MAX as u128 - 1) as u64,
+                )
+            }
+            None => (None, u64::MAX),
+        };
+        Classes {
+            slots: (0..ClassId::MAX_CLASSES).map(|_| Slot::default()).collect(),
+            hi: AtomicUsize::new(0),
+            floor: AtomicU64::new(0),
+            policy: Mutex::new(state),
+            policy_due: AtomicU64::new(due),
+            epoch,
+        }
+    }
+
+    /// The table index of `class` (`default`'s for an id out of range).
+    #[inline]
+    pub(crate) fn index(class: ClassId) -> usize {
+        if class.index() < ClassId::MAX_CLASSES {
+            class.index()
+        } else {
+            0
+        }
+    }
+
+    /// Highest class index registered so far.
+    #[inline]
+    pub(crate) fn hi(&self) -> usize {
+        self.hi.load(Ordering::Relaxed)
+    }
+
+    fn shares_of(&self, i: usize) -> u64 {
+        match self.slots[i].shares.load(Ordering::Relaxed) {
+            0 => vruntime::BASE,
+            s => s as u64,
+        }
+    }
+
+    /// Virtual runtime of class index `i`.
+    #[inline]
+    pub(crate) fn vruntime(&self, i: usize) -> u64 {
+        self.slots[i].vruntime.load(Ordering::Relaxed)
+    }
+
+    /// Records that a worker picked a class at virtual runtime `vr`: the floor moves up to it. Written
+    /// only when it moves by a sizeable step, so picking does not write a shared line every poll.
+    #[inline]
+    pub(crate) fn picked(&self, vr: u64) {
+        let floor = self.floor.load(Ordering::Relaxed);
+        if vr > floor.saturating_add(vruntime::SLACK_NS / 8) {
+            self.floor.fetch_max(vr, Ordering::Relaxed);
+        }
+    }
+
+    /// Charges class index `i` for `cpu_ns` of CPU over `polls` polls.
+    pub(crate) fn charge(&self, i: usize, cpu_ns: u64, polls: u64) {
+        let s = &self.slots[i];
+        let floor = self.floor.load(Ordering::Relaxed);
+        let vr = s.vruntime.load(Ordering::Relaxed);
+        let placed = vruntime::placed(vr, floor);
+        if placed > vr {
+            s.vruntime.fetch_max(placed, Ordering::Relaxed);
+        }
+        s.vruntime.fetch_add(
+            vruntime::weighted(cpu_ns, self.shares_of(i)),
+            Ordering::Relaxed,
+        );
+        s.cpu_ns.fetch_add(cpu_ns, Ordering::Relaxed);
+        s.polls.fetch_add(polls, Ordering::Relaxed);
+    }
+
+    /// The context `spawn_in(class, …)` gives a task spawned outside any request.
+    pub(crate) fn ctx(&self, class: ClassId) -> Arc<RequestCtx> {
+        let s = &self.slots[Self::index(class)];
+        s.ctx
+            .get_or_init(|| {
+                let pool = PoolId(s.pool.load(Ordering::Relaxed));
+                RequestCtx::new(
+                    BACKGROUND_REQUEST,
+                    Grant {
+                        pool,
+                        ..Grant::unlimited(class)
+                    },
+                    0,
+                )
+            })
+            .clone()
+    }
+
+    /// What is known of `class`; `None` when it was never registered.
+    pub(crate) fn stats(&self, class: ClassId) -> Option<ClassStats> {
+        let s = self.slots.get(class.index())?;
+        let shares = Shares::new(s.shares.load(Ordering::Relaxed) as u16)?;
+        Some(ClassStats {
+            shares,
+            cpu_ns: s.cpu_ns.load(Ordering::Relaxed),
+            polls: s.polls.load(Ordering::Relaxed),
+            vruntime: s.vruntime.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Whether the shares policy is due (one relaxed load: the workers' check between ticks).
+    #[inline]
+    pub(crate) fn policy_due(&self) -> bool {
+        let due = self.policy_due.load(Ordering::Relaxed);
+        due != u64::MAX && self.epoch.elapsed().as_nanos() as u64 >= due
+    }
+
+    /// Calls the policy if it is due and no other worker is calling it; applies its changes through
+    /// `registry` (so every observer hears them). `runnable` counts queued tasks of a class index.
+    pub(crate) fn run_policy(&self, registry: &ClassRegistry, runnable: impl Fn(usize) -> u64) {
+        let Ok(mut guard) = self.policy.try_lock() else {
+            return;
+        };
+        let Some(st) = guard.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now < st.last + st.period {
+            return;
+        }
+        st.last = now;
+        let next = (now + st.period).duration_since(self.epoch).as_nanos() as u64;
+        self.policy_due.store(next, Ordering::Relaxed);
+        let hi = self.hi();
+        st.seen.resize(hi + 1, (0, 0));
+        st.loads.clear();
+        for i in 0..=hi {
+            let s = &self.slots[i];
+            let Some(shares) = Shares::new(s.shares.load(Ordering::Relaxed) as u16) else {
+                continue;
+            };
+            let cpu = s.cpu_ns.load(Ordering::Relaxed);
+            let polls = s.polls.load(Ordering::Relaxed);
+            let (cpu0, polls0) = std::mem::replace(&mut st.seen[i], (cpu, polls));
+            st.loads.push(ClassLoad {
+                class: ClassId::from_raw(i as u32),
+                shares,
+                cpu_ns: cpu - cpu0,
+                polls: polls - polls0,
+                runnable: runnable(i),
+                // Scheduled delay is recorded per worker, not per class (instrument.rs).
+                sched_delay_p99_ns: 0,
+            });
+        }
+        st.out.clear();
+        let PolicyState {
+            policy, loads, out, ..
+        } = st;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.adjust(loads, out)))
+            .is_err()
+        {
+            tracing::warn!("the shares policy panicked; shares left as they were");
+            return;
+        }
+        let changes = std::mem::take(out);
+        // Outside the policy lock: the registry calls every observer, this table included.
+        drop(guard);
+        for (class, shares) in changes {
+            registry.set_shares(class, shares);
+        }
+    }
+}
+
+impl ClassObserver for Classes {
+    fn class_registered(&self, id: ClassId, spec: &ClassSpec) {
+        if id.index() >= ClassId::MAX_CLASSES {
+            return;
+        }
+        let s = &self.slots[id.index()];
+        if s.shares.swap(spec.shares.get() as u32, Ordering::Relaxed) == 0 {
+            // A new class starts at the floor, not at 0: it cannot claim the CPU others used
+            // before it existed.
+            let floor = self.floor.load(Ordering::Relaxed);
+            s.vruntime
+                .fetch_max(floor.saturating_sub(vruntime::SLACK_NS), Ordering::Relaxed);
+        }
+        s.pool.store(spec.pool.0, Ordering::Relaxed);
+        if let Some(ctx) = s.ctx.get() {
+            ctx.grant().set_pool(spec.pool);
+        }
+        self.hi.fetch_max(id.index(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Halve;
+    impl SharesPolicy for Halve {
+        fn period(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn adjust(&mut self, loads: &[ClassLoad], out: &mut Vec<(ClassId, Shares)>) {
+            for l in loads {
+                if l.cpu_ns > 0 {
+                    out.push((l.class, Shares::saturating(l.shares.get() as u64 / 2)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn registration_sets_shares_and_charges_weigh_by_them() {
+        let reg = ClassRegistry::in_memory();
+        let t = Arc::new(Classes::new(None));
+        reg.subscribe(t.clone());
+        let a = reg
+            .register(ClassSpec::new("a").with_shares(Shares::new(300).unwrap()))
+            .unwrap();
+        assert_eq!(t.hi(), a.index());
+        t.charge(a.index(), 3_000, 1);
+        t.charge(0, 3_000, 1);
+        assert_eq!(t.vruntime(a.index()), 1_000);
+        assert_eq!(t.vruntime(0), 3_000);
+        assert!(reg.set_shares(a, Shares::new(100).unwrap()));
+        t.charge(a.index(), 3_000, 1);
+        assert_eq!(t.vruntime(a.index()), 4_000);
+        let st = t.stats(a).unwrap();
+        assert_eq!((st.cpu_ns, st.polls, st.shares.get()), (6_000, 2, 100));
+        assert_eq!(t.stats(ClassId::from_raw(7)), None, "never registered");
+    }
+
+    #[test]
+    fn a_class_registered_late_starts_near_the_floor() {
+        let reg = ClassRegistry::in_memory();
+        let t = Arc::new(Classes::new(None));
+        reg.subscribe(t.clone());
+        t.charge(0, 100 * vruntime::SLACK_NS, 1);
+        t.picked(t.vruntime(0));
+        let late = reg.register(ClassSpec::new("late")).unwrap();
+        assert_eq!(t.vruntime(late.index()), 99 * vruntime::SLACK_NS);
+    }
+
+    #[test]
+    fn the_policy_sees_loads_and_its_changes_reach_the_registry() {
+        let reg = ClassRegistry::in_memory();
+        let t = Arc::new(Classes::new(Some(Box::new(Halve))));
+        reg.subscribe(t.clone());
+        let a = reg.register(ClassSpec::new("a")).unwrap();
+        t.charge(a.index(), 1_000, 1);
+        assert!(t.policy_due());
+        t.run_policy(&reg, |_| 0);
+        assert_eq!(reg.spec(a).unwrap().shares.get(), 50);
+        assert_eq!(t.stats(a).unwrap().shares.get(), 50);
+        assert_eq!(t.stats(ClassId::DEFAULT).unwrap().shares.get(), 100);
+        // No CPU since: no change.
+        t.run_policy(&reg, |_| 0);
+        assert_eq!(reg.spec(a).unwrap().shares.get(), 50);
+    }
+
+    #[test]
+    fn spawn_in_contexts_are_per_class_and_follow_the_class_pool() {
+        let reg = ClassRegistry::in_memory();
+        let t = Arc::new(Classes::new(None));
+        reg.subscribe(t.clone());
+        let a = reg.register(ClassSpec::new("a")).unwrap();
+        let ctx = t.ctx(a);
+        assert_eq!(ctx.class(), a);
+        assert!(Arc::ptr_eq(&ctx, &t.ctx(a)));
+        reg.register(ClassSpec::new("a").with_pool(pagegen_core::PoolId::BULK))
+            .unwrap();
+        assert_eq!(ctx.grant().pool(), pagegen_core::PoolId::BULK);
+        assert_eq!(Classes::index(ClassId::from_raw(1 << 20)), 0);
+    }
+}
