@@ -67,6 +67,22 @@ impl PoolSpec {
     }
 }
 
+/// Lowers the **calling** thread's OS priority by `offset` nice levels below the one it inherited
+/// (clamped at 19), the same one-way step the bulk pool takes. For threads pagegen does not run as
+/// workers but that must not compete with them, such as the model trainer. Returns the nice value set;
+/// `Err` where the OS refuses (the thread then keeps its priority).
+///
+/// # Panics
+/// If `offset` is negative: raising a priority needs `CAP_SYS_NICE` and is never what this is for.
+#[track_caller]
+pub fn lower_current_thread_priority(offset: i32) -> std::io::Result<i32> {
+    assert!(
+        offset >= 0,
+        "lower_current_thread_priority({offset}): the offset is how many nice levels to lower by, 0..=39"
+    );
+    crate::sys::raise_thread_nice(offset)
+}
+
 impl PoolSpec {
     /// Opt-in: run the pool's threads under Linux's `SCHED_IDLE` policy, so they get CPU only when
     /// no normal thread wants it — stronger than any nice value. Beware priority inversion: a task
@@ -95,5 +111,34 @@ impl PoolShared {
             range,
             spec,
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// This thread's nice value as the kernel reports it (field 19 of `/proc/thread-self/stat`,
+    /// counted after the parenthesised command name, which may itself hold spaces).
+    fn thread_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn lowering_the_current_thread_moves_only_that_thread() {
+        let before = thread_nice();
+        let (set, inside) = std::thread::spawn(|| {
+            let set = super::lower_current_thread_priority(3).unwrap();
+            (set, thread_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(set, (before + 3).min(19));
+        assert_eq!(inside, set);
+        assert_eq!(
+            thread_nice(),
+            before,
+            "the caller's own thread is untouched"
+        );
     }
 }
