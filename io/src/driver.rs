@@ -4,7 +4,8 @@
 //! On the uring backend the driver owns the thread's ring through the thread-local of `ring.rs`:
 //! created and installed on the worker thread by `worker_driver`, reaped by that worker only, torn
 //! down (cancel everything, wait for every completion) when the driver is dropped on that thread or
-//! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write).
+//! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write), skipped when it is
+//! called on the ring's own thread (which is not parked then).
 //!
 //! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
 //! the driver only parks, on a token (mutex + condvar), so that `unpark` before `park` is not lost.
@@ -67,6 +68,24 @@ enum Kind {
         displaced: Option<Box<LocalRing>>,
     },
     Park(Arc<Parker>),
+}
+
+/// The executor's wake for a worker parked in its ring: an eventfd write on the ring's inbox,
+/// skipped when the wake comes from the ring's own thread. That thread is running, not parked in
+/// the ring (a wake issued while it reaps inside `park` happens after the kernel wait returned),
+/// and the executor re-checks its queues when `park` returns; the write would only make the
+/// *next* park return at once for nothing.
+struct RingUnpark {
+    inbox: Arc<Inbox>,
+    owner: ThreadId,
+}
+
+impl Unpark for RingUnpark {
+    fn unpark(&self) {
+        if std::thread::current().id() != self.owner {
+            self.inbox.wake();
+        }
+    }
 }
 
 /// One thread's I/O driver. See the module docs.
@@ -167,7 +186,10 @@ impl Driver for IoDriver {
 
     fn unparker(&self) -> Arc<dyn Unpark> {
         match &self.kind {
-            Kind::Ring { inbox, .. } => Arc::clone(inbox) as Arc<dyn Unpark>,
+            Kind::Ring { inbox, .. } => Arc::new(RingUnpark {
+                inbox: Arc::clone(inbox),
+                owner: self.thread,
+            }),
             Kind::Park(p) => Arc::clone(p) as Arc<dyn Unpark>,
         }
     }
