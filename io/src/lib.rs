@@ -57,4 +57,4 @@ pub use driver::IoDriver;
 pub use error::IoError;
 pub use fair::ClassLimits;
 pub use handle::{Io, IoGuard};
-pub use sys::drop_cache;
+pub use sys::{drop_cache, drop_cache_range, no_readahead};
