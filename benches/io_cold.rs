@@ -19,7 +19,9 @@
 //! 2. pagegen executor, 2 workers, pagegen-io driver (as `#[pagegen::main]` builds it), no limits;
 //! 3. pagegen, heavy class depth 1; 4. depth 2;
 //! 5. pagegen, heavy class bandwidth capped at half the device's;
-//! 6. pagegen, shares light 100 : heavy 1 with the device depth at 2 (the fair queue decides).
+//! 6. pagegen, no class limit but each heavy request granted 1/32 of that cap
+//!    (`Grant::io_bytes_per_sec`, the per-request bandwidth);
+//! 7. pagegen, shares light 100 : heavy 1 with the device depth at 2 (the fair queue decides).
 //!
 //! Environment: `PAGEGEN_COLD_DEVICE_BPS` the device's bandwidth (set by the script; the cap of
 //! configuration 5 is half of it; unset: unthrottled, cap 200 MB/s), `PAGEGEN_COLD_SECS` seconds
@@ -192,23 +194,22 @@ fn run_pagegen(
     (heavy_class, light_class): (ClassId, ClassId),
     load: &Arc<Load>,
     secs: f64,
+    heavy_request_bps: u64,
 ) -> f64 {
     let heavy = Arc::new(File::from_std(std_file(&load.heavy_path)));
     let light = Arc::new(File::from_std(std_file(&load.light_path)));
     let ids = AtomicU64::new(1 << 32);
-    let ctx = |class| {
-        RequestCtx::new(
-            RequestId(ids.fetch_add(1, Ordering::Relaxed)),
-            Grant::unlimited(class),
-            0,
-        )
+    let ctx = |class, bps| {
+        let mut grant = Grant::unlimited(class);
+        grant.io_bytes_per_sec = bps;
+        RequestCtx::new(RequestId(ids.fetch_add(1, Ordering::Relaxed)), grant, 0)
     };
     let handle = rt.handle();
     let start = Instant::now();
     let heavies: Vec<_> = (0..HEAVY_CONC)
         .map(|_| {
             let (load, f) = (Arc::clone(load), Arc::clone(&heavy));
-            handle.spawn_with_ctx(ctx(heavy_class), async move {
+            handle.spawn_with_ctx(ctx(heavy_class, heavy_request_bps), async move {
                 while !load.stop.load(Ordering::Relaxed) {
                     let off = load.chunk();
                     drop_heavy(f.as_std(), off).expect("fadvise");
@@ -223,15 +224,17 @@ fn run_pagegen(
     let mut lights = Vec::new();
     arrivals(secs, |k, at| {
         let (load, f) = (Arc::clone(load), Arc::clone(&light));
-        lights.push(handle.spawn_with_ctx(ctx(light_class), async move {
-            let off = Load::page(k);
-            pagegen_io::drop_cache(f.as_std()).expect("fadvise");
-            let (r, _) = f
-                .read_at(Vec::with_capacity(LIGHT_READ as usize), off)
-                .await;
-            r.expect("light read");
-            load.light_done(at);
-        }));
+        lights.push(
+            handle.spawn_with_ctx(ctx(light_class, u64::MAX), async move {
+                let off = Load::page(k);
+                pagegen_io::drop_cache(f.as_std()).expect("fadvise");
+                let (r, _) = f
+                    .read_at(Vec::with_capacity(LIGHT_READ as usize), off)
+                    .await;
+                r.expect("light read");
+                load.light_done(at);
+            }),
+        );
     });
     let window = start.elapsed().as_secs_f64();
     load.stop.store(true, Ordering::Relaxed);
@@ -249,6 +252,7 @@ enum Config {
     NoLimit,
     Depth(u32),
     Bandwidth,
+    RequestBandwidth,
     Shares,
 }
 
@@ -259,6 +263,10 @@ impl Config {
             Config::NoLimit => "pagegen, no class limits".into(),
             Config::Depth(d) => format!("pagegen, heavy depth {d}"),
             Config::Bandwidth => format!("pagegen, heavy cap {:.0} MB/s", cap as f64 / 1e6),
+            Config::RequestBandwidth => format!(
+                "pagegen, heavy requests {:.2} MB/s each",
+                cap as f64 / HEAVY_CONC as f64 / 1e6
+            ),
             Config::Shares => "pagegen, shares 100:1, device depth 2".into(),
         }
     }
@@ -324,6 +332,7 @@ fn main() {
         Config::Depth(1),
         Config::Depth(2),
         Config::Bandwidth,
+        Config::RequestBandwidth,
         Config::Shares,
     ];
     let mut lines = vec![format!(
@@ -348,7 +357,7 @@ fn main() {
                 light: Mutex::new(Vec::new()),
             });
             match config {
-                Config::Tokio | Config::NoLimit => {}
+                Config::Tokio | Config::NoLimit | Config::RequestBandwidth => {}
                 Config::Depth(d) => classes.set_depth(heavy, d).expect("depth"),
                 Config::Bandwidth => classes.set_bandwidth(heavy, Some(cap)).expect("cap"),
                 Config::Shares => {
@@ -359,7 +368,10 @@ fn main() {
             }
             let window = match config {
                 Config::Tokio => run_tokio(&load, secs),
-                _ => run_pagegen(&rt, (heavy, light), &load, secs),
+                Config::RequestBandwidth => {
+                    run_pagegen(&rt, (heavy, light), &load, secs, cap / HEAVY_CONC as u64)
+                }
+                _ => run_pagegen(&rt, (heavy, light), &load, secs, u64::MAX),
             };
             classes.set_depth(heavy, u32::MAX).expect("reset");
             classes.set_bandwidth(heavy, None).expect("reset");

@@ -215,3 +215,34 @@ impl Drop for IoDriver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+
+    #[test]
+    fn the_ring_unpark_skips_its_own_thread_and_wakes_from_others() {
+        let Ok(io) = Io::new(BackendChoice::Uring) else {
+            return; // No io_uring here: the blocking backend's parker has no ring to skip.
+        };
+        if io.backend() != Backend::Uring {
+            return;
+        }
+        let mut driver = IoDriver::new(&io).unwrap();
+        let Kind::Ring { inbox, .. } = &driver.kind else {
+            panic!("the uring backend's driver owns a ring");
+        };
+        let inbox = Arc::clone(inbox);
+        let unpark = driver.unparker();
+        unpark.unpark();
+        assert!(!inbox.is_notified(), "own thread: no eventfd write");
+        std::thread::scope(|s| {
+            s.spawn(|| unpark.unpark());
+        });
+        assert!(inbox.is_notified(), "another thread: the wake is written");
+        // And it is consumed: this park returns at once instead of sleeping.
+        driver.park(None);
+        assert!(!inbox.is_notified());
+    }
+}
