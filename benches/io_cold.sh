@@ -26,15 +26,18 @@ if [ -n "$dev" ] && [ -e "/sys/dev/block/$dev/partition" ]; then
 fi
 cg=/sys/fs/cgroup/blkio/pagegen_bench
 throttled=0
+made=0
 cleanup() {
   if [ "$throttled" = 1 ]; then
     echo $$ > /sys/fs/cgroup/blkio/cgroup.procs 2>/dev/null || true
+  fi
+  if [ "$made" = 1 ]; then
     rmdir "$cg" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
 if [ "$(id -u)" = 0 ] && [ -n "$dev" ] && [ -w /sys/fs/cgroup/blkio ] \
-   && mkdir -p "$cg" 2>/dev/null \
+   && { [ -d "$cg" ] || { mkdir "$cg" 2>/dev/null && made=1; }; } \
    && echo "$dev $((MBPS * 1000000))" > "$cg/blkio.throttle.read_bps_device" 2>/dev/null; then
   echo $$ > "$cg/cgroup.procs"
   throttled=1
