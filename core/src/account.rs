@@ -242,6 +242,9 @@ pub struct IoAccount {
     sequential_reads: AtomicU64,
     files: FileSketch,
     in_flight: AtomicU64,
+    /// Bandwidth pacing: the time (ns, caller's clock) until which this request's reserved bytes
+    /// occupy its `io_bytes_per_sec` (see [`IoAccount::reserve_bandwidth`]).
+    bw_busy_until_ns: AtomicU64,
 }
 
 impl Default for IoAccount {
@@ -255,6 +258,7 @@ impl Default for IoAccount {
             sequential_reads: AtomicU64::new(0),
             files: FileSketch::default(),
             in_flight: AtomicU64::new(0),
+            bw_busy_until_ns: AtomicU64::new(0),
         }
     }
 }
@@ -286,6 +290,35 @@ impl IoAccount {
     /// grant's `io_depth` to bound a request's own concurrency.
     pub fn begin_op(&self) -> u64 {
         self.in_flight.fetch_add(1, Relaxed) + 1
+    }
+    /// Marks one more operation in flight only if that keeps the count at or below `limit`;
+    /// `false` (and no change) otherwise. Unlike [`begin_op`](Self::begin_op) then a check, the
+    /// counter never exceeds `limit`, not even for a moment another thread could observe.
+    pub fn try_begin_op(&self, limit: u64) -> bool {
+        self.in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+    /// Reserves `bytes` of this request's I/O bandwidth (`bytes_per_sec`, the grant's
+    /// `io_bytes_per_sec`) at `now_ns` and returns how long the operation must wait before it
+    /// starts: a virtual clock (the idea of GCRA / Seastar's token bucket in its time form). Each
+    /// reservation starts when the previous ones have used up their time at the request's rate,
+    /// so operations start no faster than the rate on average; an idle request starts at once
+    /// (no burst is banked while idle). `bytes_per_sec` `0` or `u64::MAX`: unlimited, returns 0.
+    pub fn reserve_bandwidth(&self, bytes: u64, bytes_per_sec: u64, now_ns: u64) -> u64 {
+        if bytes_per_sec == 0 || bytes_per_sec == u64::MAX {
+            return 0;
+        }
+        let cost =
+            ((bytes as u128 * 1_000_000_000) / bytes_per_sec as u128).min(u64::MAX as u128) as u64;
+        let mut start = 0;
+        let _ = self
+            .bw_busy_until_ns
+            .fetch_update(Relaxed, Relaxed, |busy| {
+                start = busy.max(now_ns);
+                Some(start.saturating_add(cost))
+            });
+        start - now_ns
     }
     /// Marks one operation of this request finished.
     pub fn end_op(&self) {
@@ -413,6 +446,25 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_reservations_space_operations_at_the_rate() {
+        let acct = IoAccount::default();
+        // 1 MB/s: 1000 bytes take 1 ms.
+        assert_eq!(acct.reserve_bandwidth(1000, 1_000_000, 5_000_000), 0);
+        assert_eq!(
+            acct.reserve_bandwidth(1000, 1_000_000, 5_000_000),
+            1_000_000
+        );
+        assert_eq!(acct.reserve_bandwidth(500, 1_000_000, 5_500_000), 1_500_000);
+        // Idle past the reservations: no wait, nothing banked.
+        assert_eq!(acct.reserve_bandwidth(1000, 1_000_000, 100_000_000), 0);
+        assert_eq!(
+            acct.reserve_bandwidth(1000, 1_000_000, 100_000_000),
+            1_000_000
+        );
+        assert_eq!(acct.reserve_bandwidth(1 << 30, u64::MAX, 0), 0);
+    }
+
+    #[test]
     fn file_sketch_counts_distinct_keys() {
         let s = FileSketch::default();
         assert_eq!(s.estimate(), 0);
@@ -434,6 +486,41 @@ mod tests {
     }
 
     proptest! {
+        /// `try_begin_op` against a model: the count follows it exactly and never exceeds the
+        /// limit, whatever the interleaving of begins and ends.
+        #[test]
+        fn try_begin_op_never_overshoots(limit in 0u64..6, steps in proptest::collection::vec(any::<bool>(), 1..80)) {
+            let acct = IoAccount::default();
+            let mut model = 0u64;
+            for begin in steps {
+                if begin {
+                    let ok = acct.try_begin_op(limit);
+                    prop_assert_eq!(ok, model < limit);
+                    if ok { model += 1; }
+                } else if model > 0 {
+                    acct.end_op();
+                    model -= 1;
+                }
+                prop_assert_eq!(acct.in_flight(), model);
+                prop_assert!(acct.in_flight() <= limit);
+            }
+        }
+
+        /// Threads racing `try_begin_op`: at most `limit` succeed before any ends.
+        #[test]
+        fn try_begin_op_admits_at_most_limit_across_threads(limit in 1u64..8, threads in 2usize..6) {
+            let acct = std::sync::Arc::new(IoAccount::default());
+            let admitted: u64 = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads).map(|_| {
+                    let a = &acct;
+                    s.spawn(move || (0..4).filter(|_| a.try_begin_op(limit)).count() as u64)
+                }).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            prop_assert_eq!(admitted, limit.min(threads as u64 * 4));
+            prop_assert_eq!(acct.in_flight(), admitted);
+        }
+
         #[test]
         fn mem_invariants_hold(flushes in proptest::collection::vec((0u64..1<<20, 0u64..1<<20, 0i64..1<<21), 1..40)) {
             let acct = MemAccount::default();

@@ -11,6 +11,12 @@
 //! default limits on registration; [`IoClasses::set_depth`] and [`IoClasses::set_bandwidth`]
 //! change a class at run time.
 //!
+//! Per-request bandwidth (`Grant::io_bytes_per_sec`): before an operation of a request with a
+//! finite rate joins the class queue, [`Acquire`] reserves its bytes on the request's pacing clock
+//! (`IoAccount::reserve_bandwidth` in core) and, when that gives a later start, sleeps until then
+//! on the pacer thread, holding no slot. A future dropped while paced keeps its reservation (the
+//! request is charged as if it had read): simpler, and it errs on the side of the limit.
+//!
 //! Protocol for a waiter (the [`Ticket`]): `granted` is set only under the queue's lock, by
 //! `dispatch`. A dropped [`Acquire`] removes its ticket under the same lock; if the ticket is no
 //! longer queued it was granted, and the drop releases the slot it was given.
@@ -52,21 +58,9 @@ pub(crate) struct Ticket {
 fn request_begin(ctx: &Option<Arc<RequestCtx>>) -> bool {
     match ctx {
         None => true,
-        Some(ctx) => {
-            let depth = (ctx.grant().io_depth() as u64).max(1);
-            // Check first, so that a request at its depth never sees its counter move; the
-            // begin-then-undo below only runs when two threads admit for one request at once
-            // (core's account has no compare-and-swap begin; proposed in the report).
-            if ctx.io.in_flight() >= depth {
-                return false;
-            }
-            if ctx.io.begin_op() > depth {
-                ctx.io.end_op();
-                false
-            } else {
-                true
-            }
-        }
+        // Compare-and-swap: a request at its depth never sees its counter move, even when two
+        // threads admit for it at once.
+        Some(ctx) => ctx.io.try_begin_op((ctx.grant().io_depth() as u64).max(1)),
     }
 }
 
@@ -83,8 +77,29 @@ impl Waiter for Arc<Ticket> {
 }
 
 struct Pacer {
-    deadline: Mutex<Option<Instant>>,
+    state: Mutex<PacerState>,
     cv: Condvar,
+}
+
+#[derive(Default)]
+struct PacerState {
+    /// When the queue must be re-examined (a class bucket refills).
+    kick_at: Option<Instant>,
+    /// Operations held back by their request's bandwidth: woken at their start time.
+    sleepers: Vec<(Instant, Waker)>,
+}
+
+impl PacerState {
+    fn next(&self) -> Option<Instant> {
+        self.sleepers.iter().map(|s| s.0).chain(self.kick_at).min()
+    }
+}
+
+/// The process-wide epoch of per-request bandwidth reservations (one request may use several
+/// [`Io`](crate::Io) runtimes, whose queue clocks differ).
+fn pace_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Per-class depth and bandwidth limits with fair queueing by shares. Cheap to share as `Arc`.
@@ -238,10 +253,10 @@ impl IoClasses {
         }
     }
 
-    fn pace_at(&self, at: Instant) {
-        let pacer = self.pacer.get_or_init(|| {
+    fn pacer(&self) -> &Arc<Pacer> {
+        self.pacer.get_or_init(|| {
             let pacer = Arc::new(Pacer {
-                deadline: Mutex::new(None),
+                state: Mutex::new(PacerState::default()),
                 cv: Condvar::new(),
             });
             let me = self.me.clone();
@@ -253,10 +268,25 @@ impl IoClasses {
                 tracing::warn!("pagegen-io: cannot start the bandwidth pacer thread: {e}");
             }
             pacer
-        });
-        let mut d = pacer.deadline.lock().unwrap_or_else(|e| e.into_inner());
-        if d.is_none_or(|cur| at < cur) {
-            *d = Some(at);
+        })
+    }
+
+    fn pace_at(&self, at: Instant) {
+        let pacer = self.pacer();
+        let mut st = pacer.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.kick_at.is_none_or(|cur| at < cur) {
+            st.kick_at = Some(at);
+            pacer.cv.notify_one();
+        }
+    }
+
+    /// Wakes `waker` at `at` (an operation held back by its request's bandwidth).
+    fn wake_at(&self, at: Instant, waker: Waker) {
+        let pacer = self.pacer();
+        let mut st = pacer.state.lock().unwrap_or_else(|e| e.into_inner());
+        let earlier = st.next().is_none_or(|cur| at < cur);
+        st.sleepers.push((at, waker));
+        if earlier {
             pacer.cv.notify_one();
         }
     }
@@ -274,35 +304,45 @@ impl IoClasses {
             ticket: None,
             done: false,
             fast: false,
+            paced: false,
+            not_before: None,
         }
     }
 }
 
 fn pacer_loop(me: Weak<IoClasses>, pacer: Arc<Pacer>) {
+    let mut due = Vec::new();
     loop {
-        let mut d = pacer.deadline.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match *d {
-                None => {
-                    d = pacer.cv.wait(d).unwrap_or_else(|e| e.into_inner());
+        let mut st = pacer.state.lock().unwrap_or_else(|e| e.into_inner());
+        let kick = loop {
+            let now = Instant::now();
+            match st.next() {
+                None => st = pacer.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(at) if now >= at => {
+                    st.sleepers.retain(|(t, w)| {
+                        if *t <= now {
+                            due.push(w.clone());
+                        }
+                        *t > now
+                    });
+                    break st.kick_at.take_if(|t| *t <= now).is_some();
                 }
                 Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        *d = None;
-                        break;
-                    }
-                    d = pacer
+                    st = pacer
                         .cv
-                        .wait_timeout(d, at - now)
+                        .wait_timeout(st, at - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
             }
+        };
+        drop(st);
+        for w in due.drain(..) {
+            w.wake();
         }
-        drop(d);
         match me.upgrade() {
-            Some(classes) => classes.kick(),
+            Some(classes) if kick => classes.kick(),
+            Some(_) => {}
             None => return,
         }
     }
@@ -376,6 +416,10 @@ pub(crate) struct Acquire {
     ticket: Option<Arc<Ticket>>,
     done: bool,
     fast: bool,
+    /// The request's bandwidth was reserved (first poll).
+    paced: bool,
+    /// Start time given by the request's bandwidth (`Grant::io_bytes_per_sec`).
+    not_before: Option<Instant>,
 }
 
 impl Acquire {
@@ -386,6 +430,34 @@ impl Acquire {
             class: self.class,
             ctx: self.ctx.take(),
             fast: self.fast,
+        }
+    }
+
+    /// Per-request bandwidth: on the first poll, reserves this operation's bytes on the request's
+    /// pacing clock (`IoAccount::reserve_bandwidth`); until the start time it gives, the operation
+    /// waits here, before the class queue, holding no slot. `true`: go on.
+    fn paced(&mut self, cx: &Context<'_>) -> bool {
+        if !self.paced {
+            self.paced = true;
+            if let (Some(ctx), true) = (&self.ctx, self.bytes > 0) {
+                let rate = ctx.grant().get().io_bytes_per_sec;
+                let epoch = pace_epoch();
+                let now = epoch.elapsed().as_nanos() as u64;
+                let wait = ctx.io.reserve_bandwidth(self.bytes, rate, now);
+                if wait > 0 {
+                    self.not_before = Some(epoch + Duration::from_nanos(now + wait));
+                }
+            }
+        }
+        match self.not_before {
+            Some(at) if Instant::now() < at => {
+                self.classes.wake_at(at, cx.waker().clone());
+                false
+            }
+            _ => {
+                self.not_before = None;
+                true
+            }
         }
     }
 
@@ -418,6 +490,9 @@ impl Future for Acquire {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Permit> {
         let this = self.get_mut();
         assert!(!this.done, "Acquire polled after completion");
+        if !this.paced(cx) {
+            return Poll::Pending;
+        }
         match &this.ticket {
             None => {
                 if this.try_fast() {
@@ -545,5 +620,54 @@ mod tests {
         assert!(poll(&mut b, &waker).is_pending());
         drop(pa);
         assert!(poll(&mut b, &waker).is_ready());
+    }
+
+    #[test]
+    fn a_request_bandwidth_holds_the_next_operation_back_without_a_slot() {
+        use pagegen_core::{Grant, RequestId};
+        let classes = IoClasses::new(64);
+        let mut grant = Grant::unlimited(ClassId::DEFAULT);
+        grant.io_bytes_per_sec = 1_000; // 4 KiB take about 4 s: the second read must wait.
+        let ctx = RequestCtx::new(RequestId(7), grant, 0);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count);
+        let (mut a, mut b, mut meta) = {
+            let _in = RequestCtx::enter(&ctx);
+            (
+                classes.acquire(4096),
+                classes.acquire(4096),
+                classes.acquire(0),
+            )
+        };
+        let pa = poll(&mut a, &waker);
+        assert!(pa.is_ready(), "an idle request starts at once");
+        assert!(
+            poll(&mut b, &waker).is_pending(),
+            "paced by the request's rate"
+        );
+        assert_eq!(
+            ctx.io.in_flight(),
+            1,
+            "the paced operation holds no request slot"
+        );
+        assert_eq!(
+            classes.waiting.load(Ordering::SeqCst),
+            0,
+            "nor a queue place"
+        );
+        assert!(
+            poll(&mut meta, &waker).is_ready(),
+            "metadata moves no bytes"
+        );
+        drop(b);
+        drop((pa, meta));
+        assert_eq!(ctx.io.in_flight(), 0);
+        // Another request is not slowed by this one's reservations.
+        let other = RequestCtx::new(RequestId(8), grant, 0);
+        let mut c = {
+            let _in = RequestCtx::enter(&other);
+            classes.acquire(4096)
+        };
+        assert!(poll(&mut c, &waker).is_ready());
     }
 }

@@ -4,7 +4,8 @@
 //! On the uring backend the driver owns the thread's ring through the thread-local of `ring.rs`:
 //! created and installed on the worker thread by `worker_driver`, reaped by that worker only, torn
 //! down (cancel everything, wait for every completion) when the driver is dropped on that thread or
-//! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write).
+//! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write), skipped when it is
+//! called on the ring's own thread (which is not parked then).
 //!
 //! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
 //! the driver only parks, on a token (mutex + condvar), so that `unpark` before `park` is not lost.
@@ -67,6 +68,24 @@ enum Kind {
         displaced: Option<Box<LocalRing>>,
     },
     Park(Arc<Parker>),
+}
+
+/// The executor's wake for a worker parked in its ring: an eventfd write on the ring's inbox,
+/// skipped when the wake comes from the ring's own thread. That thread is running, not parked in
+/// the ring (a wake issued while it reaps inside `park` happens after the kernel wait returned),
+/// and the executor re-checks its queues when `park` returns; the write would only make the
+/// *next* park return at once for nothing.
+struct RingUnpark {
+    inbox: Arc<Inbox>,
+    owner: ThreadId,
+}
+
+impl Unpark for RingUnpark {
+    fn unpark(&self) {
+        if std::thread::current().id() != self.owner {
+            self.inbox.wake();
+        }
+    }
 }
 
 /// One thread's I/O driver. See the module docs.
@@ -167,7 +186,10 @@ impl Driver for IoDriver {
 
     fn unparker(&self) -> Arc<dyn Unpark> {
         match &self.kind {
-            Kind::Ring { inbox, .. } => Arc::clone(inbox) as Arc<dyn Unpark>,
+            Kind::Ring { inbox, .. } => Arc::new(RingUnpark {
+                inbox: Arc::clone(inbox),
+                owner: self.thread,
+            }),
             Kind::Park(p) => Arc::clone(p) as Arc<dyn Unpark>,
         }
     }
@@ -191,5 +213,36 @@ impl Drop for IoDriver {
             }
             // Dropped elsewhere: the thread-local's destructor tears the ring down at thread exit.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+
+    #[test]
+    fn the_ring_unpark_skips_its_own_thread_and_wakes_from_others() {
+        let Ok(io) = Io::new(BackendChoice::Uring) else {
+            return; // No io_uring here: the blocking backend's parker has no ring to skip.
+        };
+        if io.backend() != Backend::Uring {
+            return;
+        }
+        let mut driver = IoDriver::new(&io).unwrap();
+        let Kind::Ring { inbox, .. } = &driver.kind else {
+            panic!("the uring backend's driver owns a ring");
+        };
+        let inbox = Arc::clone(inbox);
+        let unpark = driver.unparker();
+        unpark.unpark();
+        assert!(!inbox.is_notified(), "own thread: no eventfd write");
+        std::thread::scope(|s| {
+            s.spawn(|| unpark.unpark());
+        });
+        assert!(inbox.is_notified(), "another thread: the wake is written");
+        // And it is consumed: this park returns at once instead of sleeping.
+        driver.park(None);
+        assert!(!inbox.is_notified());
     }
 }

@@ -4,7 +4,10 @@
 //! **io_uring** (one ring per executor worker) or, where io_uring cannot be set up, on a **blocking
 //! pool** with the same API, limits and profile; it bounds each class's operations in flight and
 //! bytes per second, queues classes fairly by shares when the device is contended, and writes every
-//! operation into its request's I/O account.
+//! operation into its request's I/O account. Per request, the grant bounds operations in flight
+//! (`Grant::io_depth`, through `IoAccount::try_begin_op`, which never overshoots) and paces bytes
+//! (`Grant::io_bytes_per_sec`, through `IoAccount::reserve_bandwidth`: an operation waits for its
+//! start time before it joins its class's queue, holding no slot).
 //!
 //! | module | what |
 //! |---|---|
@@ -57,4 +60,4 @@ pub use driver::IoDriver;
 pub use error::IoError;
 pub use fair::ClassLimits;
 pub use handle::{Io, IoGuard};
-pub use sys::drop_cache;
+pub use sys::{drop_cache, drop_cache_range, no_readahead};

@@ -71,6 +71,11 @@ impl Inbox {
     pub(crate) fn submit(&self, op: Arc<Op>) {
         self.push(Msg::Submit(op));
     }
+    /// Whether a wake is pending (set by [`wake`](Self::wake), cleared when the ring consumes it).
+    #[cfg(test)]
+    pub(crate) fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
     /// Makes the ring's current or next park return.
     pub(crate) fn wake(&self) {
         if !self.notified.swap(true, Ordering::AcqRel) {

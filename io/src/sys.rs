@@ -221,3 +221,31 @@ pub fn drop_cache(file: &File) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(r))
     }
 }
+
+/// Drops `len` bytes of `file` from `offset` out of the page cache (`posix_fadvise(DONTNEED)` on
+/// the range; `len` 0: to the end), so the next read of that range goes to the device.
+pub fn drop_cache_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fadvise(file, offset, len, libc::POSIX_FADV_DONTNEED)
+}
+
+/// Turns read-ahead off for this open file (`posix_fadvise(RANDOM)`): a cold read then fetches
+/// what it asks for and no more, so the next read of a neighbouring range is cold too.
+pub fn no_readahead(file: &File) -> io::Result<()> {
+    fadvise(file, 0, 0, libc::POSIX_FADV_RANDOM)
+}
+
+fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fadvise range beyond off_t",
+        ));
+    };
+    // SAFETY: no pointers; the fd is borrowed from a live `File`.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, advice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}

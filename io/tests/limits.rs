@@ -269,3 +269,29 @@ fn a_bandwidth_limit_paces_reads_without_losing_any() {
         assert_eq!(total, 200 * 64 * 1024);
     }
 }
+
+#[test]
+fn a_request_bandwidth_paces_its_reads_without_losing_any() {
+    // The per-request rate of `Grant::io_bytes_per_sec`: reads after the first wait on the pacer
+    // thread (no completion wakes them) and all complete, with nothing left in flight.
+    let dir = tempfile::tempdir().unwrap();
+    let p = data_file(&dir, "rbw");
+    for io in common::backends() {
+        let mut grant = Grant::unlimited(ClassId::DEFAULT);
+        grant.io_bytes_per_sec = 16 << 20; // 16 KiB reads: about 1 ms apart.
+        let ctx = RequestCtx::new(RequestId(5), grant, 0);
+        let _g = RequestCtx::enter(&ctx);
+        let total = io.block_on(async {
+            let f = File::open(&p).await.unwrap();
+            let mut total = 0;
+            for _ in 0..20 {
+                let (r, _) = f.read_at(Vec::with_capacity(16 * 1024), 0).await;
+                total += r.unwrap();
+            }
+            total
+        });
+        assert_eq!(total, 20 * 16 * 1024);
+        assert_eq!(ctx.io.in_flight(), 0);
+        assert_eq!(ctx.io.snapshot().read_bytes, 20 * 16 * 1024);
+    }
+}
