@@ -74,6 +74,6 @@ pub use class::ClassStats;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
-pub use pool::{lower_current_thread_priority, PoolSpec};
+pub use pool::{lower_current_thread_priority, PoolSize, PoolSpec, ResizeError};
 pub use runtime::{spawn, spawn_blocking, spawn_in, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};
