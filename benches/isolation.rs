@@ -41,12 +41,19 @@ struct Result {
     name: &'static str,
     light: Histogram<u64>,
     heavy_polls_per_s: f64,
+    /// pagegen only: the executor's own spawn → first poll delay (`PollSummary`), i.e. the light
+    /// delay without the bench thread's part (from `arrived` to the spawn's time stamp).
+    exec_first: Option<Histogram<u64>>,
 }
 
 /// What a configuration must provide: spawning light and heavy work from a foreign thread.
 trait Target: Sync {
     fn spawn_light(&self, f: Box<dyn FnOnce() + Send>);
     fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>);
+    /// The runtime's spawn → first-poll delays so far, where it records them.
+    fn first_poll_delays(&self) -> Option<Histogram<u64>> {
+        None
+    }
 }
 
 struct Tokio(tokio::runtime::Runtime);
@@ -73,6 +80,9 @@ struct Pagegen {
     classes: Option<(ClassId, ClassId)>,
 }
 impl Target for Pagegen {
+    fn first_poll_delays(&self) -> Option<Histogram<u64>> {
+        Some(self.rt.handle().poll_summary().first_poll_delay_ns)
+    }
     fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
         match self.classes {
             Some((light, _)) => drop(self.rt.spawn_in(light, async move { f() })),
@@ -138,6 +148,7 @@ fn run(name: &'static str, target: &dyn Target, duration: Duration) -> Result {
         name,
         light,
         heavy_polls_per_s: heavy,
+        exec_first: target.first_poll_delays(),
     }
 }
 
@@ -268,6 +279,19 @@ fn main() {
             runs[0].light.len(),
             median(&|r: &Result| r.heavy_polls_per_s)
         );
+        if runs[0].exec_first.is_some() {
+            let e = |p: f64| {
+                median(&|r: &Result| {
+                    r.exec_first.as_ref().unwrap().value_at_quantile(p) as f64 / 1_000.0
+                })
+            };
+            println!(
+                "    executor's own spawn → first poll (µs): p50 {:.1}, p99 {:.1}, p999 {:.1}",
+                e(0.5),
+                e(0.99),
+                e(0.999)
+            );
+        }
         if runs.len() > 1 {
             let each: Vec<String> = runs
                 .iter()
