@@ -75,5 +75,6 @@ pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
 pub use pool::{lower_current_thread_priority, PoolSize, PoolSpec, ResizeError};
+pub use queue::{queue_contention, QueueContention};
 pub use runtime::{spawn, spawn_blocking, spawn_in, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};
