@@ -40,7 +40,7 @@
 //! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers), `task/join.rs` (reading the
 //! output as the handle's `T`), `queue.rs` (converting a claimed slot back to a task reference) and
 //! `sys.rs` (`rdtsc`, the thread CPU clock, thread nice
-//! values); every block
+//! values and scheduler slices); every block
 //! names its invariant. The other modules (but `lib.rs` and `task/mod.rs`, which only declare
 //! modules) are `#![forbid(unsafe_code)]`.
 #![warn(missing_docs)]

@@ -22,11 +22,11 @@
 #![forbid(unsafe_code)]
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::idle::Idle;
 use crate::injector::Injector;
+use crate::loom::{AtomicUsize, Ordering};
 
 /// One pool as configured on the [`Builder`](crate::Builder).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +197,39 @@ impl PoolShared {
     #[inline]
     pub(crate) fn resized_out(&self, index: usize) -> bool {
         index - self.range.start >= self.active.0.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_resize {
+    use super::*;
+    use crate::park::Parker;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A grow racing with a resized-out worker going to park never leaves it parked: the grow path
+    /// of `Handle::set_pool_workers` (swap `active`, then unpark) against the loop of
+    /// `Worker::resize_park` (check `resized_out`, then park). Loom reports a deadlock if the worker
+    /// parks forever.
+    #[test]
+    fn loom_grow_racing_with_resize_park_is_never_lost() {
+        loom::model(|| {
+            let pool = Arc::new(PoolShared::new(PoolSpec::new("p", 2), 0..2));
+            pool.active.0.store(1, Ordering::SeqCst);
+            let parker = Arc::new(Parker::new());
+            let grower = {
+                let (pool, parker) = (pool.clone(), parker.clone());
+                thread::spawn(move || {
+                    pool.active.0.swap(2, Ordering::AcqRel);
+                    parker.unpark();
+                })
+            };
+            while pool.resized_out(1) {
+                parker.park(None);
+            }
+            assert!(!pool.resized_out(1));
+            grower.join().unwrap();
+        });
     }
 }
 

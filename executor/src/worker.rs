@@ -322,9 +322,12 @@ impl<H: PollHook> Worker<'_, H> {
     fn take_injected(&mut self) -> Option<Notified> {
         let n = self.shared.pools[self.pool].range.len();
         let lanes = &self.shared.workers[self.index].lanes;
-        // A fair share of the backlog at once, at most half a queue (tokio's bound; lanes other
-        // than the first overflow to the injector if a class's batch does not fit).
-        let free = (crate::queue::CAPACITY / 2).saturating_sub(lanes.first().len());
+        // A fair share of the backlog at once, at most half a queue less what is queued here in
+        // all lanes (tokio's bound). Counting every lane, not only the first, keeps each lane at
+        // most half full after the batch whatever the batch's classes, so no task of it bounces
+        // back to the injector: sized by the first lane alone, a worker with full class lanes took
+        // up to 128 tasks per yield and pushed most straight back, one lock and wake-up each.
+        let free = (crate::queue::CAPACITY / 2).saturating_sub(lanes.total_len());
         let first = self.shared.pools[self.pool]
             .injector
             .pop_batch(n, free, &mut self.batch)?;
