@@ -36,6 +36,8 @@ pub(crate) const DRIVER_INTERVAL: u32 = 61;
 /// A poll longer than this sends the worker to the injector first: 200 µs is the target interval
 /// between injector checks that tokio's adaptive `global_queue_interval` aims for.
 const LONG_POLL_FOR_INJECTOR_NS: u64 = 200_000;
+/// Most tasks queued locally for a yield to still pull remote work in ahead of the yielder.
+const YIELD_PULL_BACKLOG: usize = 4;
 /// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
 const MAX_LIFO_POLLS: u32 = 3;
 /// CPU a worker gathers for one class before adding it to the class's shared virtual runtime: one
@@ -421,7 +423,13 @@ impl<H: PollHook> Worker<'_, H> {
                         // A yield says "others may run now": remote work waiting in the injector
                         // goes ahead of the yielder too, not only the local queue (tokio gets the
                         // same effect by deferring yielded tasks until its queue is drained).
-                        if !self.shared.pools[self.pool].injector.is_empty() {
+                        // Only while little is queued here: behind a longer backlog the yielder
+                        // waits anyway, and the GLOBAL_INTERVAL check brings remote work in within
+                        // 31 polls; pulling on every yield made both workers take the injector lock
+                        // on every short poll while a backlog of remote work remained.
+                        if self.shared.workers[self.index].lanes.total_len() <= YIELD_PULL_BACKLOG
+                            && !self.shared.pools[self.pool].injector.is_empty()
+                        {
                             if let Some(first) = self.take_injected() {
                                 self.shared.push_local(self.index, first);
                             }
