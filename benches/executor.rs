@@ -353,8 +353,95 @@ fn poll_cost(c: &mut Criterion) {
     g.finish();
 }
 
+/// Lane contention (issue #4, "measure contention"): a root task spawns `num_spawn()` short tasks
+/// from inside, round-robin over `CLASSES` request classes (8 lanes per worker) or all in `default`
+/// (one lane), each yielding `LANE_YIELDS` times; both workers push, pop and steal at once. Ratios
+/// against the one-class case show what the per-class lanes and the weighted-fair pick cost under
+/// contention; after the group, the worker queues' CAS retries per task (`queue_contention`) tell
+/// how often a pop or steal lost a race.
+fn lanes_contention(c: &mut Criterion) {
+    const CLASSES: usize = 8;
+    const LANE_YIELDS: usize = 3;
+    let mut g = c.benchmark_group("lanes_contention");
+    if smoke() {
+        g.sample_size(10)
+            .measurement_time(Duration::from_millis(200))
+            .warm_up_time(Duration::from_millis(50));
+    }
+    fn work(kind: Kind, classes: Vec<pagegen::core::ClassId>, done: mpsc::SyncSender<()>) -> Join {
+        let rem = Arc::new(AtomicUsize::new(num_spawn()));
+        let root = async move {
+            for i in 0..num_spawn() {
+                let (rem, done) = (rem.clone(), done.clone());
+                let task = async move {
+                    for _ in 0..LANE_YIELDS {
+                        yield_now(kind).await;
+                    }
+                    if rem.fetch_sub(1, Ordering::Relaxed) == 1 {
+                        done.send(()).unwrap();
+                    }
+                };
+                if classes.is_empty() {
+                    drop(spawn(kind, task));
+                } else {
+                    drop(pagegen::spawn_in(classes[i % classes.len()], task));
+                }
+            }
+        };
+        spawn(kind, root)
+    }
+    let configs: [(&str, Kind, usize); 3] = [
+        ("tokio", Kind::Tokio, 0),
+        ("pagegen-1-class", Kind::Pagegen, 0),
+        ("pagegen-8-classes", Kind::Pagegen, CLASSES),
+    ];
+    let mut contention = Vec::new();
+    for (id, kind, n) in configs {
+        let (rt, classes) = match kind {
+            Kind::Tokio => (Rt::new(kind), Vec::new()),
+            _ => {
+                let mut b = pagegen::runtime::Builder::new().workers(WORKERS);
+                for k in 0..n {
+                    b = b.class(pagegen::core::ClassSpec::new(format!("c{k}")));
+                }
+                let rt = b.build().unwrap();
+                let reg = rt.handle().class_registry().clone();
+                let classes = (0..n)
+                    .map(|k| reg.id_of(&format!("c{k}")).unwrap())
+                    .collect();
+                (Rt::Pagegen(rt), classes)
+            }
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let before = pagegen_executor::queue_contention();
+        let mut iters = 0u64;
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                iters += 1;
+                let (kind, classes, tx) = (rt.kind(), classes.clone(), tx.clone());
+                rt.block_on(async move { work(kind, classes, tx).join().await });
+                rx.recv().unwrap();
+            })
+        });
+        let after = pagegen_executor::queue_contention();
+        if !matches!(kind, Kind::Tokio) {
+            let tasks = (iters * num_spawn() as u64).max(1) as f64;
+            contention.push(format!(
+                "{id}: {:.4} pop retries and {:.4} steal retries per task ({iters} runs)",
+                (after.pop_retries - before.pop_retries) as f64 / tasks,
+                (after.steal_retries - before.steal_retries) as f64 / tasks,
+            ));
+        }
+    }
+    g.finish();
+    for line in contention {
+        println!("lanes_contention queue CAS retries, {line}");
+    }
+}
+
 criterion_group!(
     executor,
+    lanes_contention,
     poll_cost,
     spawn_many_local,
     spawn_many_remote_idle,

@@ -6,11 +6,14 @@
 //! 3. pagegen, one pool, light and heavy as registered classes at equal shares (weighted-fair pick),
 //! 4. the same with the light class favoured by shares (1000 : 1),
 //! 5. pagegen with the heavy class in a bulk pool at nice +10 (latency pool 2 workers + bulk pool
-//!    2 workers: more threads than cores, so the kernel preempts heavy polls for light ones).
+//!    2 workers: more threads than cores, so the kernel preempts heavy polls for light ones),
+//! 6. the same with a 100 µs scheduler slice on the latency pool (`PoolSpec::slice`, EEVDF),
+//! 7. the same with, in addition, a 20 ms slice on the bulk pool.
 //!
 //! A distribution, not an iteration time, so this is a plain `harness = false` program rather than a
 //! criterion group. `cargo bench --bench isolation` (3 s per configuration; `PAGEGEN_BENCH_SMOKE=1`:
-//! 0.3 s).
+//! 0.3 s); `PAGEGEN_ISO_REPEAT=5 cargo bench --bench isolation -- bulk` repeats only the bulk-pool
+//! rows five times, interleaved, and prints medians.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,12 +41,19 @@ struct Result {
     name: &'static str,
     light: Histogram<u64>,
     heavy_polls_per_s: f64,
+    /// pagegen only: the executor's own spawn → first poll delay (`PollSummary`), i.e. the light
+    /// delay without the bench thread's part (from `arrived` to the spawn's time stamp).
+    exec_first: Option<Histogram<u64>>,
 }
 
 /// What a configuration must provide: spawning light and heavy work from a foreign thread.
 trait Target: Sync {
     fn spawn_light(&self, f: Box<dyn FnOnce() + Send>);
     fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>);
+    /// The runtime's spawn → first-poll delays so far, where it records them.
+    fn first_poll_delays(&self) -> Option<Histogram<u64>> {
+        None
+    }
 }
 
 struct Tokio(tokio::runtime::Runtime);
@@ -70,6 +80,9 @@ struct Pagegen {
     classes: Option<(ClassId, ClassId)>,
 }
 impl Target for Pagegen {
+    fn first_poll_delays(&self) -> Option<Histogram<u64>> {
+        Some(self.rt.handle().poll_summary().first_poll_delay_ns)
+    }
     fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
         match self.classes {
             Some((light, _)) => drop(self.rt.spawn_in(light, async move { f() })),
@@ -135,86 +148,156 @@ fn run(name: &'static str, target: &dyn Target, duration: Duration) -> Result {
         name,
         light,
         heavy_polls_per_s: heavy,
+        exec_first: target.first_poll_delays(),
     }
 }
 
+/// A configuration: its name and how to build its runtime.
+type Config = (&'static str, fn() -> Box<dyn Target>);
+
+fn tokio_2() -> Box<dyn Target> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    Box::new(Tokio(rt))
+}
+
+fn pagegen_one_pool() -> Box<dyn Target> {
+    let rt = Builder::new().workers(2).build().unwrap();
+    Box::new(Pagegen {
+        rt,
+        heavy_pool: PoolId::LATENCY,
+        classes: None,
+    })
+}
+
+fn pagegen_shares(light_shares: u16, heavy_shares: u16) -> Box<dyn Target> {
+    let rt = Builder::new()
+        .workers(2)
+        .class(ClassSpec::new("light").with_shares(Shares::new(light_shares).unwrap()))
+        .class(ClassSpec::new("heavy").with_shares(Shares::new(heavy_shares).unwrap()))
+        .build()
+        .unwrap();
+    let reg = rt.handle().class_registry().clone();
+    Box::new(Pagegen {
+        rt,
+        heavy_pool: PoolId::LATENCY,
+        classes: Some((reg.id_of("light").unwrap(), reg.id_of("heavy").unwrap())),
+    })
+}
+
+/// Latency pool of 2 and bulk pool of 2 at nice +10, with optional scheduler slices.
+fn pagegen_bulk(latency_slice: Option<Duration>, bulk_slice: Option<Duration>) -> Box<dyn Target> {
+    let mut latency = PoolSpec::new("latency", 2);
+    if let Some(s) = latency_slice {
+        latency = latency.slice(s);
+    }
+    let mut bulk = PoolSpec::new("bulk", 2).nice(10);
+    if let Some(s) = bulk_slice {
+        bulk = bulk.slice(s);
+    }
+    let rt = Builder::new().pool(latency).pool(bulk).build().unwrap();
+    Box::new(Pagegen {
+        rt,
+        heavy_pool: PoolId::BULK,
+        classes: None,
+    })
+}
+
+const CONFIGS: &[Config] = &[
+    ("tokio (2 workers)", tokio_2),
+    ("pagegen, one pool (2 workers)", pagegen_one_pool),
+    ("pagegen, equal shares, one pool", || {
+        pagegen_shares(100, 100)
+    }),
+    ("pagegen, light favoured 1000:1, one pool", || {
+        pagegen_shares(1000, 1)
+    }),
+    ("pagegen, heavy in bulk pool (2+2, nice 10)", || {
+        pagegen_bulk(None, None)
+    }),
+    ("bulk pool + latency slice 100 µs", || {
+        pagegen_bulk(Some(Duration::from_micros(100)), None)
+    }),
+    ("bulk pool + latency 100 µs + bulk 20 ms slice", || {
+        pagegen_bulk(
+            Some(Duration::from_micros(100)),
+            Some(Duration::from_millis(20)),
+        )
+    }),
+];
+
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench --bench isolation [-- SUBSTRING]`: only configurations whose name contains
+    // SUBSTRING. `PAGEGEN_ISO_REPEAT=N`: every configuration N times, interleaved (round-robin, so
+    // load changes hit all alike), reporting the median of each figure over the N runs.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
         return;
     }
+    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
     let smoke = std::env::var_os("PAGEGEN_BENCH_SMOKE").is_some_and(|v| v == "1");
     let duration = if smoke {
         Duration::from_millis(300)
     } else {
         Duration::from_secs(3)
     };
-    let mut results = Vec::new();
-    {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        results.push(run("tokio (2 workers)", &Tokio(rt), duration));
-    }
-    {
-        let rt = Builder::new().workers(2).build().unwrap();
-        let t = Pagegen {
-            rt,
-            heavy_pool: PoolId::LATENCY,
-            classes: None,
-        };
-        results.push(run("pagegen, one pool (2 workers)", &t, duration));
-    }
-    for (name, light_shares) in [
-        ("pagegen, equal shares, one pool", 100),
-        ("pagegen, light favoured 1000:1, one pool", 1000),
-    ] {
-        let heavy_shares = if light_shares == 100 { 100 } else { 1 };
-        let rt = Builder::new()
-            .workers(2)
-            .class(ClassSpec::new("light").with_shares(Shares::new(light_shares).unwrap()))
-            .class(ClassSpec::new("heavy").with_shares(Shares::new(heavy_shares).unwrap()))
-            .build()
-            .unwrap();
-        let reg = rt.handle().class_registry().clone();
-        let t = Pagegen {
-            rt,
-            heavy_pool: PoolId::LATENCY,
-            classes: Some((reg.id_of("light").unwrap(), reg.id_of("heavy").unwrap())),
-        };
-        results.push(run(name, &t, duration));
-    }
-    {
-        let rt = Builder::new()
-            .pool(PoolSpec::new("latency", 2))
-            .pool(PoolSpec::new("bulk", 2).nice(10))
-            .build()
-            .unwrap();
-        let t = Pagegen {
-            rt,
-            heavy_pool: PoolId::BULK,
-            classes: None,
-        };
-        results.push(run(
-            "pagegen, heavy in bulk pool (2+2, nice 10)",
-            &t,
-            duration,
-        ));
+    let repeat: usize = std::env::var("PAGEGEN_ISO_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let configs: Vec<&Config> = CONFIGS
+        .iter()
+        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .collect();
+    let mut results: Vec<Vec<Result>> = configs.iter().map(|_| Vec::new()).collect();
+    for _ in 0..repeat {
+        for (k, (name, make)) in configs.iter().enumerate() {
+            let target = make();
+            results[k].push(run(name, &*target, duration));
+        }
     }
     println!(
-        "{:<44} {:>10} {:>10} {:>10} {:>8} {:>14}",
-        "configuration", "p50 µs", "p99 µs", "p999 µs", "light n", "heavy polls/s"
+        "{:<48} {:>10} {:>10} {:>10} {:>8} {:>14}",
+        "configuration (median of runs)", "p50 µs", "p99 µs", "p999 µs", "light n", "heavy polls/s"
     );
-    for r in &results {
-        let q = |p: f64| r.light.value_at_quantile(p) as f64 / 1_000.0;
+    for runs in &results {
+        let median = |f: &dyn Fn(&Result) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let q = |p: f64| median(&|r: &Result| r.light.value_at_quantile(p) as f64 / 1_000.0);
         println!(
-            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>14.1}",
-            r.name,
+            "{:<48} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>14.1}",
+            runs[0].name,
             q(0.5),
             q(0.99),
             q(0.999),
-            r.light.len(),
-            r.heavy_polls_per_s
+            runs[0].light.len(),
+            median(&|r: &Result| r.heavy_polls_per_s)
         );
+        if runs[0].exec_first.is_some() {
+            let e = |p: f64| {
+                median(&|r: &Result| {
+                    r.exec_first.as_ref().unwrap().value_at_quantile(p) as f64 / 1_000.0
+                })
+            };
+            println!(
+                "    executor's own spawn → first poll (µs): p50 {:.1}, p99 {:.1}, p999 {:.1}",
+                e(0.5),
+                e(0.99),
+                e(0.999)
+            );
+        }
+        if runs.len() > 1 {
+            let each: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}", r.light.value_at_quantile(0.99) as f64 / 1_000.0))
+                .collect();
+            println!("    p99 of each run (µs): {}", each.join(", "));
+        }
     }
 }

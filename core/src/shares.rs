@@ -25,7 +25,10 @@ pub struct ClassLoad {
     pub polls: u64,
     /// Tasks runnable at the end of the period.
     pub runnable: u64,
-    /// 99th percentile of scheduled delay during the period, ns.
+    /// 99th percentile of scheduled delay (wake → poll) of the class's polls during the period, ns:
+    /// the executor keeps log2 buckets, so this is the upper bound of the bucket the p99 falls in (at
+    /// most 2× the true value, never below it); 0 when no poll of the class was timed in the period
+    /// (poll timing off, or a runtime with one class, where there is nothing to share).
     pub sched_delay_p99_ns: u64,
 }
 

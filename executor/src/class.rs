@@ -36,8 +36,66 @@ struct Slot {
     polls: AtomicU64,
     /// The class's starting pool (`ClassSpec::pool`).
     pool: AtomicU8,
+    /// Scheduled delays since the policy's last call, as [`DelayBuckets`] counts; allocated at the
+    /// class's first recorded delay (4096 slots exist, few are used).
+    sched: OnceLock<Box<[AtomicU32; DELAY_BUCKETS]>>,
     /// Context of tasks spawned with `spawn_in(class, …)` outside any request.
     ctx: OnceLock<Arc<RequestCtx>>,
+}
+
+/// Number of log2 buckets of scheduled delay per class: bucket `b` holds delays in
+/// `[2^b, 2^(b+1))` ns (bucket 0 also holds 0); the last one everything from 2^31 ns (2.1 s) up.
+pub(crate) const DELAY_BUCKETS: usize = 32;
+
+/// A worker's scheduled delays of one class not yet handed to the class table: log2 buckets (one
+/// `leading_zeros` and one increment per poll), added into the table with the class's CPU charge.
+#[derive(Clone, Copy)]
+pub(crate) struct DelayBuckets {
+    counts: [u32; DELAY_BUCKETS],
+    any: bool,
+}
+
+impl DelayBuckets {
+    pub(crate) const fn new() -> Self {
+        DelayBuckets {
+            counts: [0; DELAY_BUCKETS],
+            any: false,
+        }
+    }
+
+    #[inline]
+    fn bucket(ns: u64) -> usize {
+        ((63 - (ns | 1).leading_zeros()) as usize).min(DELAY_BUCKETS - 1)
+    }
+
+    /// Counts one scheduled delay of `ns`.
+    #[inline]
+    pub(crate) fn record(&mut self, ns: u64) {
+        self.counts[Self::bucket(ns)] += 1;
+        self.any = true;
+    }
+}
+
+/// The `q` quantile of the counts in `counts` (log2 buckets), as the **upper bound** of the bucket it
+/// falls in (so within a factor of 2, never below the true value); 0 when there are none.
+fn quantile_upper(counts: &[u64; DELAY_BUCKETS], q: f64) -> u64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64 * q).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (b, &n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return if b == DELAY_BUCKETS - 1 {
+                u64::MAX
+            } else {
+                (2u64 << b) - 1
+            };
+        }
+    }
+    u64::MAX
 }
 
 /// What the runtime knows of a class's scheduling.
@@ -163,6 +221,36 @@ impl Classes {
         s.polls.fetch_add(polls, Ordering::Relaxed);
     }
 
+    /// Adds a worker's pending scheduled delays of class index `i` into the table (one relaxed add
+    /// per non-empty bucket) and empties them.
+    pub(crate) fn add_delays(&self, i: usize, d: &mut DelayBuckets) {
+        if !d.any {
+            return;
+        }
+        let slots = self.slots[i]
+            .sched
+            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU32::new(0))));
+        for (slot, n) in slots.iter().zip(d.counts.iter_mut()) {
+            if *n != 0 {
+                slot.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+        d.any = false;
+    }
+
+    /// Takes the scheduled delays of class index `i` recorded since the last call and returns their
+    /// p99 (ns, the upper bound of its log2 bucket; 0 when none were recorded).
+    fn take_delay_p99(&self, i: usize) -> u64 {
+        let Some(slots) = self.slots[i].sched.get() else {
+            return 0;
+        };
+        let mut counts = [0u64; DELAY_BUCKETS];
+        for (c, s) in counts.iter_mut().zip(slots.iter()) {
+            *c = s.swap(0, Ordering::Relaxed) as u64;
+        }
+        quantile_upper(&counts, 0.99)
+    }
+
     /// The context `spawn_in(class, …)` gives a task spawned outside any request.
     pub(crate) fn ctx(&self, class: ClassId) -> Arc<RequestCtx> {
         let s = &self.slots[Self::index(class)];
@@ -233,8 +321,7 @@ impl Classes {
                 cpu_ns: cpu - cpu0,
                 polls: polls - polls0,
                 runnable: runnable(i),
-                // Scheduled delay is recorded per worker, not per class (instrument.rs).
-                sched_delay_p99_ns: 0,
+                sched_delay_p99_ns: self.take_delay_p99(i),
             });
         }
         st.out.clear();
@@ -357,5 +444,77 @@ mod tests {
             .unwrap();
         assert_eq!(ctx.grant().pool(), pagegen_core::PoolId::BULK);
         assert_eq!(Classes::index(ClassId::from_raw(1 << 20)), 0);
+    }
+
+    /// Records every class's p99 of the period (the policy only sees `ClassLoad`s).
+    struct Watch(Arc<Mutex<Vec<(ClassId, u64)>>>);
+    impl SharesPolicy for Watch {
+        fn period(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn adjust(&mut self, loads: &[ClassLoad], _: &mut Vec<(ClassId, Shares)>) {
+            let mut seen = self.0.lock().unwrap();
+            seen.clear();
+            seen.extend(loads.iter().map(|l| (l.class, l.sched_delay_p99_ns)));
+        }
+    }
+
+    #[test]
+    fn delay_buckets_bound_the_quantile_from_above_within_a_factor_two() {
+        let mut c = [0u64; DELAY_BUCKETS];
+        assert_eq!(quantile_upper(&c, 0.99), 0, "nothing recorded");
+        // 99 delays of 1 µs and one of 1 ms: p99 is the 99th value (1 µs), p100 the 1 ms one.
+        let mut d = DelayBuckets::new();
+        for _ in 0..99 {
+            d.record(1_000);
+        }
+        d.record(1_000_000);
+        for (c, n) in c.iter_mut().zip(d.counts) {
+            *c = n as u64;
+        }
+        let p99 = quantile_upper(&c, 0.99);
+        assert!((1_000..2_000).contains(&p99), "{p99}");
+        let max = quantile_upper(&c, 1.0);
+        assert!((1_000_000..2_000_000).contains(&max), "{max}");
+        // 0 and 1 ns share bucket 0; beyond 2^31 ns everything lands in the last bucket.
+        assert_eq!(DelayBuckets::bucket(0), 0);
+        assert_eq!(DelayBuckets::bucket(1), 0);
+        assert_eq!(DelayBuckets::bucket(u64::MAX), DELAY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_policy_sees_each_class_p99_delay_of_its_period_only() {
+        let reg = ClassRegistry::in_memory();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let t = Arc::new(Classes::new(Some(Box::new(Watch(seen.clone())))));
+        reg.subscribe(t.clone());
+        let a = reg.register(ClassSpec::new("a")).unwrap();
+        let mut d = DelayBuckets::new();
+        for _ in 0..1_000 {
+            d.record(50_000);
+        }
+        for _ in 0..5 {
+            d.record(8_000_000);
+        }
+        t.add_delays(a.index(), &mut d);
+        assert!(!d.any, "handed over and emptied");
+        t.add_delays(a.index(), &mut d);
+        t.run_policy(&reg, |_| 0);
+        let got = seen.lock().unwrap().clone();
+        let p99 = |c: ClassId| got.iter().find(|(k, _)| *k == c).unwrap().1;
+        assert!((50_000..100_000).contains(&p99(a)), "{got:?}");
+        assert_eq!(p99(ClassId::DEFAULT), 0, "no delays recorded for default");
+        // Next period: only what was recorded since counts.
+        for _ in 0..100 {
+            d.record(8_000_000);
+        }
+        t.add_delays(a.index(), &mut d);
+        t.run_policy(&reg, |_| 0);
+        let got = seen.lock().unwrap().clone();
+        let p = got.iter().find(|(k, _)| *k == a).unwrap().1;
+        assert!((8_000_000..16_000_000).contains(&p), "{got:?}");
+        t.run_policy(&reg, |_| 0);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.iter().find(|(k, _)| *k == a).unwrap().1, 0, "{got:?}");
     }
 }

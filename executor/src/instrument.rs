@@ -143,6 +143,7 @@ pub(crate) struct Instr {
     since_publish: u32,
     last_busy_ns: u64,
     last_cpu_ns: u64,
+    last_sched_ns: u64,
 }
 
 impl Instr {
@@ -159,6 +160,7 @@ impl Instr {
             since_publish: 0,
             last_busy_ns: 0,
             last_cpu_ns: 0,
+            last_sched_ns: 0,
         }
     }
 
@@ -194,6 +196,7 @@ impl Instr {
         };
         self.last_busy_ns = busy_ns;
         self.last_cpu_ns = cpu_ns;
+        self.last_sched_ns = sched_delay_ns;
         self.polls += 1;
         self.busy.record(busy_ns);
         self.sched.record(sched_delay_ns);
@@ -240,6 +243,12 @@ impl Instr {
     #[inline]
     pub(crate) fn last_cpu_ns(&self) -> u64 {
         self.last_cpu_ns
+    }
+
+    /// Scheduled delay (wake → poll) of the last poll, ns.
+    #[inline]
+    pub(crate) fn last_sched_ns(&self) -> u64 {
+        self.last_sched_ns
     }
 
     /// Whether the local histograms should be published now.

@@ -66,6 +66,12 @@ impl Lanes {
         (0..=self.hi()).all(|i| self.get(i).is_none_or(Local::is_empty))
     }
 
+    /// Tasks queued in all lanes.
+    #[inline]
+    pub(crate) fn total_len(&self) -> usize {
+        (0..=self.hi()).map(|i| self.len(i)).sum()
+    }
+
     /// Tasks queued in lane `i`.
     pub(crate) fn len(&self, i: usize) -> usize {
         self.get(i).map_or(0, Local::len)

@@ -11,7 +11,13 @@
 //! of least virtual time (CPU used divided by shares, CFS-style, `vruntime.rs`), FIFO within a class,
 //! so always-runnable classes share CPU in the ratio of their shares. Classes are registered on the
 //! [`Builder`] or at run time through the runtime's [`ClassRegistry`](pagegen_core::ClassRegistry);
-//! [`spawn_in`] starts work in a class and children inherit it.
+//! [`spawn_in`] starts work in a class and children inherit it. Workers count each class's scheduled
+//! delay (wake → poll) next to its CPU, so a [`SharesPolicy`](pagegen_core::SharesPolicy) sees a p99
+//! per class and period.
+//!
+//! **Pools.** Fixed sets of workers at fixed OS priorities (nice, opt-in `SCHED_IDLE`, opt-in EEVDF
+//! scheduler slice with [`PoolSpec::slice`]); tasks move between pools, threads never change
+//! priority; a pool is resized at run time by parking threads ([`Handle::set_pool_workers`]).
 //!
 //! tokio compatibility ([`compat`]): tokio's I/O and time drivers run on a driver thread whose handle
 //! every pagegen thread enters, so `tokio::net`, `tokio::time` and crates on them work in pagegen tasks.
@@ -19,7 +25,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`task`] | the task state protocol, `JoinHandle`, `yield_now`, the cooperative budget |
-//! | `queue` | the bounded work-stealing ring (one per worker and class) |
+//! | `queue` | the bounded work-stealing ring (one per worker and class); [`queue_contention`] |
 //! | `lanes` | a worker's rings, one per class |
 //! | `vruntime` | the arithmetic of weighted-fair class virtual time |
 //! | `class` | per-class shares, virtual runtime and CPU; the `SharesPolicy` call |
@@ -28,7 +34,7 @@
 //! | `park` | the fallback parker and the driver-or-parker choice |
 //! | `owned` | the live-task list used by shutdown |
 //! | `worker` | the worker loop |
-//! | `pool` | worker pools at fixed OS priorities; tasks move, threads do not |
+//! | `pool` | worker pools at fixed OS priorities and slices; tasks move, threads do not; resizing |
 //! | `run` | one poll with its hooks, panic containment |
 //! | `blocking` | the `spawn_blocking` pool |
 //! | `shared`, `context` | shared runtime state; thread-local current runtime and worker |
@@ -40,7 +46,7 @@
 //! **Unsafe code** lives only in `task/raw.rs` (task memory, wakers), `task/join.rs` (reading the
 //! output as the handle's `T`), `queue.rs` (converting a claimed slot back to a task reference) and
 //! `sys.rs` (`rdtsc`, the thread CPU clock, thread nice
-//! values); every block
+//! values and scheduler slices); every block
 //! names its invariant. The other modules (but `lib.rs` and `task/mod.rs`, which only declare
 //! modules) are `#![forbid(unsafe_code)]`.
 #![warn(missing_docs)]
@@ -74,6 +80,7 @@ pub use class::ClassStats;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
-pub use pool::{lower_current_thread_priority, PoolSpec};
+pub use pool::{lower_current_thread_priority, PoolSize, PoolSpec, ResizeError};
+pub use queue::{queue_contention, QueueContention};
 pub use runtime::{spawn, spawn_blocking, spawn_in, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};

@@ -27,6 +27,30 @@ pub(crate) const CAPACITY: usize = 256;
 pub(crate) const CAPACITY: usize = 4;
 const MASK: usize = CAPACITY - 1;
 
+/// CAS retries of owner pops and of steals (a claim that lost a race to another consumer and tried
+/// again): counted on the failure path only, so an uncontended queue pays nothing. Process-wide,
+/// for [`queue_contention`].
+static POP_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static STEAL_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How often the worker queues' CAS claims were contended, process-wide since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueContention {
+    /// Pops (a worker taking from its own queue) that lost the head to a thief and retried.
+    pub pop_retries: u64,
+    /// Steals that lost the head to the owner or another thief and retried.
+    pub steal_retries: u64,
+}
+
+/// CAS retries in the worker queues of every runtime in this process so far (benchmarks read the
+/// difference across a run to see whether the per-class lanes are contended).
+pub fn queue_contention() -> QueueContention {
+    QueueContention {
+        pop_retries: POP_RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+        steal_retries: STEAL_RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
 /// One worker's queue.
 pub(crate) struct Local {
     head: AtomicUsize,
@@ -88,7 +112,10 @@ impl Local {
                 // SAFETY: the claim succeeded, so `p` is the pointer pushed for index `h` (Q2) and
                 // its queue reference is now ours, converted back exactly once.
                 Ok(_) => return Some(unsafe { Notified::from_raw(p) }),
-                Err(actual) => h = actual,
+                Err(actual) => {
+                    POP_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    h = actual;
+                }
             }
         }
     }
@@ -113,7 +140,10 @@ impl Local {
                 .compare_exchange(h, h + n, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => break n,
-                Err(actual) => h = actual,
+                Err(actual) => {
+                    STEAL_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    h = actual;
+                }
             }
         };
         // SAFETY: the claim of `n` slots succeeded (Q2): each pointer's queue reference is ours.

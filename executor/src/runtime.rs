@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
-use pagegen_core::{ClassId, ClassRegistry, ClassSpec, RegistryError, RequestCtx, Shares};
+use pagegen_core::{ClassId, ClassRegistry, ClassSpec, PoolId, RegistryError, RequestCtx, Shares};
 
 use crate::class::ClassStats;
 
@@ -17,6 +17,7 @@ use crate::context::{self, EnterGuard};
 use crate::instrument::PollSummary;
 use crate::loom::Ordering;
 use crate::park::Parker;
+use crate::pool::{PoolSize, ResizeError};
 use crate::shared::Shared;
 use crate::task::JoinHandle;
 
@@ -282,6 +283,45 @@ impl Handle {
     /// The context of unclassified work (class `default`).
     pub fn background_ctx(&self) -> &Arc<RequestCtx> {
         &self.shared.background
+    }
+    /// Resizes pool `pool` to `active` running workers (`1..=` its configured workers) by parking
+    /// threads, never by creating or re-prioritising them (`pool.rs`). Shrinking: each worker above
+    /// the count finishes the poll it is in, hands its queued tasks to the pool's other workers and
+    /// parks; growing: parked workers wake and take work again. Returns the previous active count.
+    ///
+    /// # Errors
+    /// [`ResizeError`] for an unknown pool or a count outside `1..=configured`; nothing changes.
+    pub fn set_pool_workers(&self, pool: PoolId, active: usize) -> Result<usize, ResizeError> {
+        let shared = &self.shared;
+        let p = shared
+            .pools
+            .get(pool.0 as usize)
+            .ok_or(ResizeError::NoSuchPool(pool.0, shared.pools.len()))?;
+        let configured = p.range.len();
+        if !(1..=configured).contains(&active) {
+            return Err(ResizeError::OutOfRange {
+                pool: p.spec.name.clone(),
+                active,
+                configured,
+            });
+        }
+        let before = p.active.0.swap(active, Ordering::AcqRel);
+        // Shrinking: wake the workers leaving (idle ones would otherwise sleep on in the idle set
+        // and could absorb a wake-up); growing: wake the ones coming back.
+        let (lo, hi) = (before.min(active), before.max(active));
+        for i in p.range.start + lo..p.range.start + hi {
+            shared.unpark(i);
+        }
+        Ok(before)
+    }
+    /// Pool `pool`'s configured, active and resize-parked workers; `None` for an unknown pool.
+    pub fn pool_size(&self, pool: PoolId) -> Option<PoolSize> {
+        let p = self.shared.pools.get(pool.0 as usize)?;
+        Some(PoolSize {
+            configured: p.range.len(),
+            active: p.active.0.load(Ordering::Acquire),
+            parked: p.parked.load(Ordering::Acquire),
+        })
     }
     /// Number of worker threads.
     pub fn workers(&self) -> usize {

@@ -217,7 +217,7 @@ impl Shared {
     /// The lane (class index) `h` is queued in.
     #[inline]
     pub(crate) fn lane_of(h: &Header) -> usize {
-        Classes::index(h.ctx.class())
+        h.lane as usize
     }
 
     /// Pushes on worker `index`'s own lane for the task's class (caller is that worker), overflowing

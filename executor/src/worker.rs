@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use pagegen_core::{CtxGuard, DriverFactory, PollHook, PoolId, RequestCtx, WorkerInfo};
 
+use crate::class::DelayBuckets;
 use crate::context;
 use crate::instrument::Instr;
 use crate::park::{Park, Parker};
@@ -35,6 +36,8 @@ pub(crate) const DRIVER_INTERVAL: u32 = 61;
 /// A poll longer than this sends the worker to the injector first: 200 µs is the target interval
 /// between injector checks that tokio's adaptive `global_queue_interval` aims for.
 const LONG_POLL_FOR_INJECTOR_NS: u64 = 200_000;
+/// Most tasks queued locally for a yield to still pull remote work in ahead of the yielder.
+const YIELD_PULL_BACKLOG: usize = 4;
 /// Consecutive LIFO-slot polls before the local queue gets a turn (tokio's `MAX_LIFO_POLLS_PER_TICK`).
 const MAX_LIFO_POLLS: u32 = 3;
 /// CPU a worker gathers for one class before adding it to the class's shared virtual runtime: one
@@ -78,6 +81,8 @@ struct Worker<'a, H> {
     /// CPU not yet charged to a class: `(class index, ns, polls)` (`class.rs`, charged in batches
     /// of [`CHARGE_BATCH_NS`]).
     pending: (usize, u64, u64),
+    /// Scheduled delays of the pending class not yet handed to the class table (with the charge).
+    pending_delays: DelayBuckets,
 }
 
 /// A worker thread's body.
@@ -104,6 +109,18 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
                     "pool `{}`: the OS refused nice {} ({e}); its workers run at the default priority",
                     spec.name,
                     spec.nice
+                );
+            }
+        }
+    }
+    if let Some(slice) = spec.slice.filter(|_| !spec.sched_idle) {
+        let ns = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+        if let Err(e) = crate::sys::set_thread_slice(ns) {
+            if info.index == 0 {
+                tracing::warn!(
+                    "pool `{}`: the OS refused a {slice:?} scheduler slice ({e}); its workers run \
+                     with the default slice",
+                    spec.name
                 );
             }
         }
@@ -152,6 +169,7 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
         steal_seed: (index as u32).wrapping_mul(0x9E37_79B9) | 1,
         batch: Vec::new(),
         pending: (0, 0, 0),
+        pending_delays: DelayBuckets::new(),
     };
     w.run();
     if let Some(i) = &mut w.instr {
@@ -172,6 +190,10 @@ pub(crate) fn run_worker<H: PollHook>(start: WorkerStart<H>) {
 impl<H: PollHook> Worker<'_, H> {
     fn run(&mut self) {
         while !self.shared.is_shutdown() {
+            if self.shared.pools[self.pool].resized_out(self.index) {
+                self.resize_park();
+                continue;
+            }
             self.tick = self.tick.wrapping_add(1);
             if self.tick % DRIVER_INTERVAL == 0 {
                 self.park.poll_nonblocking();
@@ -302,9 +324,12 @@ impl<H: PollHook> Worker<'_, H> {
     fn take_injected(&mut self) -> Option<Notified> {
         let n = self.shared.pools[self.pool].range.len();
         let lanes = &self.shared.workers[self.index].lanes;
-        // A fair share of the backlog at once, at most half a queue (tokio's bound; lanes other
-        // than the first overflow to the injector if a class's batch does not fit).
-        let free = (crate::queue::CAPACITY / 2).saturating_sub(lanes.first().len());
+        // A fair share of the backlog at once, at most half a queue less what is queued here in
+        // all lanes (tokio's bound). Counting every lane, not only the first, keeps each lane at
+        // most half full after the batch whatever the batch's classes, so no task of it bounces
+        // back to the injector: sized by the first lane alone, a worker with full class lanes took
+        // up to 128 tasks per yield and pushed most straight back, one lock and wake-up each.
+        let free = (crate::queue::CAPACITY / 2).saturating_sub(lanes.total_len());
         let first = self.shared.pools[self.pool]
             .injector
             .pop_batch(n, free, &mut self.batch)?;
@@ -375,15 +400,15 @@ impl<H: PollHook> Worker<'_, H> {
                     0
                 };
                 let ran = run::poll(self.hook, r, self.instr.as_mut());
-                let cpu_ns = match &self.instr {
+                let (cpu_ns, sched_ns) = match &self.instr {
                     Some(i) => {
                         self.injector_first = i.last_busy_ns() > LONG_POLL_FOR_INJECTOR_NS;
-                        i.last_cpu_ns()
+                        (i.last_cpu_ns(), Some(i.last_sched_ns()))
                     }
-                    None => NOMINAL_POLL_NS,
+                    None => (NOMINAL_POLL_NS, None),
                 };
                 if multi {
-                    self.charge(lane, cpu_ns);
+                    self.charge(lane, cpu_ns, sched_ns);
                 }
                 if let Ran::Requeue(t) = ran {
                     // A yield (or budget exhaustion): behind everything already queued; the end
@@ -398,7 +423,13 @@ impl<H: PollHook> Worker<'_, H> {
                         // A yield says "others may run now": remote work waiting in the injector
                         // goes ahead of the yielder too, not only the local queue (tokio gets the
                         // same effect by deferring yielded tasks until its queue is drained).
-                        if !self.shared.pools[self.pool].injector.is_empty() {
+                        // Only while little is queued here: behind a longer backlog the yielder
+                        // waits anyway, and the GLOBAL_INTERVAL check brings remote work in within
+                        // 31 polls; pulling on every yield made both workers take the injector lock
+                        // on every short poll while a backlog of remote work remained.
+                        if self.shared.workers[self.index].lanes.total_len() <= YIELD_PULL_BACKLOG
+                            && !self.shared.pools[self.pool].injector.is_empty()
+                        {
                             if let Some(first) = self.take_injected() {
                                 self.shared.push_local(self.index, first);
                             }
@@ -413,12 +444,16 @@ impl<H: PollHook> Worker<'_, H> {
         }
     }
 
-    /// Adds a poll's CPU to the pending charge, handing it to the class table per batch.
+    /// Adds a poll's CPU (and its scheduled delay, when timed) to the pending charge, handing it to
+    /// the class table per batch.
     #[inline]
-    fn charge(&mut self, lane: usize, cpu_ns: u64) {
+    fn charge(&mut self, lane: usize, cpu_ns: u64, sched_ns: Option<u64>) {
         if self.pending.0 != lane {
             self.flush_charge();
             self.pending.0 = lane;
+        }
+        if let Some(d) = sched_ns {
+            self.pending_delays.record(d);
         }
         self.pending.1 += cpu_ns;
         self.pending.2 += 1;
@@ -431,6 +466,9 @@ impl<H: PollHook> Worker<'_, H> {
         let (lane, ns, polls) = self.pending;
         if polls > 0 {
             self.shared.classes.charge(lane, ns, polls);
+            self.shared
+                .classes
+                .add_delays(lane, &mut self.pending_delays);
             self.pending = (lane, 0, 0);
         }
     }
@@ -446,6 +484,51 @@ impl<H: PollHook> Worker<'_, H> {
         // Drop the previous guard first so the new one restores "no context", not the old one.
         self.cur_ctx = None;
         self.cur_ctx = Some((p, RequestCtx::enter(ctx)));
+    }
+
+    /// The pool shrank below this worker (`pool.rs`): hand everything queued here to the pool's
+    /// injector, wake an active worker for it, and park outside the idle set until the pool grows
+    /// again or the runtime shuts down.
+    #[cold]
+    fn resize_park(&mut self) {
+        let shared = self.shared;
+        let pool = &shared.pools[self.pool];
+        self.cur_ctx = None;
+        self.flush_charge();
+        if let Some(i) = &mut self.instr {
+            i.publish(&shared.stats[self.index]);
+        }
+        if self.searching {
+            self.searching = false;
+            pool.idle.stop_searching();
+        }
+        let mut moved = Vec::new();
+        moved.extend(context::lifo_take());
+        while let Some(t) = shared.workers[self.index].lanes.pop_any() {
+            moved.push(t);
+        }
+        // From here wakes on this thread are not local: they go to the injector.
+        context::set_worker(None, 0);
+        // A closed injector means shutdown: the owner list completes these tasks.
+        if !moved.is_empty() {
+            drop(pool.injector.push_batch(moved));
+        }
+        // I1 as for any push; also passes on a wake-up this worker may have taken as a sleeper.
+        shared.notify_one(self.pool);
+        pool.parked
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // The grow path stores `active` and then unparks: the parker's token covers a grow between
+        // this check and the park.
+        while pool.resized_out(self.index) && !shared.is_shutdown() {
+            self.park.park(None);
+        }
+        pool.parked
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        context::set_worker(Some(shared), self.index);
+        self.lifo_polls = 0;
+        if let Some(i) = &mut self.instr {
+            i.restart();
+        }
     }
 
     /// I1: register as sleeping, re-check, park; on wake-up, I3.

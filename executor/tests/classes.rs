@@ -141,3 +141,65 @@ fn an_unregistered_class_runs_at_default_shares() {
     let frac = polls[1] as f64 / (polls[0] + polls[1]) as f64;
     assert!((frac - 0.5).abs() < 0.02, "polls {polls:?}");
 }
+
+/// The shares policy sees each class's scheduled delay (`ClassLoad::sched_delay_p99_ns`): on one
+/// worker, a class whose tasks queue behind another class's 300 µs polls is delayed by at least
+/// one of them, and the policy hears so.
+#[test]
+fn the_policy_sees_scheduled_delay_per_class() {
+    use pagegen_core::{ClassLoad, SharesPolicy};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    struct Watch(Arc<Mutex<Vec<ClassLoad>>>);
+    impl SharesPolicy for Watch {
+        fn period(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn adjust(&mut self, loads: &[ClassLoad], _: &mut Vec<(ClassId, Shares)>) {
+            self.0.lock().unwrap().extend_from_slice(loads);
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rt = Builder::new()
+        .workers(1)
+        .class(ClassSpec::new("quick"))
+        .class(ClassSpec::new("slow"))
+        .shares_policy(Watch(seen.clone()))
+        .build()
+        .unwrap();
+    let reg = rt.handle().class_registry().clone();
+    let (quick, slow) = (reg.id_of("quick").unwrap(), reg.id_of("slow").unwrap());
+    let q = rt.spawn_in(quick, async {
+        for _ in 0..300 {
+            task::yield_now().await;
+        }
+    });
+    let s = rt.spawn_in(slow, async {
+        for _ in 0..300 {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(300) {
+                std::hint::spin_loop();
+            }
+            task::yield_now().await;
+        }
+    });
+    rt.block_on(async {
+        q.await.unwrap();
+        s.await.unwrap();
+    });
+    let seen = seen.lock().unwrap();
+    let worst = |c: ClassId| {
+        seen.iter()
+            .filter(|l| l.class == c)
+            .map(|l| l.sched_delay_p99_ns)
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(!seen.is_empty(), "the policy ran");
+    assert!(
+        worst(quick) >= 300_000,
+        "quick waits behind 300 µs polls: p99 {} ns",
+        worst(quick)
+    );
+}

@@ -49,6 +49,10 @@ pub(crate) struct Header {
     pub(crate) id: u64,
     /// The request this task works for; current during its polls and drops.
     pub(crate) ctx: Arc<RequestCtx>,
+    /// The lane (class index, `class.rs`) of `ctx`'s class, fixed at spawn like the class itself:
+    /// every push reads it, and reading it from the shared `RequestCtx` instead cost a cache miss
+    /// per push whenever another worker was touching that context.
+    pub(crate) lane: u32,
     /// Slot in the owner list; read and written only under that list's shard lock.
     pub(crate) owned_slot: AtomicUsize,
     /// Polls so far; written only by the holder of `RUNNING`.
@@ -299,6 +303,7 @@ where
             state: State::new(if owned { 3 } else { 2 }),
             vtable: &Fns::<F, S>::VTABLE,
             id,
+            lane: crate::class::Classes::index(ctx.class()) as u32,
             ctx,
             owned_slot: AtomicUsize::new(usize::MAX),
             polls: AtomicU64::new(0),
