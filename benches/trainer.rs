@@ -16,7 +16,8 @@
 //! gained while the trainer ran (candle must add none: `RAYON_NUM_THREADS=1`).
 //!
 //! `cargo bench --bench trainer` (3 runs × 3 configurations × 4 s); `PAGEGEN_BENCH_SMOKE=1`: 1 run of
-//! 0.5 s each.
+//! 0.5 s each; `PAGEGEN_TRAINER_BENCH_SECS=S` sets the window to S seconds (e.g. 10, to see whole
+//! rounds).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -302,11 +303,19 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     let smoke = std::env::var_os("PAGEGEN_BENCH_SMOKE").is_some_and(|v| v == "1");
-    let (duration, runs) = if smoke {
+    let (mut duration, runs) = if smoke {
         (Duration::from_millis(500), 1)
     } else {
         (Duration::from_secs(4), 3)
     };
+    // Longer windows show whole rounds (one is ~2 s of CPU on a quiet core).
+    if let Some(secs) = std::env::var("PAGEGEN_TRAINER_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    {
+        duration = Duration::from_secs_f64(secs);
+    }
     let store = records(STORE_RECORDS);
     let modes = [Trainer::Off, Trainer::Nice0, Trainer::Nice10];
     let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
