@@ -27,6 +27,7 @@ pub mod __private;
 pub mod rt;
 pub mod runtime;
 pub mod task;
+pub mod trainer;
 
 /// Memory: pagegen's global allocator, per-request accounting, class arenas and budgets.
 pub use pagegen_alloc as alloc;

@@ -57,4 +57,4 @@ pub use recurrent::{RecurrentConfig, RecurrentPredictor};
 pub use runtime::{ModelConfig, ModelRuntime};
 pub use state_dir::StateDir;
 pub use store::{ProfileStore, Recovery, StoreConfig};
-pub use trainer::{RoundReport, Trainer, TrainerConfig, TrainerHandle};
+pub use trainer::{RoundReport, StartHook, Trainer, TrainerConfig, TrainerHandle};

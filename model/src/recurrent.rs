@@ -7,7 +7,8 @@
 //! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
 //!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
 //!   pending records are folded into the state — one GRU step each, in arrival order, after adding
-//!   the record's residual to the class's cover window ([`crate::net::cover`]) — and the new
+//!   the record's residuals to the class's cover window ([`crate::net::cover`]) and its bias
+//!   offset ([`ClassState::update_bias`](crate::net::ClassState::update_bias)) — and the new
 //!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
 //!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
 //!   that overflows between updates keeps the newest records (a sample of a burst is enough).
@@ -38,7 +39,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 5 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
+const PUB_LEN: usize = HIDDEN + 6 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,7 @@ impl Slot {
         s.xvar.iter().for_each(|&v| put(v));
         s.rls.iter().flatten().for_each(|&v| put(v));
         s.cover.iter().for_each(|&v| put(v));
+        s.bias.iter().for_each(|&v| put(v));
     }
 
     fn load(&self) -> ClassState {
@@ -127,6 +129,7 @@ impl Slot {
         s.xvar.iter_mut().for_each(|v| *v = get());
         s.rls.iter_mut().flatten().for_each(|v| *v = get());
         s.cover.iter_mut().for_each(|v| *v = get());
+        s.bias.iter_mut().for_each(|v| *v = get());
         s
     }
 }
@@ -153,9 +156,11 @@ impl Writer {
             let idx = (self.next_pending + k) % PENDING;
             if let Some(step) = self.pending[idx].take() {
                 if self.state.n > 0 {
-                    let (_, upper) = w.predict_log_raw(&self.state, &step.x);
+                    let (central, upper) = w.predict_log_raw(&self.state, &step.x);
                     self.cover.push(&step, &upper, &self.state.cover);
                     self.state.cover = self.cover.cover();
+                    let resid: [f32; RESOURCES] = std::array::from_fn(|r| step.y[r] - central[r]);
+                    self.state.update_bias(&resid, step.censored);
                 }
                 let input = w.fold(&mut self.state, &step);
                 self.history[self.next_history] = input;

@@ -107,18 +107,35 @@ impl ModelRuntime {
 
     /// Starts the trainer thread (requires `RAYON_NUM_THREADS=1`, see [`trainer::spawn`]).
     pub fn start_trainer(&mut self, interval: Duration) -> Result<(), ModelError> {
+        self.start_trainer_with(interval, Box::new(|| {}))
+    }
+
+    /// [`start_trainer`](Self::start_trainer), running `on_start` on the trainer thread first (see
+    /// [`trainer::StartHook`]; the facade's `pagegen::trainer::start` lowers its OS priority here).
+    /// A second call while the trainer runs does nothing.
+    pub fn start_trainer_with(
+        &mut self,
+        interval: Duration,
+        on_start: trainer::StartHook,
+    ) -> Result<(), ModelError> {
         if self.trainer.is_some() {
             return Ok(());
         }
         let t = Trainer::new(self.config.trainer, &self.deployed.recurrent().weights())?;
-        self.trainer = Some(trainer::spawn(
+        self.trainer = Some(trainer::spawn_with(
             t,
             self.deployed.clone(),
             self.store.clone(),
             Some(self.dir.checkpoint()),
             interval,
+            on_start,
         )?);
         Ok(())
+    }
+
+    /// The running trainer, if [`start_trainer`](Self::start_trainer) started one.
+    pub fn trainer(&self) -> Option<&TrainerHandle> {
+        self.trainer.as_ref()
     }
 
     /// Writes the champion's weights for another instance.

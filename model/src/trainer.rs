@@ -15,6 +15,7 @@
 //! `#[pagegen::main]` sets it before any thread starts unless the user did).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -317,9 +318,14 @@ fn calibration(w: &NetWeights, ds: &Dataset, prior: crate::Prior) -> [f32; RESOU
 pub struct TrainerHandle {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    rounds: Arc<AtomicU64>,
 }
 
 impl TrainerHandle {
+    /// Ticks finished so far (trained or not, failed or not).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
     /// Stops the thread and waits for it.
     pub fn stop(mut self) {
         self.shutdown();
@@ -343,15 +349,40 @@ pub fn single_threaded_candle() -> bool {
     std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.trim() == "1")
 }
 
+/// Something the trainer thread runs once, first, on itself: the place to lower its OS priority
+/// (the facade's `pagegen::trainer` passes `pagegen_executor::lower_current_thread_priority`; this
+/// crate forbids `unsafe` and so cannot call the OS itself).
+pub type StartHook = Box<dyn FnOnce() + Send + 'static>;
+
 /// Starts the trainer thread: every `interval` it folds pending class updates, reads the newest
 /// records from `store`, runs a [`round`](Trainer::round), and saves a promoted champion to
-/// `checkpoint`. Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs).
+/// `checkpoint`. Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs). Same as
+/// [`spawn_with`] with no start hook.
 pub fn spawn(
+    trainer: Trainer,
+    deployed: Arc<Deployed>,
+    store: Arc<Mutex<ProfileStore>>,
+    checkpoint: Option<PathBuf>,
+    interval: Duration,
+) -> Result<TrainerHandle, ModelError> {
+    spawn_with(
+        trainer,
+        deployed,
+        store,
+        checkpoint,
+        interval,
+        Box::new(|| {}),
+    )
+}
+
+/// [`spawn`], running `on_start` on the trainer thread before its first round (see [`StartHook`]).
+pub fn spawn_with(
     mut trainer: Trainer,
     deployed: Arc<Deployed>,
     store: Arc<Mutex<ProfileStore>>,
     checkpoint: Option<PathBuf>,
     interval: Duration,
+    on_start: StartHook,
 ) -> Result<TrainerHandle, ModelError> {
     if !single_threaded_candle() {
         return Err(ModelError::Config(
@@ -361,22 +392,29 @@ pub fn spawn(
         ));
     }
     let (tx, rx) = mpsc::channel::<()>();
+    let rounds = Arc::new(AtomicU64::new(0));
+    let counted = rounds.clone();
     let thread = std::thread::Builder::new()
         .name("pagegen-trainer".into())
-        .spawn(move || loop {
-            match rx.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            match trainer.tick(&deployed, &store, checkpoint.as_deref()) {
-                Ok(report) => tracing::debug!(?report, "trainer round"),
-                Err(e) => tracing::warn!(error = %e, "trainer round failed"),
+        .spawn(move || {
+            on_start();
+            loop {
+                match rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                match trainer.tick(&deployed, &store, checkpoint.as_deref()) {
+                    Ok(report) => tracing::debug!(?report, "trainer round"),
+                    Err(e) => tracing::warn!(error = %e, "trainer round failed"),
+                }
+                counted.fetch_add(1, Ordering::Relaxed);
             }
         })
         .map_err(|e| ModelError::io("pagegen-trainer thread", e))?;
     Ok(TrainerHandle {
         stop: Some(tx),
         thread: Some(thread),
+        rounds,
     })
 }
 

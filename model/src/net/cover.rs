@@ -1,22 +1,29 @@
 //! The per-class cover offset: split conformal prediction on a sliding window.
 //!
 //! Per class the writer keeps the last [`COVER_WINDOW`] residuals `y − upper` of the model's own
-//! upper estimates (before any offset), and the offset is their maximum: for exchangeable residuals
-//! the next one exceeds the maximum of the last 256 with probability 1/257 ≈ 0.4 % (split conformal,
-//! Vovk et al., *Algorithmic Learning in a Random World*, 2005; here per class and over a window, so it
-//! follows drift). Unlike a stepped offset (adaptive conformal inference) it is symmetric: an early
-//! miss leaves the window after 256 requests instead of lingering for thousands. The window size is a
-//! measured trade (model/README.md): 128 gave 1.16 % under-prediction at +11.4 points of slack, 256
-//! gives 0.73 % at +15.0; the nominal rate is lower than what drift leaves in practice. With fewer than
-//! [`COVER_MIN`] residuals the offset is 0 and the weights' global calibration stands alone. The window
-//! is kept across weight swaps (clearing it on every promotion left classes uncovered for their next
-//! 32 requests and raised under-prediction; residuals against the previous weights age out anyway).
+//! upper estimates (before any offset), and the offset is their [`COVER_RANK`]-th largest: for
+//! exchangeable residuals the next one exceeds the k-th largest of the last n with probability
+//! k/(n+1) (split conformal, Vovk et al., *Algorithmic Learning in a Random World*, 2005; here per
+//! class and over a window, so it follows drift). Unlike a stepped offset (adaptive conformal
+//! inference) it is symmetric: an early miss leaves the window after [`COVER_WINDOW`] requests
+//! instead of lingering for thousands. Window and rank are a measured trade (model/README.md): the
+//! maximum of 128 gave 1.16 % under-prediction at +11.4 points of slack, the maximum of 256 0.73 % at
+//! +15.0; the 3rd largest of 512 (nominal 0.58 %, the same coverage as a maximum of ~170 but with
+//! an offset that moves less when one extreme residual enters or leaves) is kept. The nominal rate
+//! is lower than what drift leaves in practice. With fewer than [`COVER_MIN`] residuals the offset
+//! is 0 and the weights' global calibration stands alone. The window is kept across weight swaps
+//! (clearing it on every promotion left classes uncovered for their next 32 requests and raised
+//! under-prediction; residuals against the previous weights age out anyway).
 
 use super::Step;
 use crate::target::{Targets, RESOURCES};
 
 /// Residuals kept per class.
-pub const COVER_WINDOW: usize = 256;
+pub const COVER_WINDOW: usize = 512;
+/// Which largest residual of a full window is the offset (3: the 3rd largest of 512, a nominal
+/// miss rate of 3/513 ≈ 0.58 %). A window holding `len` residuals uses rank
+/// `max(1, len·COVER_RANK/COVER_WINDOW)`, so a young class is covered by its maximum.
+pub const COVER_RANK: usize = 3;
 /// Residuals before the offset applies (a max of fewer than 32 covers < 97 %).
 pub const COVER_MIN: usize = 32;
 
@@ -59,13 +66,13 @@ impl CoverWindow {
         self.len = (self.len + 1).min(COVER_WINDOW);
     }
 
-    /// The offset: the largest recent residual per resource, clamped to ±4 (0 before
-    /// [`COVER_MIN`] residuals).
+    /// The offset: the [`COVER_RANK`]-th largest recent residual per resource, clamped to ±4 (0
+    /// before [`COVER_MIN`] residuals).
     pub fn cover(&self) -> Targets {
         let mut c = [0f32; RESOURCES];
         if self.len >= COVER_MIN {
             for (out, res) in c.iter_mut().zip(&self.resid) {
-                let m = res.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let m = kth_largest(res, (self.len * COVER_RANK / COVER_WINDOW).max(1));
                 *out = if m.is_finite() {
                     m.clamp(-4.0, 4.0)
                 } else {
@@ -75,6 +82,23 @@ impl CoverWindow {
         }
         c
     }
+}
+
+/// The `k`-th largest value of `v` (`k` ≥ 1, small): one pass keeping the top `k` in order.
+fn kth_largest(v: &[f32], k: usize) -> f32 {
+    let mut top = [f32::NEG_INFINITY; COVER_RANK];
+    let k = k.clamp(1, COVER_RANK);
+    for &x in v {
+        if x > top[k - 1] {
+            let mut i = k - 1;
+            while i > 0 && top[i - 1] < x {
+                top[i] = top[i - 1];
+                i -= 1;
+            }
+            top[i] = x;
+        }
+    }
+    top[k - 1]
 }
 
 #[cfg(test)]
@@ -91,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn offset_is_the_recent_maximum_and_old_misses_leave() {
+    fn a_young_window_is_covered_by_its_maximum_and_old_misses_leave() {
         let mut w = CoverWindow::default();
         let upper = [10.0; RESOURCES];
         w.push(&step(13.0, false), &upper, &[0.0; RESOURCES]); // one big early miss
@@ -106,9 +130,27 @@ mod tests {
         // A censored record under the offset says nothing; above it, it counts.
         w.push(&step(9.0, true), &upper, &w.cover());
         assert_eq!(w.cover()[0], -0.5);
-        w.push(&step(12.0, true), &upper, &w.cover());
-        assert_eq!(w.cover()[0], 2.0);
+        for k in 1..=COVER_RANK {
+            w.push(&step(12.0, true), &upper, &w.cover());
+            let want = if k < COVER_RANK { -0.5 } else { 2.0 };
+            assert_eq!(w.cover()[0], want, "after {k} censored misses");
+        }
         w.clear();
         assert_eq!(w.cover(), [0.0; RESOURCES]);
+    }
+
+    #[test]
+    fn a_full_window_is_covered_by_its_rank_th_largest_residual() {
+        let mut w = CoverWindow::default();
+        let upper = [0.0; RESOURCES];
+        // Residuals 0.001, 0.002, ... in a scrambled order (a multiplier coprime to the window).
+        for i in 0..COVER_WINDOW {
+            let v = ((i * 7) % COVER_WINDOW + 1) as f32 / 1000.0;
+            w.push(&step(v, false), &upper, &[0.0; RESOURCES]);
+        }
+        let want = (COVER_WINDOW + 1 - COVER_RANK) as f32 / 1000.0;
+        assert_eq!(w.cover()[0], want);
+        assert_eq!(kth_largest(&[1.0, 5.0, 3.0], 1), 5.0);
+        assert_eq!(kth_largest(&[1.0, 5.0, 3.0], 2), 3.0);
     }
 }

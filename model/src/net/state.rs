@@ -13,8 +13,9 @@
 //!   features standardised per class (32, see [`ClassState::standardize`]).
 //!
 //! The state also carries a per-class *cover* offset on the upper estimates (split conformal over a
-//! sliding window of the class's residuals, see [`super::cover`]): arithmetic on the model's own
-//! predictions, applied after the head, never an input to it.
+//! sliding window of the class's residuals, see [`super::cover`]) and a per-class *bias* offset on
+//! the central estimates (a running median of the residuals, see [`ClassState::update_bias`]):
+//! arithmetic on the model's own predictions, applied after the head, never an input to it.
 //!
 //! The head's outputs `o` (10) become `central = median + o[r]` and
 //! `upper = central + softplus(o[5 + r] + 2.2)·(spread + 0.05) + calib[r]` (spread: see
@@ -52,6 +53,9 @@ pub const SPREAD_MIN_N: u32 = 16;
 pub const UPPER_BIAS: f32 = 2.2;
 /// Spread floor, log space (5 %): a class that never varied still gets some headroom.
 pub const SD_FLOOR: f32 = 0.05;
+/// Largest central-estimate offset, log space (±2: a factor of e² ≈ 7.4), so a run of wild
+/// residuals cannot carry the estimate away from the head's.
+pub const BIAS_MAX: f32 = 2.0;
 
 /// One observation, ready to fold: log targets, censoring, features.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,6 +93,9 @@ pub struct ClassState {
     pub rls_cov: RlsCov,
     /// Per-class offset added to the upper estimates (see [`super::cover`]).
     pub cover: Targets,
+    /// Per-class offset added to the central estimates: a running median of the class's residuals
+    /// `y − central` against the model's own central estimates (see [`ClassState::update_bias`]).
+    pub bias: Targets,
 }
 
 impl Default for ClassState {
@@ -105,6 +112,7 @@ impl Default for ClassState {
             rls: [[0.0; super::rls::RLS_DIM]; RESOURCES],
             rls_cov: RlsCov::default(),
             cover: [0.0; RESOURCES],
+            bias: [0.0; RESOURCES],
         }
     }
 }
@@ -186,6 +194,33 @@ impl ClassState {
         }
     }
 
+    /// Moves the central-estimate offset one Robbins–Monro step towards the median of the residuals
+    /// `resid = y − central` (the model's own log-space central estimate before the offset, for the
+    /// observation about to be folded): up by `γ` when the residual is above the offset, down when
+    /// below, with `γ = max(1/n, ALPHA/2)·1.25·(spread + floor)`. A censored residual (a lower bound)
+    /// can only raise it.
+    ///
+    /// Why: the head's output offset is shared by all classes, so on a class whose demand no feature
+    /// explains it shifts the central estimate away from the class median by a learned amount that
+    /// suits the other classes; this per-class median of residuals takes that shift back out (and is
+    /// near 0, moving by a fraction of the fit's residual spread, on a class the head fits well). The
+    /// weight floor is half the statistics' (`ALPHA`): the residual median is a slower, second-order
+    /// correction and must not add the jitter of a 14-request memory to a well-fitted class.
+    pub fn update_bias(&mut self, resid: &Targets, censored: bool) {
+        let w = (1.0 / (self.n as f32 + 1.0)).max(ALPHA / 2.0);
+        let spread = self.spread();
+        for r in 0..RESOURCES {
+            let e = resid[r].clamp(-8.0, 8.0);
+            let gamma = w * 1.25 * (spread[r] + SD_FLOOR);
+            if e > self.bias[r] {
+                self.bias[r] = (self.bias[r] + gamma).min(e);
+            } else if !censored && e < self.bias[r] {
+                self.bias[r] = (self.bias[r] - gamma).max(e);
+            }
+            self.bias[r] = self.bias[r].clamp(-BIAS_MAX, BIAS_MAX);
+        }
+    }
+
     /// Folds the statistics of `step` (the GRU part is [`NetWeights::gru_step`](super::NetWeights)).
     pub fn update_stats(&mut self, step: &Step) {
         self.n = self.n.saturating_add(1);
@@ -254,5 +289,54 @@ pub fn softplus(x: f32) -> f32 {
         x
     } else {
         x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded(n: u32) -> ClassState {
+        let mut s = ClassState::default();
+        let step = Step {
+            y: [10.0; RESOURCES],
+            censored: false,
+            x: Features::default(),
+        };
+        for _ in 0..n {
+            s.update_stats(&step);
+        }
+        s
+    }
+
+    #[test]
+    fn bias_tracks_the_median_residual_and_censored_values_only_raise_it() {
+        let mut s = folded(1);
+        // Residuals alternating 0.2 and 0.8 around a constant 0.5 shift: the median is between.
+        for i in 0..1000 {
+            let e = if i % 3 == 0 {
+                0.2
+            } else {
+                0.5 + 0.01 * (i % 7) as f32
+            };
+            s.update_bias(&[e; RESOURCES], false);
+            s.update_stats(&Step {
+                y: [10.0; RESOURCES],
+                censored: false,
+                x: Features::default(),
+            });
+        }
+        assert!((s.bias[0] - 0.5).abs() < 0.06, "bias {}", s.bias[0]);
+        let before = s.bias;
+        // A censored residual below the offset says nothing; above it, it raises it.
+        s.update_bias(&[-1.0; RESOURCES], true);
+        assert_eq!(s.bias, before);
+        s.update_bias(&[3.0; RESOURCES], true);
+        assert!(s.bias[0] > before[0]);
+        // Bounded whatever the residuals.
+        for _ in 0..10_000 {
+            s.update_bias(&[f32::MAX; RESOURCES], false);
+        }
+        assert_eq!(s.bias[0], BIAS_MAX);
     }
 }

@@ -148,16 +148,18 @@ impl NetWeights {
         o
     }
 
-    /// Log-space central and upper predictions before the class's cover offset.
+    /// Log-space central and upper predictions before the class's bias and cover offsets.
     pub fn predict_log_raw(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
         let o = self.head(state, x);
         decode_head(&state.median, &state.spread(), &o, &self.calib)
     }
 
-    /// Log-space central and upper predictions for a state and (sanitized) features.
+    /// Log-space central and upper predictions for a state and (sanitized) features: the raw ones
+    /// with the class's bias offset on the central and its cover offset on the upper estimate.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
-        let (c, mut u) = self.predict_log_raw(state, x);
+        let (mut c, mut u) = self.predict_log_raw(state, x);
         for r in 0..RESOURCES {
+            c[r] += state.bias[r];
             u[r] = (u[r] + state.cover[r]).max(c[r]);
         }
         (c, u)
