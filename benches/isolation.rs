@@ -8,7 +8,9 @@
 //! 5. pagegen with the heavy class in a bulk pool at nice +10 (latency pool 2 workers + bulk pool
 //!    2 workers: more threads than cores, so the kernel preempts heavy polls for light ones),
 //! 6. the same with a 100 µs scheduler slice on the latency pool (`PoolSpec::slice`, EEVDF),
-//! 7. the same with, in addition, a 20 ms slice on the bulk pool.
+//! 7. the same with, in addition, a 20 ms slice on the bulk pool,
+//! 8. both pools at a 100 µs slice (a running bulk thread is protected from wake-up preemption for
+//!    at most its own slice under EEVDF's run-to-parity, so a short bulk slice bounds the wait).
 //!
 //! A distribution, not an iteration time, so this is a plain `harness = false` program rather than a
 //! criterion group. `cargo bench --bench isolation` (3 s per configuration; `PAGEGEN_BENCH_SMOKE=1`:
@@ -224,6 +226,12 @@ const CONFIGS: &[Config] = &[
         pagegen_bulk(
             Some(Duration::from_micros(100)),
             Some(Duration::from_millis(20)),
+        )
+    }),
+    ("bulk pool + both slices 100 µs", || {
+        pagegen_bulk(
+            Some(Duration::from_micros(100)),
+            Some(Duration::from_micros(100)),
         )
     }),
 ];

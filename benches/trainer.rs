@@ -4,7 +4,7 @@
 //! fixed work, registered classes at equal shares), in three configurations, alternated run by run:
 //! 1. no trainer,
 //! 2. the trainer at normal priority (`ModelRuntime::start_trainer`),
-//! 3. the trainer as the facade starts it, nice +10 (`pagegen::trainer::start`).
+//! 3. the trainer as the facade starts it, at nice +19 (`pagegen::trainer::start`).
 //!
 //! The trainer runs continuous rounds (1 ms between ticks; one round of the default sizes is ~2 s of
 //! CPU) on a profile store filled with 20,000 records from the evaluation's synthetic routes and 40
@@ -150,7 +150,7 @@ fn thread_cpu_ns(tid: u64) -> Option<u64> {
 enum Trainer {
     Off,
     Nice0,
-    Nice10,
+    NiceLow,
 }
 
 impl Trainer {
@@ -158,7 +158,7 @@ impl Trainer {
         match self {
             Trainer::Off => "no trainer",
             Trainer::Nice0 => "trainer, normal priority",
-            Trainer::Nice10 => "trainer, nice +10 (facade)",
+            Trainer::NiceLow => "trainer, nice +19 (facade)",
         }
     }
 }
@@ -317,7 +317,7 @@ fn main() {
         duration = Duration::from_secs_f64(secs);
     }
     let store = records(STORE_RECORDS);
-    let modes = [Trainer::Off, Trainer::Nice0, Trainer::Nice10];
+    let modes = [Trainer::Off, Trainer::Nice0, Trainer::NiceLow];
     let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
     for i in 0..runs {
         for (m, mode) in modes.iter().enumerate() {

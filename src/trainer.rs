@@ -3,8 +3,12 @@
 //! The trainer (candle training rounds, see [`pagegen_model::trainer`]) must not take CPU from the
 //! request path. It already stays on one core (`RAYON_NUM_THREADS=1`, which `#[pagegen::main]` sets);
 //! [`start`] also lowers its thread's priority by [`TRAINER_NICE`] nice levels, on the trainer thread
-//! itself before its first round, so the kernel runs it only when the workers leave CPU over (at
-//! nice +10 a thread gets roughly a tenth of the share of a nice-0 thread on a contended core).
+//! itself before its first round, so the kernel runs it only when the workers leave CPU over. The
+//! lowest nice value (19, weight 15 against a nice-0 thread's 1024: about 1.5 % of a contended core)
+//! rather than +10, because a bulk pool usually sits at +10 and the trainer must yield to it too; at
+//! +10 it took an equal share beside bulk workers (`benches/trainer.rs`, 2026-11-30). Not
+//! `SCHED_IDLE`: the trainer takes the profile store's lock, which the completion path also takes,
+//! and a `SCHED_IDLE` holder can be starved while holding it.
 //!
 //! `benches/trainer.rs` measures a busy runtime with and without the trainer beside it.
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 use pagegen_model::{ModelError, ModelRuntime, StartHook};
 
 /// Nice levels the trainer thread is lowered by.
-pub const TRAINER_NICE: i32 = 10;
+pub const TRAINER_NICE: i32 = 19;
 
 /// The start hook [`start`] gives the trainer: lower the calling thread's priority by
 /// [`TRAINER_NICE`]. Where the OS refuses, the trainer runs at the process's priority and says so once.
