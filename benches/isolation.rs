@@ -17,6 +17,9 @@
 //! 0.3 s); `PAGEGEN_ISO_REPEAT=5 cargo bench --bench isolation -- bulk` repeats only the bulk-pool
 //! rows five times, interleaved, and prints medians.
 
+#[path = "support/arrivals.rs"]
+mod arrivals;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,20 +122,9 @@ fn run(name: &'static str, target: &dyn Target, duration: Duration) -> Result {
     ));
     let start = Instant::now();
     let polls_at_start = polls.load(Ordering::Relaxed);
-    // Poisson arrivals: exponential gaps from a xorshift generator (fixed seed: same schedule for
-    // every configuration).
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = start;
+    let mut arrivals = arrivals::Poisson::new(start, LIGHT_RATE);
     while start.elapsed() < duration {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-        next += Duration::from_secs_f64(-(1.0 - u).ln() / LIGHT_RATE);
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let arrived = Instant::now();
+        let arrived = arrivals.wait_next();
         let light = light.clone();
         target.spawn_light(Box::new(move || {
             let delay = arrived.elapsed().as_nanos() as u64;

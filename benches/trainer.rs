@@ -19,6 +19,9 @@
 //! 0.5 s each; `PAGEGEN_TRAINER_BENCH_SECS=S` sets the window to S seconds (e.g. 10, to see whole
 //! rounds).
 
+#[path = "support/arrivals.rs"]
+mod arrivals;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,19 +241,9 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
         .map_or(0, |t| t.rounds());
     let start = Instant::now();
     let units0 = units.load(Ordering::Relaxed);
-    // Poisson arrivals from a fixed-seed xorshift: the same schedule in every run.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = start;
+    let mut arrivals = arrivals::Poisson::new(start, LIGHT_RATE);
     while start.elapsed() < duration {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-        next += Duration::from_secs_f64(-(1.0 - u).ln() / LIGHT_RATE);
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let arrived = Instant::now();
+        let arrived = arrivals.wait_next();
         let light = light.clone();
         drop(rt.spawn_in(light_class, async move {
             let delay = arrived.elapsed().as_nanos() as u64;
