@@ -143,8 +143,10 @@ fn an_unregistered_class_runs_at_default_shares() {
 }
 
 /// The shares policy sees each class's scheduled delay (`ClassLoad::sched_delay_p99_ns`): on one
-/// worker, a class whose tasks queue behind another class's 300 µs polls is delayed by at least
-/// one of them, and the policy hears so.
+/// worker, a `quick` task queued at the start of a `slow` task's 300 µs poll cannot run before that
+/// poll ends, so its delay is at least 300 µs whatever order the pick takes, and the policy hears
+/// so. (The slow poll spawns it: waiting on which class the pick prefers would make the test
+/// depend on timing.)
 #[test]
 fn the_policy_sees_scheduled_delay_per_class() {
     use pagegen_core::{ClassLoad, SharesPolicy};
@@ -170,22 +172,22 @@ fn the_policy_sees_scheduled_delay_per_class() {
         .unwrap();
     let reg = rt.handle().class_registry().clone();
     let (quick, slow) = (reg.id_of("quick").unwrap(), reg.id_of("slow").unwrap());
-    let q = rt.spawn_in(quick, async {
-        for _ in 0..300 {
-            task::yield_now().await;
-        }
-    });
-    let s = rt.spawn_in(slow, async {
-        for _ in 0..300 {
+    let s = rt.spawn_in(slow, async move {
+        let mut quicks = Vec::new();
+        for _ in 0..50 {
+            // Queued on this (the only) worker, which is busy with this poll for 300 µs more.
+            quicks.push(spawn_in(quick, async {}));
             let t = Instant::now();
             while t.elapsed() < Duration::from_micros(300) {
                 std::hint::spin_loop();
             }
             task::yield_now().await;
         }
+        for q in quicks {
+            q.await.unwrap();
+        }
     });
     rt.block_on(async {
-        q.await.unwrap();
         s.await.unwrap();
     });
     let seen = seen.lock().unwrap();
