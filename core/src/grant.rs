@@ -31,9 +31,14 @@ pub struct Grant {
     pub mem_soft: u64,
     /// Memory level that cancels the request, bytes of peak net allocation.
     pub mem_hard: u64,
-    /// File operations this request may have in flight.
+    /// File operations this request may have in flight (enforced by the I/O driver through
+    /// [`IoAccount::try_begin_op`](crate::IoAccount::try_begin_op), which never overshoots).
     pub io_depth: u32,
-    /// File I/O bandwidth, bytes per second (`u64::MAX`: unlimited).
+    /// File I/O bandwidth, bytes per second (`u64::MAX`: unlimited). A per-request pace, not a
+    /// burst bound: the I/O driver starts each op at the time
+    /// [`IoAccount::reserve_bandwidth`](crate::IoAccount::reserve_bandwidth) gives it, so an idle
+    /// request's first op starts at once; limiting what a whole class puts in the device queue is
+    /// the class limits' job.
     pub io_bytes_per_sec: u64,
     /// Wall-clock budget from admission, ns (`u64::MAX`: none).
     pub wall_ns: u64,
