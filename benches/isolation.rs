@@ -181,6 +181,20 @@ fn pagegen_shares(light_shares: u16, heavy_shares: u16) -> Box<dyn Target> {
     })
 }
 
+/// Latency pool of 2 and bulk pool of 2 under `SCHED_IDLE` (the opt-in).
+fn pagegen_bulk_idle() -> Box<dyn Target> {
+    let rt = Builder::new()
+        .pool(PoolSpec::new("latency", 2))
+        .pool(PoolSpec::new("bulk", 2).nice(10).sched_idle(true))
+        .build()
+        .unwrap();
+    Box::new(Pagegen {
+        rt,
+        heavy_pool: PoolId::BULK,
+        classes: None,
+    })
+}
+
 /// Latency pool of 2 and bulk pool of 2 at nice +10, with optional scheduler slices.
 fn pagegen_bulk(latency_slice: Option<Duration>, bulk_slice: Option<Duration>) -> Box<dyn Target> {
     let mut latency = PoolSpec::new("latency", 2);
@@ -226,6 +240,7 @@ const CONFIGS: &[Config] = &[
             Some(Duration::from_micros(100)),
         )
     }),
+    ("bulk pool SCHED_IDLE (opt-in)", pagegen_bulk_idle),
 ];
 
 fn main() {

@@ -11,13 +11,41 @@
 //! - **I3 a woken worker searches.** Waking removes the worker from the list and counts it as
 //!   searching on its behalf; a worker that wakes up and is still listed woke spuriously (timeout,
 //!   I/O) and removes itself, not searching.
-//! - At most half the workers search at once (tokio's bound against thundering herds).
+//! - **I4 a stalled searcher does not silence producers.** I2 trusts the searcher to be running. A
+//!   woken worker that the kernel leaves queued behind another thread (a bulk worker protected by its
+//!   slice, a kernel thread) is counted as searching while it cannot search, and under I2 alone every
+//!   later wake is skipped until it gets a CPU — milliseconds of delay for work queued meanwhile
+//!   (seen with `perf sched timehist` in the isolation bench: a latency worker 8.5 ms behind a
+//!   kernel thread, light tasks waiting in the injector, the other latency worker asleep). So a
+//!   producer that finds a searcher but no new searcher for [`STALL_NS`] wakes a sleeper anyway.
+//!   Searches take microseconds; a searcher older than that is almost surely not on a CPU.
+//! - At most half the workers search at once (tokio's bound against thundering herds), I4 aside.
 #![forbid(unsafe_code)]
 
-use crate::loom::{fence, lock, AtomicUsize, Mutex, Ordering};
+use crate::loom::{fence, lock, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// I4: how long the latest searcher may go without finding work before a producer wakes another
+/// worker — the light class's service time, the latency pagegen aims for.
+pub(crate) const STALL_NS: u64 = 50_000;
+
+/// The clock I4 reads, in ns: the poll clock; a constant under loom, whose models must not branch
+/// on real time (so I4 never fires there and the models check I1–I3 as before).
+#[inline]
+pub(crate) fn clock_ns() -> u64 {
+    #[cfg(not(loom))]
+    {
+        crate::clock::to_ns(crate::clock::now())
+    }
+    #[cfg(loom)]
+    {
+        0
+    }
+}
 
 pub(crate) struct Idle {
     searching: AtomicUsize,
+    /// Poll-clock time (ns) of the latest start of a search (I4).
+    searching_since: AtomicU64,
     sleeping: AtomicUsize,
     sleepers: Mutex<Vec<usize>>,
     workers: usize,
@@ -27,37 +55,52 @@ impl Idle {
     pub(crate) fn new(workers: usize) -> Self {
         Idle {
             searching: AtomicUsize::new(0),
+            searching_since: AtomicU64::new(0),
             sleeping: AtomicUsize::new(0),
             sleepers: Mutex::new(Vec::with_capacity(workers)),
             workers,
         }
     }
 
-    /// I1/I2, producer side: which sleeping worker to wake for new work, if any. The caller unparks it.
+    /// I1/I2/I4, producer side: which sleeping worker to wake for new work, if any. The caller
+    /// unparks it. `now` reads the clock in ns (only when a searcher exists and a worker sleeps).
     #[inline]
-    pub(crate) fn worker_to_notify(&self) -> Option<usize> {
+    pub(crate) fn worker_to_notify(&self, now: impl Fn() -> u64) -> Option<usize> {
         fence(Ordering::SeqCst);
-        if self.searching.load(Ordering::SeqCst) != 0 || self.sleeping.load(Ordering::SeqCst) == 0 {
+        if self.sleeping.load(Ordering::SeqCst) == 0 || self.searcher_is_fresh(&now) {
             return None;
         }
         let mut list = lock(&self.sleepers);
-        if self.searching.load(Ordering::SeqCst) != 0 {
+        if self.searcher_is_fresh(&now) {
             return None;
         }
         let w = list.pop()?;
         self.sleeping.fetch_sub(1, Ordering::SeqCst);
-        self.searching.fetch_add(1, Ordering::SeqCst);
+        self.start_search(now());
         Some(w)
+    }
+
+    /// I2 with I4: a searcher exists and the latest one started less than [`STALL_NS`] ago.
+    #[inline]
+    fn searcher_is_fresh(&self, now: &impl Fn() -> u64) -> bool {
+        self.searching.load(Ordering::SeqCst) != 0
+            && now().saturating_sub(self.searching_since.load(Ordering::Relaxed)) < STALL_NS
+    }
+
+    #[inline]
+    fn start_search(&self, now: u64) {
+        self.searching_since.fetch_max(now, Ordering::Relaxed);
+        self.searching.fetch_add(1, Ordering::SeqCst);
     }
 
     /// I2: may this worker start searching (steal)?
     #[inline]
-    pub(crate) fn try_start_searching(&self) -> bool {
+    pub(crate) fn try_start_searching(&self, now: impl Fn() -> u64) -> bool {
         let n = self.searching.load(Ordering::SeqCst);
         if 2 * n >= self.workers.max(2) {
             return false;
         }
-        self.searching.fetch_add(1, Ordering::SeqCst);
+        self.start_search(now());
         true
     }
 
@@ -119,7 +162,7 @@ mod loom_idle {
                 let (idle, parker, work) = (idle.clone(), parker.clone(), work.clone());
                 thread::spawn(move || {
                     work.store(true, Ordering::SeqCst);
-                    if idle.worker_to_notify() == Some(0) {
+                    if idle.worker_to_notify(|| 0) == Some(0) {
                         parker.unpark();
                     }
                 })
@@ -136,5 +179,60 @@ mod loom_idle {
             assert!(work.load(Ordering::SeqCst));
             producer.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_000_000_000;
+
+    /// I2 then I4 on a fake clock: a fresh searcher silences producers, a stalled one does not,
+    /// and a new search (a worker that is demonstrably running) makes the searchers fresh again.
+    #[test]
+    fn a_stalled_searcher_does_not_silence_producers() {
+        let idle = Idle::new(3);
+        for w in 0..3 {
+            idle.register_sleeper(w, false);
+        }
+        // The first wake: worker 2 (the last to sleep) is woken and counted as searching.
+        assert_eq!(idle.worker_to_notify(|| T0), Some(2));
+        // I2: while it is fresh, nobody else is woken.
+        assert_eq!(idle.worker_to_notify(|| T0 + STALL_NS - 1), None);
+        // I4: it has not found work within STALL_NS: the next producer wakes another sleeper.
+        assert_eq!(idle.worker_to_notify(|| T0 + STALL_NS), Some(1));
+        // That wake restarted the stall clock.
+        assert_eq!(idle.worker_to_notify(|| T0 + STALL_NS + 1), None);
+        // One of the two finds work; later a running worker starts a search of its own (allowed:
+        // one searcher of three), which makes the searchers fresh again.
+        assert!(!idle.stop_searching());
+        let t1 = T0 + 3 * STALL_NS;
+        assert_eq!(idle.worker_to_notify(|| t1), Some(0), "stale before");
+        assert!(!idle.stop_searching());
+        assert!(idle.try_start_searching(|| t1 + 1));
+        idle.register_sleeper(0, false);
+        assert_eq!(idle.worker_to_notify(|| t1 + 2), None);
+        // Once every searcher has stopped, I2 no longer applies at all (whatever the clock says).
+        while idle.searching.load(Ordering::SeqCst) > 0 {
+            idle.stop_searching();
+        }
+        assert_eq!(idle.worker_to_notify(|| t1 + 2), Some(0));
+        // No sleeper left: nobody to wake, stall or not.
+        assert_eq!(idle.worker_to_notify(|| t1 + 10 * STALL_NS), None);
+    }
+
+    /// A worker that wakes up and finds itself unlisted was notified (I3), even one woken by I4.
+    #[test]
+    fn a_worker_woken_by_the_stall_rule_is_searching() {
+        let idle = Idle::new(2);
+        idle.register_sleeper(0, false);
+        idle.register_sleeper(1, false);
+        assert_eq!(idle.worker_to_notify(|| T0), Some(1));
+        assert_eq!(idle.worker_to_notify(|| T0 + STALL_NS), Some(0));
+        assert!(idle.unregister_sleeper(0));
+        assert!(idle.unregister_sleeper(1));
+        assert_eq!(idle.searching.load(Ordering::SeqCst), 2);
+        assert_eq!(idle.sleeping.load(Ordering::SeqCst), 0);
     }
 }

@@ -253,7 +253,10 @@ impl Shared {
     /// I1/I2: wakes one sleeping worker of `pool` if none of its workers is searching.
     #[inline]
     pub(crate) fn notify_one(&self, pool: usize) {
-        if let Some(w) = self.pools[pool].idle.worker_to_notify() {
+        if let Some(w) = self.pools[pool]
+            .idle
+            .worker_to_notify(crate::idle::clock_ns)
+        {
             self.unpark(w);
         }
     }

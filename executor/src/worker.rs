@@ -313,7 +313,9 @@ impl<H: PollHook> Worker<'_, H> {
     /// Nothing local: become a searcher (idle.rs I2) and steal, then look at the injector again.
     fn search(&mut self) -> Option<Notified> {
         if !self.searching {
-            self.searching = self.shared.pools[self.pool].idle.try_start_searching();
+            self.searching = self.shared.pools[self.pool]
+                .idle
+                .try_start_searching(crate::idle::clock_ns);
             if !self.searching {
                 return None;
             }
