@@ -12,6 +12,12 @@
 //! 8. both pools at a 100 µs slice (a running bulk thread is protected from wake-up preemption for
 //!    at most its own slice under EEVDF's run-to-parity, so a short bulk slice bounds the wait).
 //!
+//! 9. the bulk pool under `SCHED_IDLE` (the opt-in),
+//! 10. **the kernel's floor**, no runtime at all: two plain threads at nice +10 spin the heavy polls,
+//!     and each light arrival is handed to one of two parked nice-0 threads (a mutex and condvar
+//!     each, the cheapest hand-off std offers). No user-space scheduler wakes a thread faster than
+//!     this on the same machine, so it is the anchor for "near the service time".
+//!
 //! A distribution, not an iteration time, so this is a plain `harness = false` program rather than a
 //! criterion group. `cargo bench --bench isolation` (3 s per configuration; `PAGEGEN_BENCH_SMOKE=1`:
 //! 0.3 s); `PAGEGEN_ISO_REPEAT=5 cargo bench --bench isolation -- bulk` repeats only the bulk-pool
@@ -181,6 +187,109 @@ fn pagegen_shares(light_shares: u16, heavy_shares: u16) -> Box<dyn Target> {
     })
 }
 
+/// One parked thread of the floor configuration: a slot for the next job, and its wake-up.
+#[derive(Default)]
+struct Slot {
+    job: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    cv: std::sync::Condvar,
+}
+
+/// The kernel's floor (item 10): plain threads, no executor.
+struct OsFloor {
+    light: Vec<Arc<Slot>>,
+    busy: Vec<Arc<AtomicBool>>,
+    /// Where the search for an idle light thread starts (round-robin).
+    next: std::sync::atomic::AtomicUsize,
+    stop: Arc<AtomicBool>,
+    heavy_started: std::sync::atomic::AtomicUsize,
+}
+
+impl Target for OsFloor {
+    fn spawn_light(&self, f: Box<dyn FnOnce() + Send>) {
+        // An idle thread if there is one, else round-robin (its slot queues one job at a time:
+        // at 5 % load a second job while both are busy is rare and waits for the slot).
+        let n = self.light.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let k = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| !self.busy[i].load(Ordering::Acquire))
+            .unwrap_or(start % n);
+        let slot = &self.light[k];
+        let mut f = Some(f);
+        loop {
+            let mut g = slot.job.lock().unwrap();
+            if g.is_none() {
+                *g = f.take();
+                drop(g);
+                slot.cv.notify_one();
+                return;
+            }
+            drop(g);
+            std::thread::yield_now();
+        }
+    }
+    fn spawn_heavy(&self, stop: Arc<AtomicBool>, polls: Arc<AtomicU64>) {
+        // Two heavy threads (one per core), whatever the number of heavy tasks asked for.
+        if self.heavy_started.fetch_add(1, Ordering::Relaxed) >= 2 {
+            return;
+        }
+        let own_stop = self.stop.clone();
+        std::thread::spawn(move || {
+            let _ = pagegen::runtime::lower_current_thread_priority(10);
+            while !stop.load(Ordering::Relaxed) && !own_stop.load(Ordering::Relaxed) {
+                spin(HEAVY_POLL);
+                polls.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+impl Drop for OsFloor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for s in &self.light {
+            s.cv.notify_one();
+        }
+    }
+}
+
+fn os_floor() -> Box<dyn Target> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut light = Vec::new();
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let slot = Arc::new(Slot::default());
+        let b = Arc::new(AtomicBool::new(false));
+        let (s, b2, stop) = (slot.clone(), b.clone(), stop.clone());
+        std::thread::spawn(move || loop {
+            let job = {
+                let mut g = s.job.lock().unwrap();
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(j) = g.take() {
+                        break j;
+                    }
+                    g = s.cv.wait(g).unwrap();
+                }
+            };
+            b2.store(true, Ordering::Release);
+            job();
+            b2.store(false, Ordering::Release);
+        });
+        light.push(slot);
+        busy.push(b);
+    }
+    Box::new(OsFloor {
+        light,
+        busy,
+        next: std::sync::atomic::AtomicUsize::new(0),
+        stop,
+        heavy_started: std::sync::atomic::AtomicUsize::new(0),
+    })
+}
+
 /// Latency pool of 2 and bulk pool of 2 under `SCHED_IDLE` (the opt-in).
 fn pagegen_bulk_idle() -> Box<dyn Target> {
     let rt = Builder::new()
@@ -241,6 +350,7 @@ const CONFIGS: &[Config] = &[
         )
     }),
     ("bulk pool SCHED_IDLE (opt-in)", pagegen_bulk_idle),
+    ("floor: plain threads, bulk nice 10 (no runtime)", os_floor),
 ];
 
 fn main() {

@@ -7,7 +7,9 @@
 //!   pair, either the producer sees the sleeper or the sleeper sees the work.
 //! - **I2 one searcher is enough.** If some worker is searching, producers wake nobody: the searcher
 //!   either finds the work or, on giving up (I1's re-check), sees it. A searcher that finds work and
-//!   was the last searcher wakes one more worker, so a burst spreads one worker at a time.
+//!   was the last searcher wakes one more worker if more work is queued in its pool (decrement,
+//!   fence, look: a producer pushing meanwhile sees no searcher and wakes one itself), so a burst
+//!   spreads one worker at a time and a lone task wakes nobody else.
 //! - **I3 a woken worker searches.** Waking removes the worker from the list and counts it as
 //!   searching on its behalf; a worker that wakes up and is still listed woke spuriously (timeout,
 //!   I/O) and removes itself, not searching.
@@ -121,7 +123,8 @@ impl Idle {
         self.sleeping.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// I1's fence on the sleeper side.
+    /// I1's fence on the worker side: after registering as a sleeper, or after the last searcher
+    /// stops, before looking at the queues.
     #[inline]
     pub(crate) fn fence_after_register(&self) {
         fence(Ordering::SeqCst);

@@ -209,8 +209,17 @@ impl<H: PollHook> Worker<'_, H> {
                 Some(task) => {
                     if self.searching {
                         self.searching = false;
-                        if self.shared.pools[self.pool].idle.stop_searching() {
-                            self.shared.notify_one(self.pool);
+                        let idle = &self.shared.pools[self.pool].idle;
+                        // I2: the last searcher to find work passes the search on — only if more
+                        // work is queued (the fence orders the decrement before the look, against
+                        // a producer's push-fence-read, as in I1). Waking a worker for nothing
+                        // costs a futex wake before this task's first poll and a context switch
+                        // on a CPU a light request may need.
+                        if idle.stop_searching() {
+                            idle.fence_after_register();
+                            if self.shared.has_work(self.pool) {
+                                self.shared.notify_one(self.pool);
+                            }
                         }
                     }
                     self.run_task(task);
