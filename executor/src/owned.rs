@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::loom::{lock, Mutex};
+use crate::pool::Padded;
 use crate::task::raw::{Header, OwnedRef};
 use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
 use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
@@ -14,14 +15,13 @@ use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
 /// within the range tokio uses (its count scales with cores, 4× rounded up to a power of two).
 const SHARDS: usize = 64;
 
-/// A shard on cache lines of its own (128 bytes: the adjacent-line prefetcher pairs lines), so the
-/// spawning thread inserting into shard `k` does not bounce the line of the worker removing from
-/// shard `k - 1` (consecutive ids are in consecutive shards).
-#[repr(align(128))]
-struct Padded(Mutex<Shard>);
+/// Each shard on cache lines of its own ([`Padded`]), so the spawning thread inserting into shard
+/// `k` does not bounce the line of the worker removing from shard `k - 1` (consecutive ids are in
+/// consecutive shards).
+type PaddedShard = Padded<Mutex<Shard>>;
 
 pub(crate) struct OwnedTasks {
-    shards: Box<[Padded]>,
+    shards: Box<[PaddedShard]>,
     /// Set while `shutdown_timeout` waits for the list to empty: completions then signal `drained`.
     draining: AtomicBool,
     // Cold-path signalling only (shutdown): plain std types, outside the loom models.

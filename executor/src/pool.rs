@@ -162,10 +162,12 @@ pub enum ResizeError {
     },
 }
 
-/// An atomic on a cache line of its own: read by every worker each tick, written only by resizes,
-/// so it must not share a line with the injector's busy state.
-#[repr(align(64))]
-pub(crate) struct Padded(pub(crate) AtomicUsize);
+/// A value on cache lines of its own (128 bytes: the adjacent-line prefetcher pairs lines), so
+/// writes to it do not slow readers of its neighbours, nor theirs it. Used for: a pool's `active`
+/// count (read by every worker each tick, written only by resizes, beside the injector's busy
+/// state), the owner list's shards, and the spawn counter.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
 
 /// A pool's shared scheduling state.
 pub(crate) struct PoolShared {
@@ -176,7 +178,7 @@ pub(crate) struct PoolShared {
     pub(crate) spec: PoolSpec,
     /// Workers `range.start..range.start + active` run tasks; the rest park (resize protocol in
     /// `worker.rs`, `Worker::resize_park`).
-    pub(crate) active: Padded,
+    pub(crate) active: Padded<AtomicUsize>,
     /// Workers currently parked by a resize.
     pub(crate) parked: AtomicUsize,
 }

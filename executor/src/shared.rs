@@ -24,7 +24,7 @@ use crate::instrument::PollSummary;
 use crate::lanes::Lanes;
 use crate::loom::{lock, AtomicBool, Mutex, Ordering};
 use crate::owned::OwnedTasks;
-use crate::pool::{PoolShared, PoolSpec};
+use crate::pool::{Padded, PoolShared, PoolSpec};
 use crate::queue::CAPACITY;
 use crate::task::raw::{new_task, Header, Notified, OwnedRef, Schedule};
 use crate::task::JoinHandle;
@@ -39,12 +39,19 @@ pub(crate) struct WorkerSlot {
 }
 
 /// The runtime's shared state.
+///
+/// Aligned to 128 bytes so that, inside its `Arc`, the reference counts (touched by every spawn and
+/// every task's end: each task holds an `Arc<Shared>` to schedule itself) sit on their own cache
+/// lines, away from the read-mostly fields every spawn and wake reads (`timing`, `pools`, ...).
+/// `perf annotate` of `spawn_many_local` put half of `schedule_spawn`'s samples on those reads.
+#[repr(align(128))]
 pub(crate) struct Shared {
     pub(crate) pools: Box<[PoolShared]>,
     pub(crate) workers: Box<[WorkerSlot]>,
     pub(crate) owned: OwnedTasks,
     pub(crate) shutdown: AtomicBool,
-    next_id: AtomicU64,
+    /// Task ids; written by every spawn, so on lines of its own.
+    next_id: Padded<AtomicU64>,
     /// Context of unclassified work spawned outside any request.
     pub(crate) background: Arc<RequestCtx>,
     pub(crate) blocking: Arc<BlockingPool>,
@@ -91,7 +98,7 @@ impl Shared {
             workers: slots.into_boxed_slice(),
             owned: OwnedTasks::new(),
             shutdown: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
+            next_id: Padded(AtomicU64::new(1)),
             background: RequestCtx::background(BACKGROUND_REQUEST, ClassId::DEFAULT),
             blocking,
             tokio,
@@ -123,7 +130,7 @@ impl Shared {
     }
 
     fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, StdOrdering::Relaxed)
+        self.next_id.0.fetch_add(1, StdOrdering::Relaxed)
     }
 
     /// Spawns `fut` in `ctx` (default: the current request's, else the background context).
