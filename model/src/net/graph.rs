@@ -295,7 +295,7 @@ mod tests {
                     pu0[r],
                     u[r]
                 );
-                assert!((pc[r] - pc0[r]).abs() <= 1e-6);
+                assert!((pc[r] - s.chosen_central(&pc0)[r]).abs() <= 1e-6);
                 assert!((pu[r] - (pu0[r] + w.calib[r]).max(pc[r])).abs() <= 1e-5);
             }
             assert_eq!(FEATURE_WIDTH, 32);

@@ -155,11 +155,15 @@ impl NetWeights {
     }
 
     /// Log-space central and upper predictions for a state and (sanitized) features: the raw ones
-    /// with the class's bias offset on the central and its cover offset on the upper estimate.
+    /// with the class's bias offset on the central (or the class median where the class's choice
+    /// says so, [`ClassState::chosen_central`]) and its cover offset on the upper estimate.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
         let (mut c, mut u) = self.predict_log_raw(state, x);
         for r in 0..RESOURCES {
             c[r] += state.bias[r];
+        }
+        let c = state.chosen_central(&c);
+        for r in 0..RESOURCES {
             u[r] = (u[r] + state.cover[r]).max(c[r]);
         }
         (c, u)
