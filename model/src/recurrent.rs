@@ -48,7 +48,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 pub const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 8 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
+const PUB_LEN: usize = HIDDEN + 10 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Slot {
         s.rls.iter().flatten().for_each(|&v| put(v));
         s.cover.iter().for_each(|&v| put(v));
         s.bias.iter().for_each(|&v| put(v));
-        s.choice.iter().for_each(|&v| put(v));
+        s.choice.iter().flatten().for_each(|&v| put(v));
         s.slow_median.iter().for_each(|&v| put(v));
     }
 
@@ -146,7 +146,7 @@ impl Slot {
         s.rls.iter_mut().flatten().for_each(|v| *v = get());
         s.cover.iter_mut().for_each(|v| *v = get());
         s.bias.iter_mut().for_each(|v| *v = get());
-        s.choice.iter_mut().for_each(|v| *v = get());
+        s.choice.iter_mut().flatten().for_each(|v| *v = get());
         s.slow_median.iter_mut().for_each(|v| *v = get());
         s
     }
@@ -176,11 +176,13 @@ impl Writer {
             if let Some(step) = self.pending[idx].take() {
                 if self.state.n > 0 {
                     let (central, upper) = w.predict_log_raw(&self.state, &step.x);
+                    let upper = w.upper_before_cover(&self.state, &step.x, &central, &upper);
                     self.cover.push(&step, &upper, &self.state.cover);
                     self.state.cover = self.cover.cover();
                     let served: [f32; RESOURCES] =
                         std::array::from_fn(|r| central[r] + self.state.bias[r]);
-                    self.state.update_choice(&step.y, &served, step.censored);
+                    self.state
+                        .update_choice(&step.y, &served, &step.x, step.censored);
                     let resid: [f32; RESOURCES] = std::array::from_fn(|r| step.y[r] - central[r]);
                     self.state.update_bias(&resid, step.censored);
                 }

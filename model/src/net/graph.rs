@@ -295,8 +295,11 @@ mod tests {
                     pu0[r],
                     u[r]
                 );
-                assert!((pc[r] - s.chosen_central(&pc0)[r]).abs() <= 1e-6);
-                assert!((pu[r] - (pu0[r] + w.calib[r]).max(pc[r])).abs() <= 1e-5);
+                // Served: the class's chosen central, the head's width above it (bias and cover 0).
+                let chosen = s.chosen_central(&pc0, &step.x)[r];
+                assert!((pc[r] - chosen).abs() <= 1e-6);
+                let want = (chosen + pu0[r] + w.calib[r] - pc0[r]).max(chosen);
+                assert!((pu[r] - want).abs() <= 1e-5);
             }
             assert_eq!(FEATURE_WIDTH, 32);
         }

@@ -53,11 +53,13 @@ pub const SPREAD_MIN_N: u32 = 16;
 pub const UPPER_BIAS: f32 = 2.2;
 /// Spread floor, log space (5 %): a class that never varied still gets some headroom.
 pub const SD_FLOOR: f32 = 0.05;
+/// Candidates of the central-estimate choice: the model, the slow median, the parameter fit.
+pub const CANDIDATES: usize = 3;
 /// Weight of the central-estimate choice's running mean: 1/40, a memory of ~40 requests of the
 /// class (slow enough that a tie does not flip it request by request).
 pub const CHOICE_ALPHA: f32 = 0.025;
-/// How much lower (log space, mean absolute) the model's recent error must be than the slow
-/// median's for the model's central estimate to serve: 0.05 (~5 %). The two errors are noisy
+/// How much lower (log space, mean absolute) another candidate's recent error must be than the
+/// slow median's for it to serve instead: 0.05 (~5 %). The two errors are noisy
 /// estimates over ~40 requests, and on a tie the steadier estimate is the better bet. Chosen among
 /// 0, 0.02 and 0.05 on the evaluation (its "other" CPU error 33.4 / 33.3 / 33.2 %; the parameter
 /// routes, where the model wins by far, did not move) — so tuned on the data it is reported on.
@@ -109,10 +111,10 @@ pub struct ClassState {
     /// Per-class offset added to the central estimates: a running median of the class's residuals
     /// `y − central` against the model's own central estimates (see [`ClassState::update_bias`]).
     pub bias: Targets,
-    /// Per-class choice of the central estimate: a running mean of `|y − model central| − |y −
-    /// slow median|` (log space); see [`ClassState::update_choice`] and
-    /// [`ClassState::chosen_central`].
-    pub choice: Targets,
+    /// Per-class choice of the central estimate: running means of the absolute log errors of the
+    /// [`CANDIDATES`] (the model's central, the slow median, the class's parameter fit); see
+    /// [`ClassState::update_choice`] and [`ClassState::chosen_central`].
+    pub choice: [Targets; CANDIDATES],
     /// A slow running median of `y` (weight floor [`SLOW_ALPHA`]): the alternative central estimate
     /// of [`ClassState::chosen_central`].
     pub slow_median: Targets,
@@ -133,7 +135,7 @@ impl Default for ClassState {
             rls_cov: RlsCov::default(),
             cover: [0.0; RESOURCES],
             bias: [0.0; RESOURCES],
-            choice: [0.0; RESOURCES],
+            choice: [[0.0; RESOURCES]; CANDIDATES],
             slow_median: [0.0; RESOURCES],
         }
     }
@@ -243,39 +245,62 @@ impl ClassState {
         }
     }
 
+    /// The class's parameter fit ([`super::rls`]) for features `x`, log space (the slow median
+    /// before the fit has two observations).
+    pub fn fit_central(&self, x: &Features) -> Targets {
+        if self.n >= 2 {
+            super::rls::predict(&self.rls, &self.standardize(x)).map(|v| v.clamp(0.0, Y_MAX))
+        } else {
+            self.slow_median
+        }
+    }
+
+    /// The candidates' central estimates for a request: the model's `central` (after the bias
+    /// offset), the slow median, the parameter fit.
+    fn candidates(&self, central: &Targets, x: &Features) -> [Targets; CANDIDATES] {
+        [*central, self.slow_median, self.fit_central(x)]
+    }
+
     /// Updates the central-estimate choice with an observation about to be folded: `central` is the
-    /// model's log-space central estimate (after the bias offset), `y` the observation.
-    /// A running mean (weight [`CHOICE_ALPHA`]) of how much farther the model's estimate was from
-    /// `y` than the class's slow median ([`SLOW_ALPHA`]). Censored observations (lower bounds) and a class's first
-    /// observation (no median yet) say nothing.
+    /// model's log-space central estimate (after the bias offset), `y` the observation, `x` its
+    /// features. Each candidate's running mean absolute error (weight [`CHOICE_ALPHA`]) moves
+    /// towards its error on `y`. Censored observations (lower bounds) and a class's first
+    /// observation (no statistics yet) say nothing.
     ///
     /// Why: on a class no request feature explains (the Azure functions of the evaluation), the best
     /// central estimate is the class median, and the head's output still moves request by request with
     /// the GRU state — noise around it (the evaluation's "other" CPU error was 0.5 points above the
     /// histogram's median; choosing by the fast running median instead of the slow one gained only
-    /// 0.1 point). Online model selection per class and resource takes the better of the two,
-    /// measured on the class's own recent requests; on a parameter-driven class the model wins by far.
-    pub fn update_choice(&mut self, y: &Targets, central: &Targets, censored: bool) {
+    /// 0.1 point). On a class that is new to the head, the class's own parameter fit is right long
+    /// before the next training rounds teach the head to read it (the evaluation's `/items`, new
+    /// half-way: the head's memory estimate was off by 72 % and 51 % median over its first ~600
+    /// requests). Online model selection per class and resource takes the best of the three,
+    /// measured on the class's own recent requests; where the head has learned the class, it wins.
+    pub fn update_choice(&mut self, y: &Targets, central: &Targets, x: &Features, censored: bool) {
         if censored || self.n == 0 {
             return;
         }
-        for r in 0..RESOURCES {
-            let y = y[r].clamp(0.0, Y_MAX);
-            let d = ((y - central[r]).abs() - (y - self.slow_median[r]).abs()).clamp(-4.0, 4.0);
-            self.choice[r] += CHOICE_ALPHA * (d - self.choice[r]);
+        let cands = self.candidates(central, x);
+        for (err, cand) in self.choice.iter_mut().zip(&cands) {
+            for r in 0..RESOURCES {
+                let e = (y[r].clamp(0.0, Y_MAX) - cand[r]).abs().min(8.0);
+                err[r] += CHOICE_ALPHA * (e - err[r]);
+            }
         }
     }
 
-    /// The log-space central estimate served: the class's slow median unless
-    /// [`choice`](Self::choice) says the model's `central` (already bias-corrected) has been better
-    /// by at least [`CHOICE_MARGIN`] lately.
-    pub fn chosen_central(&self, central: &Targets) -> Targets {
+    /// The log-space central estimate served: per resource, the candidate with the lowest recent
+    /// error (the model's `central`, already bias-corrected; the slow median; the parameter fit),
+    /// where the slow median gets a head start of [`CHOICE_MARGIN`] (so a fresh class, with no
+    /// errors yet, starts from it).
+    pub fn chosen_central(&self, central: &Targets, x: &Features) -> Targets {
+        let cands = self.candidates(central, x);
         std::array::from_fn(|r| {
-            if self.choice[r] > -CHOICE_MARGIN {
-                self.slow_median[r]
-            } else {
-                central[r]
-            }
+            let score = |k: usize| self.choice[k][r] - if k == 1 { CHOICE_MARGIN } else { 0.0 };
+            let best = (0..CANDIDATES)
+                .min_by(|&a, &b| score(a).total_cmp(&score(b)))
+                .unwrap_or(1);
+            cands[best][r]
         })
     }
 
@@ -378,36 +403,63 @@ mod tests {
     }
 
     #[test]
-    fn the_central_choice_takes_the_slow_median_unless_the_model_is_clearly_better() {
+    fn the_central_choice_takes_the_slow_median_unless_another_is_clearly_better() {
         // A class whose y alternates 9 and 11: the median (10) is the best constant.
         let y = |i: u32| if i % 2 == 0 { 9.0 } else { 11.0 };
+        let x = Features::default();
         let step = |i: u32| Step {
             y: [y(i); RESOURCES],
             censored: false,
-            x: Features::default(),
+            x,
         };
         let (mut noisy, mut exact) = (ClassState::default(), ClassState::default());
         for i in 0..400 {
             // A model whose estimate jitters ±0.8 around 10 is worse than the median…
             let jitter = if i % 3 == 0 { 10.8 } else { 9.2 };
-            noisy.update_choice(&[y(i); RESOURCES], &[jitter; RESOURCES], false);
+            noisy.update_choice(&[y(i); RESOURCES], &[jitter; RESOURCES], &x, false);
             noisy.update_stats(&step(i));
             // …one that knows each y is better by far.
-            exact.update_choice(&[y(i); RESOURCES], &[y(i); RESOURCES], false);
+            exact.update_choice(&[y(i); RESOURCES], &[y(i); RESOURCES], &x, false);
             exact.update_stats(&step(i));
         }
         let model = [12.5; RESOURCES];
-        assert_eq!(noisy.chosen_central(&model), noisy.slow_median);
+        assert_eq!(noisy.chosen_central(&model, &x), noisy.slow_median);
         assert!(
             (noisy.slow_median[0] - 10.0).abs() < 1.01,
             "{:?}",
             noisy.slow_median
         );
-        assert_eq!(exact.chosen_central(&model), model);
+        assert_eq!(exact.chosen_central(&model, &x), model);
         // Censored observations do not move the choice.
         let before = exact.choice;
-        exact.update_choice(&[30.0; RESOURCES], &[0.0; RESOURCES], true);
+        exact.update_choice(&[30.0; RESOURCES], &[0.0; RESOURCES], &x, true);
         assert_eq!(exact.choice, before);
+    }
+
+    #[test]
+    fn the_central_choice_takes_the_parameter_fit_where_it_is_right() {
+        // y = 10 + 2·x8 exactly: the class's fit learns it; a model stuck at 10 does not.
+        let mut s = ClassState::default();
+        let feat = |i: u32| {
+            let mut x = Features::default();
+            x.0[0] = 1.0;
+            x.0[8] = (i % 5) as f32 / 8.0;
+            x
+        };
+        let y = |i: u32| 10.0 + 2.0 * (i % 5) as f32;
+        for i in 0..300 {
+            let x = feat(i);
+            s.update_choice(&[y(i); RESOURCES], &[10.0; RESOURCES], &x, false);
+            s.update_stats(&Step {
+                y: [y(i); RESOURCES],
+                censored: false,
+                x,
+            });
+        }
+        // The fit (≈ 18 for x8 = 4/8), not the model (10) nor the median (≈ 14).
+        let c = s.chosen_central(&[10.0; RESOURCES], &feat(4));
+        assert!((c[0] - 18.0).abs() < 0.5, "{c:?}");
+        assert_eq!(c, s.fit_central(&feat(4)));
     }
 
     #[test]

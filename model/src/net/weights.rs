@@ -155,18 +155,31 @@ impl NetWeights {
     }
 
     /// Log-space central and upper predictions for a state and (sanitized) features: the raw ones
-    /// with the class's bias offset on the central (or the class median where the class's choice
-    /// says so, [`ClassState::chosen_central`]) and its cover offset on the upper estimate.
+    /// with the class's bias offset on the central (or another candidate where the class's choice
+    /// says so, [`ClassState::chosen_central`]), the head's width above it and the class's cover
+    /// offset on the upper estimate.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
-        let (mut c, mut u) = self.predict_log_raw(state, x);
-        for r in 0..RESOURCES {
-            c[r] += state.bias[r];
-        }
-        let c = state.chosen_central(&c);
-        for r in 0..RESOURCES {
-            u[r] = (u[r] + state.cover[r]).max(c[r]);
-        }
-        (c, u)
+        let (c_raw, u_raw) = self.predict_log_raw(state, x);
+        let u = self.upper_before_cover(state, x, &c_raw, &u_raw);
+        let c = state.chosen_central(&std::array::from_fn(|r| c_raw[r] + state.bias[r]), x);
+        (
+            c,
+            std::array::from_fn(|r| (u[r] + state.cover[r]).max(c[r])),
+        )
+    }
+
+    /// The upper estimate before the class's cover offset: the head's width (`upper − central` of
+    /// [`predict_log_raw`](Self::predict_log_raw)) above the served central estimate
+    /// ([`ClassState::chosen_central`]), so the upper follows whichever central estimate serves.
+    pub fn upper_before_cover(
+        &self,
+        state: &ClassState,
+        x: &Features,
+        c_raw: &Targets,
+        u_raw: &Targets,
+    ) -> Targets {
+        let c = state.chosen_central(&std::array::from_fn(|r| c_raw[r] + state.bias[r]), x);
+        std::array::from_fn(|r| c[r] + (u_raw[r] - c_raw[r]))
     }
 
     /// Folds one observation into a state: the GRU step on the statistics before the fold, then
