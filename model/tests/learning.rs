@@ -107,7 +107,11 @@ fn gate_refuses_a_sabotaged_challenger() {
     let d = gate_round(&bad, &ds, &deployed);
     assert!(!d.promote, "{d:?}");
     assert!(d.challenger > d.champion.unwrap());
-    assert!(score_weights(&bad, &ds, Prior::default()) > d.baselines[1].1);
+    assert_eq!(score_weights(&bad, &ds, Prior::default()), d.challenger);
+    // (The sabotaged head is not necessarily worse than the EWMA baseline any more: each class's
+    // central choice falls back to its median or parameter fit where the head is far off, and its
+    // cover offset re-centres the upper estimate. The gate must still refuse it against the
+    // champion, which is what is asserted.)
 }
 
 #[test]
