@@ -43,6 +43,10 @@ use crate::published::Prior;
 use crate::table::ClassTable;
 use crate::target::{demand_from_log, targets, RESOURCES};
 
+/// Observations of a class before its residuals enter the cover window: the misses of a class's
+/// first requests (no statistics, no fit yet) say nothing about its later ones, and in a window of
+/// 512 they would set its upper estimates for the next 512 requests.
+const COVER_AFTER: u32 = crate::net::state::SPREAD_MIN_N;
 /// Pending records kept per class between folds.
 const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
@@ -177,8 +181,10 @@ impl Writer {
                 if self.state.n > 0 {
                     let (central, upper) = w.predict_log_raw(&self.state, &step.x);
                     let upper = w.upper_before_cover(&self.state, &step.x, &central, &upper);
-                    self.cover.push(&step, &upper, &self.state.cover);
-                    self.state.cover = self.cover.cover();
+                    if self.state.n >= COVER_AFTER {
+                        self.cover.push(&step, &upper, &self.state.cover);
+                        self.state.cover = self.cover.cover();
+                    }
                     let served: [f32; RESOURCES] =
                         std::array::from_fn(|r| central[r] + self.state.bias[r]);
                     self.state
