@@ -7,7 +7,8 @@
 //! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
 //!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
 //!   pending records are folded into the state — one GRU step each, in arrival order, after adding
-//!   the record's residuals to the class's cover window ([`crate::net::cover`]) and its bias
+//!   the record's residuals to the class's cover window ([`crate::net::cover`]), its central-estimate
+//!   choice ([`ClassState::update_choice`](crate::net::ClassState::update_choice)) and its bias
 //!   offset ([`ClassState::update_bias`](crate::net::ClassState::update_bias)) — and the new
 //!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
 //!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
@@ -45,7 +46,7 @@ use crate::target::{demand_from_log, targets, RESOURCES};
 
 /// Observations of a class before its residuals enter the cover window: the misses of a class's
 /// first requests (no statistics, no fit yet) say nothing about its later ones, and in a window of
-/// 512 they would set its upper estimates for the next 512 requests.
+/// 512 they would set its upper estimates for the next 512 requests (see [`crate::net::cover`]).
 const COVER_AFTER: u32 = crate::net::state::SPREAD_MIN_N;
 /// Pending records kept per class between folds.
 const PENDING: usize = 16;
@@ -179,14 +180,14 @@ impl Writer {
             let idx = (self.next_pending + k) % PENDING;
             if let Some(step) = self.pending[idx].take() {
                 if self.state.n > 0 {
-                    let (central, upper) = w.predict_log_raw(&self.state, &step.x);
-                    let upper = w.upper_before_cover(&self.state, &step.x, &central, &upper);
-                    if self.state.n >= COVER_AFTER {
-                        self.cover.push(&step, &upper, &self.state.cover);
-                        self.state.cover = self.cover.cover();
-                    }
+                    let (central, _) = w.predict_log_raw(&self.state, &step.x);
                     let served: [f32; RESOURCES] =
                         std::array::from_fn(|r| central[r] + self.state.bias[r]);
+                    if self.state.n >= COVER_AFTER {
+                        let c = self.state.chosen_central(&served, &step.x);
+                        self.cover.push(&step, &c, &self.state.cover);
+                        self.state.cover = self.cover.cover();
+                    }
                     self.state
                         .update_choice(&step.y, &served, &step.x, step.censored);
                     let resid: [f32; RESOURCES] = std::array::from_fn(|r| step.y[r] - central[r]);

@@ -12,9 +12,11 @@
 //!   per-class least-squares fit − median (5, see [`super::rls`]), `1/sqrt(1+n)`, features (32),
 //!   features standardised per class (32, see [`ClassState::standardize`]).
 //!
-//! The state also carries a per-class *cover* offset on the upper estimates (split conformal over a
-//! sliding window of the class's residuals, see [`super::cover`]) and a per-class *bias* offset on
-//! the central estimates (a running median of the residuals, see [`ClassState::update_bias`]):
+//! The state also carries a per-class *cover* offset (split conformal over a sliding window of the
+//! class's residuals, see [`super::cover`]: a mature class's upper estimate is its central plus
+//! this offset), a per-class *bias* offset on the central estimates (a running median of the
+//! residuals, see [`ClassState::update_bias`]) and a per-class *choice* of the central estimate among
+//! the head's, a slow median and the class's parameter fit ([`ClassState::chosen_central`]):
 //! arithmetic on the model's own predictions, applied after the head, never an input to it.
 //!
 //! The head's outputs `o` (10) become `central = median + o[r]` and
@@ -106,7 +108,8 @@ pub struct ClassState {
     pub rls: RlsWeights,
     /// The fit's inverse covariance (writer side only; not published to readers).
     pub rls_cov: RlsCov,
-    /// Per-class offset added to the upper estimates (see [`super::cover`]).
+    /// Per-class conformal offset: a mature class's upper estimate is its served central plus this
+    /// (see [`super::cover`]).
     pub cover: Targets,
     /// Per-class offset added to the central estimates: a running median of the class's residuals
     /// `y − central` against the model's own central estimates (see [`ClassState::update_bias`]).
