@@ -6,7 +6,7 @@
 //! completions would show in the light latency. Five configurations, alternated run by run:
 //! 1. no trainer (the model records, nothing trains) — the anchor,
 //! 2. the trainer at normal priority, no CPU bound (`cpu_share` 1.0),
-//! 3. the trainer at nice +19, no CPU bound (how the facade started it before 2026-11-30 15:00),
+//! 3. the trainer at nice +19, no CPU bound (how the facade started it on main b7aee4e),
 //! 4. the trainer at `SCHED_IDLE` (after nice +19), no CPU bound,
 //! 5. the trainer as the facade starts it (`pagegen::trainer::start`): `SCHED_IDLE` plus the default
 //!    duty cycle (`TrainerConfig::cpu_share` = 2 % of one core).

@@ -142,7 +142,7 @@ impl ModelRuntime {
             }
             return;
         }
-        d.push(record.clone());
+        d.push(*record);
         self.deferred_len.store(d.len(), Ordering::Release);
     }
 
