@@ -278,9 +278,12 @@ impl Trainer {
         Ok(w)
     }
 
-    /// What the trainer thread does on each tick: fold pending class updates, read the newest
-    /// records from `store`, run a [`round`](Self::round), and save a promoted champion to
-    /// `checkpoint`.
+    /// What the trainer thread does on each tick, unpaced: take a snapshot of `store` (holding it
+    /// only for that), read the newest records from it, run a [`round`](Self::round), and save a
+    /// promoted champion to `checkpoint`. Pending class updates are left to the completion path
+    /// (the trainer takes no class lock, see [`crate::recurrent`]). Skips the round (a report with
+    /// no decision) when fewer than [`TrainerConfig::min_new_records`] records arrived since the
+    /// last one.
     pub fn tick(
         &mut self,
         deployed: &Deployed,
@@ -509,9 +512,9 @@ pub fn single_threaded_candle() -> bool {
 /// crate forbids `unsafe` and so cannot call the OS itself).
 pub type StartHook = Box<dyn FnOnce() + Send + 'static>;
 
-/// Starts the trainer thread: every `interval` it folds pending class updates, reads the newest
-/// records from `store`, runs a [`round`](Trainer::round), and saves a promoted champion to
-/// `checkpoint`. Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs). Same as
+/// Starts the trainer thread: every `interval` it runs a [`tick`](Trainer::tick) (snapshot of
+/// `store`, newest records, a [`round`](Trainer::round), a promoted champion saved to
+/// `checkpoint`), paced to [`TrainerConfig::cpu_share`] of a core (see the module docs). Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs). Same as
 /// [`spawn_with`] with no start hook.
 pub fn spawn(
     trainer: Trainer,
