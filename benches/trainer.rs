@@ -1,10 +1,15 @@
 //! The model trainer beside a busy runtime (issue 7: "the trainer runs beside a busy runtime without
 //! disturbing it"). A pagegen runtime of 2 workers serves a light class (50 µs requests, Poisson
 //! arrivals at 1,000/s) and a heavy class that saturates both workers (4 tasks of CPU-bound polls of
-//! fixed work, registered classes at equal shares), in three configurations, alternated run by run:
-//! 1. no trainer,
-//! 2. the trainer at normal priority (`ModelRuntime::start_trainer`),
-//! 3. the trainer as the facade starts it, at nice +19 (`pagegen::trainer::start`).
+//! fixed work, registered classes at equal shares). Every light request, when done, hands a profile
+//! record to the model (`ModelRuntime::record`, the completion path), so a trainer that held up
+//! completions would show in the light latency. Five configurations, alternated run by run:
+//! 1. no trainer (the model records, nothing trains) — the anchor,
+//! 2. the trainer at normal priority, no CPU bound (`cpu_share` 1.0),
+//! 3. the trainer at nice +19, no CPU bound (how the facade started it on main b7aee4e),
+//! 4. the trainer at `SCHED_IDLE` (after nice +19), no CPU bound,
+//! 5. the trainer as the facade starts it (`pagegen::trainer::start`): `SCHED_IDLE` plus the default
+//!    duty cycle (`TrainerConfig::cpu_share` = 2 % of one core).
 //!
 //! The trainer runs continuous rounds (1 ms between ticks; one round of the default sizes is ~2 s of
 //! CPU) on a profile store filled with 20,000 records from the evaluation's synthetic routes and 40
@@ -15,7 +20,7 @@
 //! `/proc/self/task/<tid>/schedstat`) as a share of one core; its rounds; and the threads the process
 //! gained while the trainer ran (candle must add none: `RAYON_NUM_THREADS=1`).
 //!
-//! `cargo bench --bench trainer` (3 runs × 3 configurations × 4 s); `PAGEGEN_BENCH_SMOKE=1`: 1 run of
+//! `cargo bench --bench trainer` (3 runs × 5 configurations × 4 s); `PAGEGEN_BENCH_SMOKE=1`: 1 run of
 //! 0.5 s each; `PAGEGEN_TRAINER_BENCH_SECS=S` sets the window to S seconds (e.g. 10, to see whole
 //! rounds).
 
@@ -31,7 +36,7 @@ use hdrhistogram::Histogram;
 use pagegen::core::{ClassId, ClassSpec, ProfileRecord, Shares, Usage, VirtualClock};
 use pagegen::model::features::extract;
 use pagegen::model::rng::SplitMix;
-use pagegen::model::{ModelConfig, ModelRuntime, StateDir};
+use pagegen::model::{ModelConfig, ModelRuntime, StateDir, TrainerConfig};
 use pagegen::runtime::Builder;
 
 const LIGHT_SERVICE: Duration = Duration::from_micros(50);
@@ -153,15 +158,19 @@ fn thread_cpu_ns(tid: u64) -> Option<u64> {
 enum Trainer {
     Off,
     Nice0,
-    NiceLow,
+    Nice19,
+    Idle,
+    Facade,
 }
 
 impl Trainer {
     fn name(self) -> &'static str {
         match self {
             Trainer::Off => "no trainer",
-            Trainer::Nice0 => "trainer, normal priority",
-            Trainer::NiceLow => "trainer, nice +19 (facade)",
+            Trainer::Nice0 => "normal priority, unbounded",
+            Trainer::Nice19 => "nice +19, unbounded",
+            Trainer::Idle => "SCHED_IDLE, unbounded",
+            Trainer::Facade => "facade: SCHED_IDLE + 2 %",
         }
     }
 }
@@ -173,6 +182,7 @@ struct Run {
     trainer_core_share: f64,
     rounds: u64,
     new_threads: BTreeSet<String>,
+    dropped: u64,
 }
 
 fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
@@ -185,23 +195,46 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
         .unwrap();
     // Threads the trainer adds are those not here yet (the runtime's own are).
     let before: BTreeSet<u64> = threads().into_iter().map(|(t, _)| t).collect();
-    let mut model = None;
     let mut trainer_tid = None;
+    let unbounded = ModelConfig {
+        trainer: TrainerConfig {
+            cpu_share: 1.0,
+            ..TrainerConfig::default()
+        },
+        ..ModelConfig::default()
+    };
+    let mut m = ModelRuntime::open(
+        StateDir::open(tmp.path()).unwrap(),
+        Arc::new(VirtualClock::new()),
+        if mode == Trainer::Facade {
+            ModelConfig::default()
+        } else {
+            unbounded
+        },
+    )
+    .unwrap();
+    for r in store {
+        m.record(r);
+    }
+    m.flush().unwrap();
+    let tick = Duration::from_millis(1);
+    match mode {
+        Trainer::Off => {}
+        Trainer::Nice0 => m.start_trainer(tick).unwrap(),
+        Trainer::Nice19 => m
+            .start_trainer_with(
+                tick,
+                Box::new(|| {
+                    pagegen_executor::lower_current_thread_priority(19).unwrap();
+                }),
+            )
+            .unwrap(),
+        Trainer::Idle => m
+            .start_trainer_with(tick, pagegen::trainer::isolation_hook())
+            .unwrap(),
+        Trainer::Facade => pagegen::trainer::start(&mut m, tick).unwrap(),
+    }
     if mode != Trainer::Off {
-        let mut m = ModelRuntime::open(
-            StateDir::open(tmp.path()).unwrap(),
-            Arc::new(VirtualClock::new()),
-            ModelConfig::default(),
-        )
-        .unwrap();
-        for r in store {
-            m.record(r);
-        }
-        m.flush().unwrap();
-        match mode {
-            Trainer::Nice0 => m.start_trainer(Duration::from_millis(1)).unwrap(),
-            _ => pagegen::trainer::start(&mut m, Duration::from_millis(1)).unwrap(),
-        }
         // The thread names itself once it runs: look until it has (bounded).
         let deadline = Instant::now() + Duration::from_secs(10);
         while trainer_tid.is_none() && Instant::now() < deadline {
@@ -212,8 +245,8 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
             std::thread::yield_now();
         }
         assert!(trainer_tid.is_some(), "no pagegen-trainer thread found");
-        model = Some(m);
     }
+    let model = Arc::new(m);
     let reg = rt.handle().class_registry().clone();
     let (light_class, heavy_class) = (reg.id_of("light").unwrap(), reg.id_of("heavy").unwrap());
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,30 +268,34 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
     ));
     let cpu0 = trainer_tid.and_then(thread_cpu_ns);
-    let rounds0 = model
-        .as_ref()
-        .and_then(|m| m.trainer())
-        .map_or(0, |t| t.rounds());
+    let rounds0 = model.trainer().map_or(0, |t| t.rounds());
     let start = Instant::now();
     let units0 = units.load(Ordering::Relaxed);
     let mut arrivals = arrivals::Poisson::new(start, LIGHT_RATE);
+    let mut seq = 0u64;
     while start.elapsed() < duration {
         let arrived = arrivals.wait_next();
         let light = light.clone();
+        let model = model.clone();
+        seq += 1;
+        let n = seq;
         drop(rt.spawn_in(light_class, async move {
             let delay = arrived.elapsed().as_nanos() as u64;
             spin(LIGHT_SERVICE);
             light.lock().unwrap().saturating_record(delay.max(1));
+            // The completion path: the model observes and stores the finished request.
+            let mut u = Usage::default();
+            u.cpu.cpu_ns = LIGHT_SERVICE.as_nanos() as u64;
+            u.cpu.wall_ns = delay + u.cpu.cpu_ns;
+            let mut r = ProfileRecord::new(n, ClassId::from_raw(60), u);
+            r.started_unix_ms = 1_800_000_000_000 + n;
+            model.record(&r);
         }));
     }
     let elapsed = start.elapsed().as_secs_f64();
     let heavy = (units.load(Ordering::Relaxed) - units0) as f64 / elapsed;
     let cpu1 = trainer_tid.and_then(thread_cpu_ns);
-    let rounds = model
-        .as_ref()
-        .and_then(|m| m.trainer())
-        .map_or(0, |t| t.rounds())
-        - rounds0;
+    let rounds = model.trainer().map_or(0, |t| t.rounds()) - rounds0;
     let new_threads = threads()
         .into_iter()
         .filter(|(t, _)| !before.contains(t))
@@ -266,6 +303,7 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
         .collect();
     stop.store(true, Ordering::Relaxed);
     drop(rt);
+    let dropped = model.dropped_records();
     drop(model);
     let light = light.lock().unwrap().clone();
     let q = |p: f64| light.value_at_quantile(p) as f64 / 1_000.0;
@@ -279,6 +317,7 @@ fn run(mode: Trainer, duration: Duration, store: &[ProfileRecord]) -> Run {
         },
         rounds,
         new_threads,
+        dropped,
     }
 }
 
@@ -310,19 +349,26 @@ fn main() {
         duration = Duration::from_secs_f64(secs);
     }
     let store = records(STORE_RECORDS);
-    let modes = [Trainer::Off, Trainer::Nice0, Trainer::NiceLow];
+    let modes = [
+        Trainer::Off,
+        Trainer::Nice0,
+        Trainer::Nice19,
+        Trainer::Idle,
+        Trainer::Facade,
+    ];
     let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
     for i in 0..runs {
         for (m, mode) in modes.iter().enumerate() {
             let r = run(*mode, duration, &store);
             println!(
-                "run {i} {:<28} p50 {:>8.1} µs  p99 {:>9.1} µs  heavy {:>7.1} units/s  trainer {:>5.1} % of a core, {} rounds, new threads {:?}",
+                "run {i} {:<28} p50 {:>8.1} µs  p99 {:>9.1} µs  heavy {:>7.1} units/s  trainer {:>5.1} % of a core, {} ticks, {} records dropped, new threads {:?}",
                 mode.name(),
                 r.p50_us,
                 r.p99_us,
                 r.heavy_units_per_s,
                 r.trainer_core_share * 100.0,
                 r.rounds,
+                r.dropped,
                 r.new_threads
             );
             results[m].push(r);
@@ -340,7 +386,7 @@ fn main() {
     );
     println!(
         "{:<28} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>12}",
-        "configuration", "p50 µs", "p99 µs", "p50 ×", "p99 ×", "heavy ×", "trainer", "rounds/run"
+        "configuration", "p50 µs", "p99 µs", "p50 ×", "p99 ×", "heavy ×", "trainer", "ticks/run"
     );
     for (m, mode) in modes.iter().enumerate() {
         let (p50, p99, h) = (

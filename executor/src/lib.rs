@@ -80,7 +80,9 @@ pub use class::ClassStats;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;
-pub use pool::{lower_current_thread_priority, PoolSize, PoolSpec, ResizeError};
+pub use pool::{
+    lower_current_thread_priority, set_current_thread_sched_idle, PoolSize, PoolSpec, ResizeError,
+};
 pub use queue::{queue_contention, QueueContention};
 pub use runtime::{spawn, spawn_blocking, spawn_in, Handle, Runtime};
 pub use task::{yield_now, JoinHandle};

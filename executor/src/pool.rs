@@ -95,6 +95,15 @@ pub fn lower_current_thread_priority(offset: i32) -> std::io::Result<i32> {
     crate::sys::raise_thread_nice(offset)
 }
 
+/// Puts the **calling** thread under Linux's `SCHED_IDLE` policy: it runs only when no normal thread
+/// wants the CPU (a one-way step: an unprivileged thread cannot leave it). For a helper thread that
+/// holds nothing a worker ever waits for, such as the model trainer (`pagegen::trainer`); a thread
+/// that shares locks with workers must not use it (a starved holder stalls them). `Err` where the OS
+/// refuses (the thread then keeps its policy). The call itself is `sys::set_thread_sched_idle`.
+pub fn set_current_thread_sched_idle() -> std::io::Result<()> {
+    crate::sys::set_thread_sched_idle()
+}
+
 impl PoolSpec {
     /// Opt-in: run the pool's threads under Linux's `SCHED_IDLE` policy, so they get CPU only when
     /// no normal thread wants it — stronger than any nice value. Beware priority inversion: a task

@@ -56,5 +56,5 @@ pub use published::Prior;
 pub use recurrent::{RecurrentConfig, RecurrentPredictor};
 pub use runtime::{ModelConfig, ModelRuntime};
 pub use state_dir::StateDir;
-pub use store::{ProfileStore, Recovery, StoreConfig};
+pub use store::{ProfileStore, Recovery, StoreConfig, StoreSnapshot};
 pub use trainer::{RoundReport, StartHook, Trainer, TrainerConfig, TrainerHandle};

@@ -7,18 +7,28 @@
 //! - **Writers** (`observe`, completion path) push the finished record into the class's pending ring
 //!   under the class mutex. At most once per `min_update_interval` per class (virtual-clock time), the
 //!   pending records are folded into the state — one GRU step each, in arrival order, after adding
-//!   the record's residuals to the class's cover window ([`crate::net::cover`]) and its bias
+//!   the record's residuals to the class's cover window ([`crate::net::cover`]), its central-estimate
+//!   choice ([`ClassState::update_choice`](crate::net::ClassState::update_choice)) and its bias
 //!   offset ([`ClassState::update_bias`](crate::net::ClassState::update_bias)) — and the new
 //!   state is published. At candle's ~35 µs per step an update per completion would eat a core at
 //!   web request rates; the plain-Rust step costs ~1 µs and the rate limit bounds even that. A ring
 //!   that overflows between updates keeps the newest records (a sample of a burst is enough).
-//! - **The trainer** swaps weights with [`set_weights`](RecurrentPredictor::set_weights). A state
-//!   built under other weights is rebuilt from the class's recent GRU inputs (kept in a history ring)
-//!   at its next fold, or at once by [`rebase_all`](RecurrentPredictor::rebase_all).
-//! - [`flush`](RecurrentPredictor::flush) folds every pending record regardless of the rate limit (the
-//!   trainer calls it on its tick, so a class that went quiet is not left with unfolded records).
+//! - **The trainer** swaps weights with [`set_weights`](RecurrentPredictor::set_weights) and takes no
+//!   class lock: it may run at `SCHED_IDLE`, and a lock holder the kernel starves would stall every
+//!   completion of that class (priority inversion). A state built under other weights is rebuilt from
+//!   the class's recent GRU inputs (kept in a history ring) by the completion path at the class's next
+//!   fold (one rebuild per class per swap: [`HISTORY`] GRU steps, ~30 µs). Until then `predict` serves
+//!   the class with the weights its published state was built under (the previous ones are kept for
+//!   this; the published state carries its generation), so a state and the weights it is read with
+//!   always match — except for a class that saw no completion across two swaps, which is read with the
+//!   newest weights until its next fold. [`rebase_all`](RecurrentPredictor::rebase_all) rebuilds every
+//!   class at once for callers that own the predictor (evaluation, import).
+//! - [`flush`](RecurrentPredictor::flush) folds every pending record regardless of the rate limit
+//!   (for an owner replaying records, or at shutdown; the trainer thread does not call it, see above:
+//!   a class that went quiet keeps at most one rate-limit interval of records unfolded until its next
+//!   completion).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -34,12 +44,16 @@ use crate::published::Prior;
 use crate::table::ClassTable;
 use crate::target::{demand_from_log, targets, RESOURCES};
 
+/// Observations of a class before its residuals enter the cover window: the misses of a class's
+/// first requests (no statistics, no fit yet) say nothing about its later ones, and in a window of
+/// 512 they would set its upper estimates for the next 512 requests (see [`crate::net::cover`]).
+const COVER_AFTER: u32 = crate::net::state::SPREAD_MIN_N;
 /// Pending records kept per class between folds.
 const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
-const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 6 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
+pub const HISTORY: usize = 32;
+const PUB_LEN: usize = HIDDEN + 10 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +86,8 @@ struct Writer {
 struct Slot {
     writer: Mutex<Writer>,
     published: [AtomicU32; PUB_LEN],
+    /// Generation of the weights the published state was built under.
+    published_generation: AtomicU64,
 }
 
 impl Slot {
@@ -89,10 +105,13 @@ impl Slot {
                 cover: CoverWindow::default(),
             }),
             published: std::array::from_fn(|_| AtomicU32::new(0)),
+            published_generation: AtomicU64::new(generation),
         }
     }
 
-    fn publish(&self, s: &ClassState) {
+    fn publish(&self, s: &ClassState, generation: u64) {
+        self.published_generation
+            .store(generation, Ordering::Relaxed);
         let mut i = 0;
         let mut put = |v: f32| {
             self.published[i].store(v.to_bits(), Ordering::Relaxed);
@@ -109,6 +128,8 @@ impl Slot {
         s.rls.iter().flatten().for_each(|&v| put(v));
         s.cover.iter().for_each(|&v| put(v));
         s.bias.iter().for_each(|&v| put(v));
+        s.choice.iter().flatten().for_each(|&v| put(v));
+        s.slow_median.iter().for_each(|&v| put(v));
     }
 
     fn load(&self) -> ClassState {
@@ -130,6 +151,8 @@ impl Slot {
         s.rls.iter_mut().flatten().for_each(|v| *v = get());
         s.cover.iter_mut().for_each(|v| *v = get());
         s.bias.iter_mut().for_each(|v| *v = get());
+        s.choice.iter_mut().flatten().for_each(|v| *v = get());
+        s.slow_median.iter_mut().for_each(|v| *v = get());
         s
     }
 }
@@ -148,17 +171,25 @@ impl Writer {
     }
 
     fn fold_pending(&mut self, w: &NetWeights) -> bool {
-        if self.generation != w.generation {
+        // A rebuild alone changes the state too (and its generation), so it is published as well.
+        let mut any = self.generation != w.generation;
+        if any {
             self.rebase(w);
         }
-        let mut any = false;
         for k in 0..PENDING {
             let idx = (self.next_pending + k) % PENDING;
             if let Some(step) = self.pending[idx].take() {
                 if self.state.n > 0 {
-                    let (central, upper) = w.predict_log_raw(&self.state, &step.x);
-                    self.cover.push(&step, &upper, &self.state.cover);
-                    self.state.cover = self.cover.cover();
+                    let (central, _) = w.predict_log_raw(&self.state, &step.x);
+                    let served: [f32; RESOURCES] =
+                        std::array::from_fn(|r| central[r] + self.state.bias[r]);
+                    if self.state.n >= COVER_AFTER {
+                        let c = self.state.chosen_central(&served, &step.x);
+                        self.cover.push(&step, &c, &self.state.cover);
+                        self.state.cover = self.cover.cover();
+                    }
+                    self.state
+                        .update_choice(&step.y, &served, &step.x, step.censored);
                     let resid: [f32; RESOURCES] = std::array::from_fn(|r| step.y[r] - central[r]);
                     self.state.update_bias(&resid, step.censored);
                 }
@@ -179,6 +210,8 @@ pub struct RecurrentPredictor {
     prior: Prior,
     clock: Arc<dyn Clock>,
     weights: ArcSwap<NetWeights>,
+    /// The weights before the last swap, for classes not yet rebuilt under the new ones.
+    previous: ArcSwap<NetWeights>,
     classes: ClassTable<Slot>,
 }
 
@@ -204,6 +237,7 @@ impl RecurrentPredictor {
             config,
             prior,
             clock,
+            previous: ArcSwap::new(weights.clone()),
             weights: ArcSwap::new(weights),
             classes: ClassTable::new(),
         }
@@ -214,8 +248,11 @@ impl RecurrentPredictor {
         self.weights.load_full()
     }
 
-    /// Atomically replaces the weights; readers never block (class states are rebuilt lazily).
+    /// Atomically replaces the weights; readers never block. Class states are rebuilt lazily, at
+    /// each class's next fold; meanwhile a class is read with the weights its state was built under
+    /// (kept as the previous weights).
     pub fn set_weights(&self, weights: Arc<NetWeights>) {
+        self.previous.store(self.weights.load_full());
         self.weights.store(weights);
     }
 
@@ -225,7 +262,7 @@ impl RecurrentPredictor {
         for (_, slot) in self.classes.iter() {
             let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
             wr.rebase(&w);
-            slot.publish(&wr.state);
+            slot.publish(&wr.state, wr.generation);
         }
     }
 
@@ -237,7 +274,7 @@ impl RecurrentPredictor {
             let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
             if wr.fold_pending(&w) {
                 wr.last_fold_ns = Some(now);
-                slot.publish(&wr.state);
+                slot.publish(&wr.state, wr.generation);
             }
         }
     }
@@ -262,7 +299,14 @@ impl Predictor for RecurrentPredictor {
             return self.prior.demand();
         }
         let x = sanitize(features);
-        let w = self.weights.load();
+        let built_under = slot.published_generation.load(Ordering::Relaxed);
+        let mut w = self.weights.load();
+        if w.generation != built_under {
+            let p = self.previous.load();
+            if p.generation == built_under {
+                w = p;
+            }
+        }
         let (c, u) = w.predict_log(&state, &x);
         demand_from_log(&c, &u)
     }
@@ -293,7 +337,7 @@ impl Predictor for RecurrentPredictor {
             let w = self.weights.load();
             if wr.fold_pending(&w) {
                 wr.last_fold_ns = Some(now);
-                slot.publish(&wr.state);
+                slot.publish(&wr.state, wr.generation);
             }
         }
     }
@@ -341,6 +385,38 @@ mod tests {
         }
         p.flush();
         assert_eq!(p.state(c).unwrap().n, 11 + PENDING as u32);
+    }
+
+    #[test]
+    fn after_a_swap_a_class_is_read_with_the_weights_its_state_was_built_under() {
+        let clock = Arc::new(VirtualClock::new());
+        let cfg = RecurrentConfig {
+            min_update_interval_ns: 0,
+        };
+        let mut wb = NetWeights::random(2);
+        wb.generation = 2;
+        let (a, b) = (Arc::new(NetWeights::random(1)), Arc::new(wb));
+        let p = RecurrentPredictor::new(cfg, Prior::default(), clock.clone(), a.clone());
+        let q = RecurrentPredictor::new(cfg, Prior::default(), clock.clone(), a.clone());
+        let only_a = RecurrentPredictor::new(cfg, Prior::default(), clock, a);
+        for i in 0..40 {
+            for r in [&p, &q, &only_a] {
+                r.observe(&rec(i, 1000 + 10 * i));
+            }
+        }
+        let (c, f) = (ClassId::from_raw(4), Features::default());
+        p.set_weights(b.clone());
+        // No completion since the swap: the state is still the old weights' and is read with them.
+        assert_eq!(p.predict(c, &f), only_a.predict(c, &f));
+        // The next completion rebuilds the state under the new weights from the kept history, as an
+        // eager rebuild would have.
+        q.set_weights(b);
+        q.rebase_all();
+        p.observe(&rec(40, 1400));
+        q.observe(&rec(40, 1400));
+        only_a.observe(&rec(40, 1400));
+        assert_eq!(p.predict(c, &f), q.predict(c, &f));
+        assert_ne!(p.predict(c, &f), only_a.predict(c, &f));
     }
 
     #[test]

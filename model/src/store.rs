@@ -20,6 +20,14 @@
 //! newest segment with a bad header is moved aside as `<name>.corrupt-<unix s>` (never deleted). When
 //! reading, corruption inside an older segment ends that segment's read and is reported. Nothing here
 //! panics on any file content.
+//!
+//! Reading without the lock. [`snapshot`](ProfileStore::snapshot) flushes the buffered records and
+//! notes each segment's id and length; the [`StoreSnapshot`] reads those bytes afterwards, newest
+//! segment first and only as many as it needs, while appends go on. The trainer holds the store only
+//! for the snapshot (microseconds), never for the read, so a completion that wants the store is not
+//! held up by a trainer reading megabytes of history. The snapshot's lengths end on whole frames (the
+//! flush wrote whole frames), so bytes appended after it are ignored; a segment deleted by retention
+//! after the snapshot is skipped.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -89,6 +97,18 @@ pub struct ProfileStore {
     active: BufWriter<File>,
     active_len: u64,
     scratch: Vec<u8>,
+    appended: u64,
+}
+
+/// The store's segments as they were at one [`snapshot`](ProfileStore::snapshot): read without
+/// holding the store.
+#[derive(Clone, Debug)]
+pub struct StoreSnapshot {
+    dir: PathBuf,
+    /// (segment id, bytes to read; `None` = the whole file), oldest first.
+    segments: Vec<(u64, Option<u64>)>,
+    /// Records appended since the store was opened, at the snapshot.
+    pub appended: u64,
 }
 
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
@@ -299,6 +319,7 @@ impl ProfileStore {
             active: BufWriter::new(active),
             active_len,
             scratch: Vec::with_capacity(2048),
+            appended: 0,
         };
         store.retain()?;
         Ok((store, recovery))
@@ -321,7 +342,29 @@ impl ProfileStore {
             .and_then(|_| self.active.write_all(&self.scratch))
             .map_err(|e| ModelError::io(&path, e))?;
         self.active_len += frame;
+        self.appended += 1;
         Ok(())
+    }
+
+    /// Records appended since the store was opened.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// Flushes and notes what is there now, for reading without the store (see the module docs).
+    pub fn snapshot(&mut self) -> Result<StoreSnapshot, ModelError> {
+        self.flush()?;
+        let last = self.segments.len().saturating_sub(1);
+        Ok(StoreSnapshot {
+            dir: self.dir.clone(),
+            segments: self
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, (i == last).then_some(self.active_len)))
+                .collect(),
+            appended: self.appended,
+        })
     }
 
     /// Writes buffered records to the file.
@@ -332,33 +375,12 @@ impl ProfileStore {
 
     /// Every stored record, oldest first, with notes on any corruption met (corrupt parts skipped).
     pub fn read_all(&mut self) -> Result<(Vec<ProfileRecord>, Recovery), ModelError> {
-        self.flush()?;
-        let mut out = Vec::new();
-        let mut recovery = Recovery::default();
-        for &id in &self.segments {
-            let path = seg_path(&self.dir, id);
-            let bytes = match read_file(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    recovery.note(format!("{e}; segment skipped"));
-                    continue;
-                }
-            };
-            let s = scan(&bytes, true);
-            if let Some(p) = s.problem {
-                recovery.note(format!("{}: {p}; rest of segment skipped", path.display()));
-            }
-            out.extend(s.records);
-        }
-        Ok((out, recovery))
+        Ok(self.snapshot()?.read_recent(usize::MAX))
     }
 
     /// The newest `n` records, oldest first.
     pub fn read_recent(&mut self, n: usize) -> Result<(Vec<ProfileRecord>, Recovery), ModelError> {
-        let (mut all, rec) = self.read_all()?;
-        let cut = all.len().saturating_sub(n);
-        all.drain(..cut);
-        Ok((all, rec))
+        Ok(self.snapshot()?.read_recent(n))
     }
 
     /// Number of segment files.
@@ -388,6 +410,66 @@ impl ProfileStore {
             }
         }
         Ok(())
+    }
+}
+
+impl StoreSnapshot {
+    /// The newest `n` records of the snapshot, oldest first, with notes on any corruption met
+    /// (corrupt parts skipped). Reads segments newest first and stops once it has `n`.
+    pub fn read_recent(&self, n: usize) -> (Vec<ProfileRecord>, Recovery) {
+        self.read_recent_with(n, &mut || true)
+            .expect("reading goes on while `between` says so")
+    }
+
+    /// [`read_recent`](Self::read_recent), calling `between` after each segment read (the trainer
+    /// paces itself there); `None` as soon as it returns `false`.
+    pub fn read_recent_with(
+        &self,
+        n: usize,
+        between: &mut dyn FnMut() -> bool,
+    ) -> Option<(Vec<ProfileRecord>, Recovery)> {
+        let mut recovery = Recovery::default();
+        // Newest segment first; each segment's records stay oldest first inside.
+        let mut parts: Vec<Vec<ProfileRecord>> = Vec::new();
+        let mut have = 0usize;
+        for &(id, len) in self.segments.iter().rev() {
+            if have >= n {
+                break;
+            }
+            let path = seg_path(&self.dir, id);
+            let mut bytes = match read_file(&path) {
+                Ok(b) => b,
+                Err(ModelError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // Retired by retention after the snapshot: older than anything still kept.
+                    break;
+                }
+                Err(e) => {
+                    recovery.note(format!("{e}; segment skipped"));
+                    continue;
+                }
+            };
+            if let Some(len) = len {
+                bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+            }
+            let s = scan(&bytes, true);
+            if let Some(p) = s.problem {
+                recovery.note(format!("{}: {p}; rest of segment skipped", path.display()));
+            }
+            have += s.records.len();
+            parts.push(s.records);
+            if !between() {
+                return None;
+            }
+        }
+        let mut out = Vec::with_capacity(have.min(n));
+        for part in parts.into_iter().rev() {
+            out.extend(part);
+        }
+        let cut = out.len().saturating_sub(n);
+        out.drain(..cut);
+        Some((out, recovery))
     }
 }
 
@@ -448,6 +530,49 @@ mod tests {
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();
         assert!(total <= 3 * 8192 + 2048, "{total}");
+    }
+
+    #[test]
+    fn a_snapshot_reads_what_was_there_while_appends_and_retention_go_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            segment_bytes: 8192,
+            max_segments: 3,
+        };
+        let (mut s, _) = ProfileStore::open(tmp.path(), cfg).unwrap();
+        for i in 0..60 {
+            s.append(&rec(i)).unwrap();
+        }
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.appended, 60);
+        assert!(
+            snap.segments.len() >= 2,
+            "spans segments: {:?}",
+            snap.segments
+        );
+        // The newest 10 across the segment boundary (a record is ~1 KiB: 8 per segment), oldest
+        // first.
+        let (recent, r) = snap.read_recent(10);
+        assert!(r.is_clean(), "{r:?}");
+        let ids: Vec<u64> = recent.iter().map(|r| r.request_id).collect();
+        assert_eq!(ids, (50..60).collect::<Vec<_>>(), "{:?}", snap.segments);
+        assert_eq!(recent[0], rec(50));
+        // Appends after the snapshot (flushed, even) are not part of it.
+        s.append(&rec(60)).unwrap();
+        s.flush().unwrap();
+        assert_eq!(snap.read_recent(1).0, vec![rec(59)]);
+        // Retention deletes the snapshot's oldest segments: the read skips them, quietly.
+        let oldest = seg_path(tmp.path(), snap.segments[0].0);
+        let mut i = 61;
+        while oldest.exists() {
+            s.append(&rec(i)).unwrap();
+            i += 1;
+        }
+        let (left, r) = snap.read_recent(usize::MAX);
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(left.last(), Some(&rec(59)));
+        assert!(!left.is_empty() && left.len() < 60);
+        assert_eq!(s.appended(), i);
     }
 
     #[test]

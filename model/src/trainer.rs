@@ -10,6 +10,16 @@
 //! The trainer keeps its own candle network across rounds (continual training, warm-started from the
 //! checkpoint); a challenger is a snapshot of it.
 //!
+//! Beside a busy runtime ([`spawn`]'s thread): the trainer must not take CPU the request path wants.
+//! The facade runs the thread at `SCHED_IDLE` (`pagegen::trainer`), which is safe because the trainer
+//! takes nothing the completion path waits for: it holds the profile store only for a
+//! [snapshot](crate::store::StoreSnapshot) (completions only *try* the store's lock,
+//! see [`crate::runtime`]) and no class lock at all (see [`crate::recurrent`]). On top, a duty cycle
+//! ([`TrainerConfig::cpu_share`]) bounds the thread's CPU time: between optimiser steps and between
+//! the gate's replays it sleeps so that its CPU time since the round began stays under that share of
+//! the wall time since then; and a tick with fewer than [`TrainerConfig::min_new_records`] new records
+//! skips the round.
+//!
 //! One core: candle 0.11 parallelises matmuls over its rayon pool and re-reads `/proc/cpuinfo` per
 //! matmul when `RAYON_NUM_THREADS` is unset, so [`spawn`] requires `RAYON_NUM_THREADS=1` (the facade's
 //! `#[pagegen::main]` sets it before any thread starts unless the user did).
@@ -65,6 +75,14 @@ pub struct TrainerConfig {
     pub min_train_rows: usize,
     /// Seed of the batch sampler.
     pub seed: u64,
+    /// Share of one core the trainer *thread* may use ([`spawn`]): it sleeps between steps so its
+    /// CPU time since the round began stays under `cpu_share ×` the wall time since then (0.02: a
+    /// round of 2 s of CPU is spread over at least 100 s). `1.0` or more: no bound. Must be > 0.
+    /// [`Trainer::round`] called directly (the evaluation) is never paced.
+    pub cpu_share: f64,
+    /// Fewest records appended to the store since the last round for the trainer thread to run the
+    /// next one (the first round after start always runs); fewer and the tick does nothing.
+    pub min_new_records: u64,
 }
 
 impl Default for TrainerConfig {
@@ -82,6 +100,11 @@ impl Default for TrainerConfig {
             lr: 3e-3,
             min_train_rows: 256,
             seed: 0x7061_6765,
+            // 2 % of a core: four times the evaluation's average need (a round per 5 minutes is
+            // ~0.6 %), small enough that a saturated 2-core runtime loses ≤ 1 % (benches/trainer.rs).
+            cpu_share: 0.02,
+            // A quarter of the validate split's worth: fewer new records cannot change the gate much.
+            min_new_records: 1024,
         }
     }
 }
@@ -106,8 +129,54 @@ pub struct Trainer {
     opt: AdamW,
     rng: SplitMix,
     generation: u64,
+    /// Store appends seen at the last round (`None` before the first).
+    last_appended: Option<u64>,
 }
 
+/// The trainer thread's CPU budget: how long to sleep now so that the thread's CPU time since
+/// [`start`](DutyCycle::start) stays under `share` of the wall time since then.
+#[derive(Debug)]
+pub struct DutyCycle {
+    share: f64,
+    wall0: std::time::Instant,
+    cpu0: Option<u64>,
+}
+
+/// The calling thread's CPU time, ns, from `/proc/thread-self/schedstat` (its first field; Linux).
+/// `None` elsewhere: [`DutyCycle`] then counts wall time, an upper bound of CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+impl DutyCycle {
+    /// A budget of `share` of one core from now (`share >= 1`: unbounded).
+    pub fn start(share: f64) -> Self {
+        DutyCycle {
+            share,
+            wall0: std::time::Instant::now(),
+            cpu0: thread_cpu_ns(),
+        }
+    }
+    /// The sleep owed now (zero when within budget or unbounded).
+    pub fn owed(&self) -> Duration {
+        let wall = self.wall0.elapsed();
+        let used = match (self.cpu0, thread_cpu_ns()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => wall,
+        };
+        owed(self.share, used, wall)
+    }
+}
+
+/// Sleep owed after using `cpu` of CPU time in `wall` of wall time under a `share` of one core: the
+/// wall time `cpu` is allowed to take (`cpu / share`) minus the wall time already passed.
+fn owed(share: f64, cpu: Duration, wall: Duration) -> Duration {
+    if share >= 1.0 {
+        return Duration::ZERO;
+    }
+    cpu.div_f64(share).saturating_sub(wall)
+}
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
@@ -157,9 +226,11 @@ impl Trainer {
             || config.window == 0
             || config.lr.is_nan()
             || config.lr <= 0.0
+            || config.cpu_share.is_nan()
+            || config.cpu_share <= 0.0
         {
             return Err(ModelError::Config(format!(
-                "trainer needs batch, seq_len, window > 0 and lr > 0, got {config:?}"
+                "trainer needs batch, seq_len, window > 0, lr > 0 and cpu_share > 0, got {config:?}"
             )));
         }
         let net = CandleNet::from_weights(initial)?;
@@ -170,19 +241,29 @@ impl Trainer {
             opt,
             rng: SplitMix::new(config.seed),
             generation: initial.generation,
+            last_appended: None,
         })
     }
 
     /// Trains on `ds` for the configured steps; returns the mean loss.
     pub fn fit(&mut self, ds: &Dataset) -> Result<f32, ModelError> {
+        self.fit_paced(ds, &mut || true)
+            .map(|l| l.unwrap_or(f32::NAN))
+    }
+
+    /// [`fit`](Self::fit), calling `pace` after every step; `Ok(None)` if `pace` says stop.
+    fn fit_paced(&mut self, ds: &Dataset, pace: Pace<'_>) -> Result<Option<f32>, ModelError> {
         let mut total = 0f32;
         for _ in 0..self.config.steps {
             let batch = ds.batch(&mut self.rng, self.config.batch, self.config.seq_len)?;
             let loss = self.net.loss(&batch)?;
             total += loss.to_scalar::<f32>()?;
             self.opt.backward_step(&loss)?;
+            if !pace() {
+                return Ok(None);
+            }
         }
-        Ok(total / self.config.steps.max(1) as f32)
+        Ok(Some(total / self.config.steps.max(1) as f32))
     }
 
     /// A challenger: the trainer's current weights, calibrated on the calibrate part of `ds`.
@@ -197,30 +278,56 @@ impl Trainer {
         Ok(w)
     }
 
-    /// What the trainer thread does on each tick: fold pending class updates, read the newest
-    /// records from `store`, run a [`round`](Self::round), and save a promoted champion to
-    /// `checkpoint`.
+    /// What the trainer thread does on each tick, unpaced: take a snapshot of `store` (holding it
+    /// only for that), read the newest records from it, run a [`round`](Self::round), and save a
+    /// promoted champion to `checkpoint`. Pending class updates are left to the completion path
+    /// (the trainer takes no class lock, see [`crate::recurrent`]). Skips the round (a report with
+    /// no decision) when fewer than [`TrainerConfig::min_new_records`] records arrived since the
+    /// last one.
     pub fn tick(
         &mut self,
         deployed: &Deployed,
         store: &Mutex<ProfileStore>,
         checkpoint: Option<&std::path::Path>,
     ) -> Result<RoundReport, ModelError> {
-        deployed.recurrent().flush();
-        let (records, recovery) = {
-            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-            s.read_recent(self.config.window * 2)?
+        self.tick_paced(deployed, store, checkpoint, &mut || true)
+            .map(|r| r.unwrap_or_else(RoundReport::skipped))
+    }
+
+    /// [`tick`](Self::tick) as the trainer thread runs it: `Ok(None)` when too few records arrived
+    /// since the last round ([`TrainerConfig::min_new_records`]) or `pace` said stop; `pace` is called
+    /// between steps and phases (it sleeps to keep the duty cycle and returns `false` to stop).
+    fn tick_paced(
+        &mut self,
+        deployed: &Deployed,
+        store: &Mutex<ProfileStore>,
+        checkpoint: Option<&std::path::Path>,
+        pace: Pace<'_>,
+    ) -> Result<Option<RoundReport>, ModelError> {
+        // Hold the store only for the snapshot; read it afterwards (see `crate::store`).
+        let snapshot = store.lock().unwrap_or_else(|e| e.into_inner()).snapshot()?;
+        if let Some(last) = self.last_appended {
+            if snapshot.appended.saturating_sub(last) < self.config.min_new_records {
+                return Ok(None);
+            }
+        }
+        self.last_appended = Some(snapshot.appended);
+        let Some((records, recovery)) = snapshot.read_recent_with(self.config.window * 2, pace)
+        else {
+            return Ok(None);
         };
         if !recovery.is_clean() {
             tracing::warn!(notes = ?recovery.notes, "trainer skipped corrupt profile records");
         }
-        let report = self.round(records, deployed)?;
+        let Some(report) = self.round_paced(records, deployed, pace)? else {
+            return Ok(None);
+        };
         if let (Some(d), Some(path)) = (&report.decision, checkpoint) {
             if d.promote {
                 checkpoint::save(&deployed.recurrent().weights(), path)?;
             }
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// One round: train, calibrate, gate, apply (see the module docs).
@@ -229,46 +336,97 @@ impl Trainer {
         records: Vec<ProfileRecord>,
         deployed: &Deployed,
     ) -> Result<RoundReport, ModelError> {
+        self.round_paced(records, deployed, &mut || true)
+            .map(|r| r.unwrap_or_else(RoundReport::skipped))
+    }
+
+    /// [`round`](Self::round) with `pace` called between steps and phases; `Ok(None)` if it said stop.
+    fn round_paced(
+        &mut self,
+        records: Vec<ProfileRecord>,
+        deployed: &Deployed,
+        pace: Pace<'_>,
+    ) -> Result<Option<RoundReport>, ModelError> {
+        if !pace() {
+            return Ok(None);
+        }
         let ds = Dataset::build(records, self.config.window, self.config.replay_per_class);
         let train_rows = ds.train_rows();
         if train_rows < self.config.min_train_rows {
-            return Ok(RoundReport {
+            return Ok(Some(RoundReport {
                 train_rows,
-                train_loss: f32::NAN,
-                decision: None,
-                challenger: None,
-            });
+                ..RoundReport::skipped()
+            }));
         }
-        let train_loss = self.fit(&ds)?;
+        if !pace() {
+            return Ok(None);
+        }
+        let Some(train_loss) = self.fit_paced(&ds, pace)? else {
+            return Ok(None);
+        };
         let prior = deployed.config().prior;
         let challenger = Arc::new(self.challenger(&ds, prior)?);
-        let decision = gate_round(&challenger, &ds, deployed);
+        if !pace() {
+            return Ok(None);
+        }
+        let Some(decision) = gate_round_paced(&challenger, &ds, deployed, pace) else {
+            return Ok(None);
+        };
         if decision.promote {
+            // Class states rebuild under the new weights at their next completion (the trainer takes
+            // no class lock, see `crate::recurrent`).
             deployed.recurrent().set_weights(challenger.clone());
-            deployed.recurrent().rebase_all();
         }
         deployed.set_serving(decision.serve);
-        Ok(RoundReport {
+        Ok(Some(RoundReport {
             train_rows,
             train_loss,
             decision: Some(decision),
             challenger: Some(challenger),
-        })
+        }))
+    }
+}
+
+/// Called by a paced round between steps and phases; `false` = stop now.
+type Pace<'a> = &'a mut dyn FnMut() -> bool;
+
+impl RoundReport {
+    /// A round that did not train.
+    fn skipped() -> Self {
+        RoundReport {
+            train_rows: 0,
+            train_loss: f32::NAN,
+            decision: None,
+            challenger: None,
+        }
     }
 }
 
 /// Scores a challenger against the deployment's champion and baselines on `ds` (fresh replays).
 pub fn gate_round(challenger: &NetWeights, ds: &Dataset, deployed: &Deployed) -> Decision {
+    gate_round_paced(challenger, ds, deployed, &mut || true)
+        .expect("an unpaced gate round always finishes")
+}
+
+fn gate_round_paced(
+    challenger: &NetWeights,
+    ds: &Dataset,
+    deployed: &Deployed,
+    pace: Pace<'_>,
+) -> Option<Decision> {
     let cfg = *deployed.config();
     let ch = score_weights(challenger, ds, cfg.prior);
+    pace().then_some(())?;
     let champ = score_weights(&deployed.recurrent().weights(), ds, cfg.prior);
+    pace().then_some(())?;
     let ewma = EwmaPredictor::new(cfg.ewma, cfg.prior);
     let e = score(&ewma, &ds.records, |_| {});
     let (clock, step) = replay_clock(&ds.records);
     let hist = HistogramPredictor::new(cfg.histogram, cfg.prior, clock);
     let h = score(&hist, &ds.records, step);
+    pace().then_some(())?;
     let s = score(deployed.fixed(), &ds.records, |_| {});
-    decide(
+    Some(decide(
         ch,
         Some(champ),
         &[
@@ -276,7 +434,7 @@ pub fn gate_round(challenger: &NetWeights, ds: &Dataset, deployed: &Deployed) ->
             (Serving::Ewma, e),
             (Serving::Histogram, h),
         ],
-    )
+    ))
 }
 
 /// Per-resource offsets that make the upper estimate cover [`CALIB_QUANTILE`] of the calibrate part.
@@ -354,9 +512,9 @@ pub fn single_threaded_candle() -> bool {
 /// crate forbids `unsafe` and so cannot call the OS itself).
 pub type StartHook = Box<dyn FnOnce() + Send + 'static>;
 
-/// Starts the trainer thread: every `interval` it folds pending class updates, reads the newest
-/// records from `store`, runs a [`round`](Trainer::round), and saves a promoted champion to
-/// `checkpoint`. Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs). Same as
+/// Starts the trainer thread: every `interval` it runs a [`tick`](Trainer::tick) (snapshot of
+/// `store`, newest records, a [`round`](Trainer::round), a promoted champion saved to
+/// `checkpoint`), paced to [`TrainerConfig::cpu_share`] of a core (see the module docs). Refuses to start unless `RAYON_NUM_THREADS=1` (see the module docs). Same as
 /// [`spawn_with`] with no start hook.
 pub fn spawn(
     trainer: Trainer,
@@ -398,14 +556,28 @@ pub fn spawn_with(
         .name("pagegen-trainer".into())
         .spawn(move || {
             on_start();
+            let share = trainer.config.cpu_share;
             loop {
                 match rx.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                match trainer.tick(&deployed, &store, checkpoint.as_deref()) {
-                    Ok(report) => tracing::debug!(?report, "trainer round"),
+                let duty = DutyCycle::start(share);
+                let mut pace = || {
+                    let owed = duty.owed();
+                    // Sleep on the stop channel, so stopping never waits out a long sleep.
+                    owed.is_zero()
+                        || matches!(rx.recv_timeout(owed), Err(RecvTimeoutError::Timeout))
+                };
+                match trainer.tick_paced(&deployed, &store, checkpoint.as_deref(), &mut pace) {
+                    Ok(Some(report)) => tracing::debug!(?report, "trainer round"),
+                    Ok(None) => tracing::trace!("trainer tick: no round"),
                     Err(e) => tracing::warn!(error = %e, "trainer round failed"),
+                }
+                // The round's end pays its debt too, so back-to-back ticks keep the share (a stop
+                // during the round shows here as well, or at the next wait).
+                if !pace() {
+                    return;
                 }
                 counted.fetch_add(1, Ordering::Relaxed);
             }
@@ -512,11 +684,98 @@ mod tests {
     }
 
     #[test]
+    fn the_duty_cycle_owes_what_keeps_cpu_under_the_share() {
+        let ms = Duration::from_millis;
+        // 40 ms of CPU at 2 % may take 2 s of wall time: 0.5 s passed, 1.5 s owed.
+        assert_eq!(owed(0.02, ms(40), ms(500)), ms(1500));
+        // Within budget: nothing owed.
+        assert_eq!(owed(0.02, ms(40), ms(3000)), Duration::ZERO);
+        // Unbounded.
+        assert_eq!(owed(1.0, ms(40), ms(1)), Duration::ZERO);
+        // Without a CPU clock, wall time counts as CPU: a busy share < 1 always owes.
+        assert!(owed(0.5, ms(10), ms(10)) > Duration::ZERO);
+    }
+
+    fn fixture(steps: usize) -> (tempfile::TempDir, Mutex<ProfileStore>, Deployed, Trainer) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut store, _) =
+            ProfileStore::open(tmp.path().join("p"), StoreConfig::default()).unwrap();
+        for r in records(1200) {
+            store.append(&r).unwrap();
+        }
+        let deployed = Deployed::new(
+            crate::DeployedConfig::default(),
+            Arc::new(VirtualClock::new()),
+            Arc::new(NetWeights::random(5)),
+            Serving::Ewma,
+        );
+        let cfg = TrainerConfig {
+            steps,
+            min_new_records: 100,
+            ..TrainerConfig::default()
+        };
+        let t = Trainer::new(cfg, &NetWeights::random(5)).unwrap();
+        (tmp, Mutex::new(store), deployed, t)
+    }
+
+    #[test]
+    fn a_paced_round_paces_between_steps_and_stops_when_told() {
+        let (_tmp, store, deployed, mut t) = fixture(12);
+        let mut calls = 0;
+        let r = t
+            .tick_paced(&deployed, &store, None, &mut || {
+                calls += 1;
+                true
+            })
+            .unwrap();
+        assert!(r.is_some_and(|r| r.decision.is_some()));
+        assert!(
+            calls > 12,
+            "pace after every step and between phases: {calls}"
+        );
+        // Told to stop mid-training: no round, nothing served changes.
+        for r in records(200) {
+            store.lock().unwrap().append(&r).unwrap();
+        }
+        let before = (deployed.serving(), deployed.recurrent().weights());
+        let mut left = 5;
+        let r = t
+            .tick_paced(&deployed, &store, None, &mut || {
+                left -= 1;
+                left > 0
+            })
+            .unwrap();
+        assert!(r.is_none());
+        assert_eq!(before, (deployed.serving(), deployed.recurrent().weights()));
+    }
+
+    #[test]
+    fn a_tick_with_too_few_new_records_skips_the_round() {
+        let (_tmp, store, deployed, mut t) = fixture(2);
+        let go = &mut || true;
+        // The first tick after start always trains.
+        assert!(t.tick_paced(&deployed, &store, None, go).unwrap().is_some());
+        for r in records(99) {
+            store.lock().unwrap().append(&r).unwrap();
+        }
+        assert!(t.tick_paced(&deployed, &store, None, go).unwrap().is_none());
+        store.lock().unwrap().append(&records(1)[0]).unwrap();
+        assert!(t.tick_paced(&deployed, &store, None, go).unwrap().is_some());
+    }
+
+    #[test]
     fn bad_config_is_an_error() {
         let cfg = TrainerConfig {
             batch: 0,
             ..TrainerConfig::default()
         };
         assert!(Trainer::new(cfg, &NetWeights::zeros()).is_err());
+        for share in [0.0, -1.0, f64::NAN] {
+            let cfg = TrainerConfig {
+                cpu_share: share,
+                ..TrainerConfig::default()
+            };
+            assert!(Trainer::new(cfg, &NetWeights::zeros()).is_err());
+        }
     }
 }

@@ -106,8 +106,11 @@ fn gate_refuses_a_sabotaged_challenger() {
     bad.generation = 77;
     let d = gate_round(&bad, &ds, &deployed);
     assert!(!d.promote, "{d:?}");
-    assert!(d.challenger > d.champion.unwrap());
-    assert!(score_weights(&bad, &ds, Prior::default()) > d.baselines[1].1);
+    assert_eq!(score_weights(&bad, &ds, Prior::default()), d.challenger);
+    // (The sabotaged head no longer necessarily scores worse than the champion or the EWMA
+    // baseline: each class's central choice falls back to its median or parameter fit where the head
+    // is far off, and a class past its first 48 requests gets its upper estimate from its conformal
+    // window, not from the head. What must hold is that the gate does not promote it.)
 }
 
 #[test]

@@ -205,6 +205,7 @@ fn pinball(y: &Tensor, pred: &Tensor, q: f64, keep_over: &Tensor) -> candle_core
 mod tests {
     use super::*;
     use crate::net::state::{decode_head, ClassState, Step};
+    use crate::net::weights::COVER_FROM;
     use pagegen_core::{Features, FEATURE_WIDTH};
 
     fn state_and_step(rng: &mut SplitMix) -> (ClassState, Step) {
@@ -295,8 +296,15 @@ mod tests {
                     pu0[r],
                     u[r]
                 );
-                assert!((pc[r] - pc0[r]).abs() <= 1e-6);
-                assert!((pu[r] - (pu0[r] + w.calib[r]).max(pc[r])).abs() <= 1e-5);
+                // Served: the class's chosen central, the head's width above it (bias and cover 0).
+                let chosen = s.chosen_central(&pc0, &step.x)[r];
+                assert!((pc[r] - chosen).abs() <= 1e-6);
+                let want = if s.n >= COVER_FROM {
+                    chosen // conformal: central + the (empty, 0) cover offset
+                } else {
+                    (chosen + pu0[r] + w.calib[r] - pc0[r]).max(chosen)
+                };
+                assert!((pu[r] - want).abs() <= 1e-5);
             }
             assert_eq!(FEATURE_WIDTH, 32);
         }

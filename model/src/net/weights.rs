@@ -12,6 +12,10 @@ use pagegen_core::Features;
 use super::state::{decode_head, ClassState, GRU_IN, HEAD_HIDDEN, HEAD_IN, HEAD_OUT, HIDDEN};
 use crate::target::{Targets, RESOURCES};
 
+/// Observations after which a class's upper estimate is its conformal one (central + the cover
+/// window's offset): 16 skipped ([`crate::recurrent`]) + [`super::cover::COVER_MIN`] residuals.
+pub const COVER_FROM: u32 = super::state::SPREAD_MIN_N + super::cover::COVER_MIN as u32;
+
 /// Every weight of the model, flat, in candle's layouts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetWeights {
@@ -154,15 +158,41 @@ impl NetWeights {
         decode_head(&state.median, &state.spread(), &o, &self.calib)
     }
 
-    /// Log-space central and upper predictions for a state and (sanitized) features: the raw ones
-    /// with the class's bias offset on the central and its cover offset on the upper estimate.
+    /// Log-space central and upper predictions for a state and (sanitized) features, as served:
+    /// the central is the head's plus the class's bias offset, or another candidate where the class's
+    /// choice says so ([`ClassState::chosen_central`]); the upper is that central plus the class's
+    /// conformal offset once the class has [`COVER_FROM`] observations ([`super::cover`]), before
+    /// that the head's width above the central.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
-        let (mut c, mut u) = self.predict_log_raw(state, x);
-        for r in 0..RESOURCES {
-            c[r] += state.bias[r];
-            u[r] = (u[r] + state.cover[r]).max(c[r]);
-        }
-        (c, u)
+        let (c_raw, u_raw) = self.predict_log_raw(state, x);
+        let u = self.upper_before_cover(state, x, &c_raw, &u_raw);
+        let c = state.chosen_central(&std::array::from_fn(|r| c_raw[r] + state.bias[r]), x);
+        let conformal = state.n >= COVER_FROM;
+        (
+            c,
+            std::array::from_fn(|r| {
+                if conformal {
+                    c[r] + state.cover[r].max(0.0)
+                } else {
+                    u[r]
+                }
+                .max(c[r])
+            }),
+        )
+    }
+
+    /// A young class's upper estimate: the head's width (`upper − central` of
+    /// [`predict_log_raw`](Self::predict_log_raw)) above the served central estimate
+    /// ([`ClassState::chosen_central`]), so it follows whichever central estimate serves.
+    pub fn upper_before_cover(
+        &self,
+        state: &ClassState,
+        x: &Features,
+        c_raw: &Targets,
+        u_raw: &Targets,
+    ) -> Targets {
+        let c = state.chosen_central(&std::array::from_fn(|r| c_raw[r] + state.bias[r]), x);
+        std::array::from_fn(|r| c[r] + (u_raw[r] - c_raw[r]))
     }
 
     /// Folds one observation into a state: the GRU step on the statistics before the fold, then
