@@ -126,6 +126,12 @@ impl PoolSpec {
     /// refuses (older kernels, other systems) the pool runs with the default slice and says so once.
     /// Ignored for a [`sched_idle`](Self::sched_idle) pool (that policy has no slice).
     ///
+    /// Measured (`benches/isolation.rs`, quiet 2-core VM, kernel 6.18, medians of 5 runs): a 100 µs
+    /// slice on **both** a latency pool and a nice +10 bulk pool gave the light class the lowest
+    /// tail — p99 140 µs, p999 0.30 ms, against 173 µs / 0.78 ms with neither — at no cost to the
+    /// bulk pool's throughput. A short bulk slice bounds how long a running bulk thread is protected
+    /// from a waking latency thread (EEVDF's run-to-parity lasts at most the running thread's slice).
+    ///
     /// # Panics
     /// If `slice` is zero (`None`, the default, is "the kernel's slice").
     #[track_caller]
