@@ -257,7 +257,7 @@ impl Shared {
         self.notify_one(pool);
     }
 
-    /// I1/I2: wakes one sleeping worker of `pool` if none of its workers is searching.
+    /// I1/I2/I4: wakes one sleeping worker of `pool` unless one of its workers searches (freshly).
     #[inline]
     pub(crate) fn notify_one(&self, pool: usize) {
         if let Some(w) = self.pools[pool]
