@@ -334,7 +334,11 @@ mod tests {
             std::hint::spin_loop();
         }
         let s = i.finish(start, start, 3, false);
-        assert!(s.busy_ns >= 200_000);
+        // The spin is timed by `Instant`, the poll by the poll clock (the TSC, calibrated against
+        // `Instant` over 10 ms at start-up): on a loaded machine a preemption inside that window
+        // skews the factor by a few per cent, so the two clocks agree to 10 %, not exactly (this
+        // failed once in CI at exactly 200 µs).
+        assert!(s.busy_ns >= 180_000, "{s:?}");
         assert!(s.cpu_ns <= s.busy_ns);
         assert_eq!(i.long_polls, 1);
     }
