@@ -1,7 +1,10 @@
 //! # pagegen-macros
 //!
 //! `#[pagegen::main]` and `#[pagegen::test]`: drop-in replacements for `#[tokio::main]` and
-//! `#[tokio::test]` that run the `async fn` on a pagegen runtime.
+//! `#[tokio::test]` that run the `async fn` on a pagegen runtime; `#[pagegen::route]`: a handler's
+//! budget.
+//!
+//! ## `#[pagegen::main]`, `#[pagegen::test]`
 //!
 //! Arguments (`key = value`, comma-separated):
 //!
@@ -20,10 +23,42 @@
 //! Errors: a bad argument becomes a `compile_error!` spanned at the offending token, and the function
 //! is still expanded (with defaults) so the rest of the program keeps type-checking and IDEs keep
 //! working — tokio-macros' `entry.rs` does the same.
+//!
+//! ## `#[pagegen::route]`
+//!
+//! On a free `async fn` axum handler. Arguments (`key = literal`, comma-separated, each optional
+//! and at most once); quantities are `"<number><unit>"`, the number an integer or a decimal
+//! (`"1.5ms"`), optionally a space before the unit (`"20 ms"`), and must come to a whole number
+//! greater than zero of the base unit:
+//!
+//! | key | value | field of `RouteAnnotation` |
+//! |---|---|---|
+//! | `class` | non-empty string | `class` |
+//! | `path` | string starting with `/`, as in the router | `path` |
+//! | `cpu` | duration: `ns`, `us` (or `µs`), `ms`, `s` — `"20ms"` | `cpu_ns` (ns) |
+//! | `timeout` | duration, as `cpu` — `"2s"` | `timeout_ns` (ns) |
+//! | `mem` | size: `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), `KB`, `MB`, `GB` (powers of 1000) — `"64MiB"` | `mem_bytes` (bytes) |
+//! | `io_bw` | size per second — `"50MiB/s"` | `io_bytes_per_sec` |
+//! | `io_ops` | integer literal ≥ 1 | `io_ops` (`u32`) |
+//! | `io_depth` | integer literal ≥ 1 | `io_depth` (`u32`) |
+//! | `pool` | `"latency"` or `"bulk"` | `pool` (0 or 1) |
+//!
+//! Expansion contract with the facade (`pagegen::__private`): `async fn NAME` is preceded by
+//! `static __PAGEGEN_ROUTE_NAME: RouteAnnotation = RouteAnnotation { handler: "NAME", .. }` (every
+//! field spelled out, `None` where not given) and, only with `path`,
+//! `inventory::submit! { RouteEntry(&__PAGEGEN_ROUTE_NAME) }`; its body starts with
+//! `bind_route(&__PAGEGEN_ROUTE_NAME);`. The handler's attributes, visibility, generics and
+//! `where` clause are kept; its `#[cfg]`s also apply to the `static` and the submission.
+//!
+//! Errors: each bad argument is a `compile_error!` at the offending token (the literal for a bad
+//! value, the key for an unknown or repeated key) saying what to write instead; the function is
+//! then emitted unchanged, without the annotation. A non-`async` fn, a method or an item that is
+//! not a fn is an error too.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod entry;
+mod route;
 
 use proc_macro::TokenStream;
 
@@ -39,4 +74,20 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand(args.into(), item.into(), entry::Kind::Test).into()
+}
+
+/// Annotates an axum handler (a free `async fn`) with its class and budget:
+///
+/// ```ignore
+/// #[pagegen::route(class = "search", path = "/search", cpu = "20ms", mem = "64MiB",
+///                  io_depth = 8, io_bw = "50MiB/s", timeout = "2s")]
+/// async fn search(q: Query<Params>) -> Html<String> { /* ... */ }
+/// ```
+///
+/// Every key is optional; see the crate docs for the keys, units and what the annotation expands
+/// to. With `path` the annotation is registered before the first request; without it, it binds on
+/// the handler's first call.
+#[proc_macro_attribute]
+pub fn route(args: TokenStream, item: TokenStream) -> TokenStream {
+    route::expand(args.into(), item.into()).into()
 }
