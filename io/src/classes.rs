@@ -3,7 +3,8 @@
 //! [`IoClasses`] wraps the [`FairQueue`] state machine in a mutex and turns it into futures:
 //! [`IoClasses::acquire`] resolves to a [`Permit`] once the operation's class (and request, and the
 //! device) has room; dropping the permit after the operation's completion releases the slot and
-//! hands it to the next waiter in virtual-time order. A class held back by its token bucket is
+//! hands it to the next waiter in virtual-time order. The backend drops it before the operation's
+//! future can see the result (op.rs protocol, step 3), so a returned future holds no slot. A class held back by its token bucket is
 //! re-examined by a small pacer thread at the time the bucket refills (started on first need).
 //!
 //! It is the [`ClassObserver`] pagegen-io exports: subscribe it to the

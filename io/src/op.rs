@@ -7,8 +7,14 @@
 //! 2. The backend (a ring's in-flight table, or a blocking-pool job) keeps its own `Arc<Op>` until the
 //!    operation's completion arrives. **Only the backend's clone keeps the resources alive for the
 //!    kernel**; the future may vanish at any time.
-//! 3. On completion the backend calls [`Op::complete`]: the result is stored, the permit released
-//!    (the class's slot is free only once the kernel is done), and the waker woken.
+//! 3. On completion the backend calls [`Op::complete`], which **releases, then publishes**: it
+//!    first drops the permit (the class's, device's and request's slots are free only once the
+//!    kernel is done), and only then, under a second lock of the op, stores the result and takes
+//!    the waker, which the backend wakes outside any lock. A future sees the result only after the
+//!    slot is free, so when it returns, `IoClasses::in_flight` and the request's count no longer
+//!    include it, whether it was woken or merely polled again (a poll loop may see a result before
+//!    any wake). Storing the result first and releasing after let a future return while the
+//!    backend thread still held its slot.
 //! 4. A future dropped before completion marks the op abandoned and, if the op reached a ring, sends
 //!    a cancel for it to the ring that owns it ([`Inbox::cancel`]) — never touching that ring
 //!    itself. The ring submits an `AsyncCancel`; whatever the outcome, the buffer is freed only when
@@ -103,19 +109,25 @@ impl Op {
 
     /// [`complete`](Op::complete), running `f` on the resources first under the same lock (a
     /// ring marks the bytes a read filled).
+    ///
+    /// Releases, then publishes (op.rs protocol, step 3): the permit is dropped between two locks
+    /// of the op, never under one (its drop takes the class queue's lock and may wake other
+    /// operations' futures), and the result is stored only after it.
     pub(crate) fn complete_with(&self, result: i32, f: impl FnOnce(&mut Res)) -> Option<Waker> {
-        let (waker, permit) = {
+        let completed = Instant::now();
+        let permit = {
             let mut g = self.lock();
             if let Some(res) = g.res.as_mut() {
                 f(res);
             }
-            g.result = Some(result);
-            g.completed = Some(Instant::now());
             g.owner = None;
-            (g.waker.take(), g.permit.take())
+            g.permit.take()
         };
         drop(permit);
-        waker
+        let mut g = self.lock();
+        g.result = Some(result);
+        g.completed = Some(completed);
+        g.waker.take()
     }
 
     /// Drops an op that never reached the kernel (its future is gone): releases the permit.
@@ -236,5 +248,99 @@ pub(crate) async fn run_retrying(io: &Io, mut res: Res, bytes: u64) -> Done {
             continue;
         }
         return done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    use pagegen_core::ClassId;
+
+    use crate::classes::IoClasses;
+
+    /// The waker of an operation queued behind `op` for the class's only slot: when the slot is
+    /// handed over, records whether `op`'s result was already visible to its future.
+    struct Behind {
+        op: Arc<Op>,
+        published_at_handover: Mutex<Vec<bool>>,
+    }
+
+    impl Wake for Behind {
+        fn wake(self: Arc<Self>) {
+            let published = self.op.lock().result.is_some();
+            self.published_at_handover.lock().unwrap().push(published);
+        }
+    }
+
+    fn op_holding(permit: Permit) -> Arc<Op> {
+        Arc::new(Op {
+            inner: Mutex::new(OpInner {
+                res: Some(Res::Fsync {
+                    file: Arc::new(File::open("/dev/null").unwrap()),
+                }),
+                result: None,
+                waker: None,
+                abandoned: false,
+                permit: Some(permit),
+                owner: None,
+                submitted: Instant::now(),
+                completed: None,
+            }),
+            live: Arc::new(AtomicUsize::new(1)),
+        })
+    }
+
+    #[test]
+    fn completion_frees_the_slot_before_the_future_can_see_the_result() {
+        let classes = IoClasses::new(64);
+        classes.set_depth(ClassId::DEFAULT, 1).unwrap();
+        let noop = Waker::noop();
+        let mut first = classes.acquire(0);
+        let Poll::Ready(permit) = Pin::new(&mut first).poll(&mut Context::from_waker(noop)) else {
+            panic!("an idle class admits at once");
+        };
+        let op = op_holding(permit);
+        let mut wait = Wait {
+            op: Some(Arc::clone(&op)),
+            ctx: None,
+        };
+        assert!(Pin::new(&mut wait)
+            .poll(&mut Context::from_waker(noop))
+            .is_pending());
+
+        let behind = Arc::new(Behind {
+            op: Arc::clone(&op),
+            published_at_handover: Mutex::new(Vec::new()),
+        });
+        let behind_waker = Waker::from(Arc::clone(&behind));
+        let mut second = classes.acquire(0);
+        assert!(Pin::new(&mut second)
+            .poll(&mut Context::from_waker(&behind_waker))
+            .is_pending());
+
+        let waker = op.complete(0).expect("the waiting future's waker");
+        assert_eq!(
+            *behind.published_at_handover.lock().unwrap(),
+            [false],
+            "the slot is handed over before the result is published (release, then publish)"
+        );
+        // The future may collect the result before anyone wakes it: its slot is already free.
+        let Poll::Ready(done) = Pin::new(&mut wait).poll(&mut Context::from_waker(noop)) else {
+            panic!("a completed op is ready");
+        };
+        assert_eq!(done.result, 0);
+        let Poll::Ready(next) = Pin::new(&mut second).poll(&mut Context::from_waker(noop)) else {
+            panic!("the freed slot went to the waiter");
+        };
+        assert_eq!(
+            classes.in_flight(ClassId::DEFAULT),
+            1,
+            "only the waiter's op"
+        );
+        drop(next);
+        assert_eq!(classes.in_flight(ClassId::DEFAULT), 0);
+        waker.wake();
     }
 }

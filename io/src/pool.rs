@@ -4,7 +4,9 @@
 //! [`IoClasses`](crate::IoClasses) permits and the same op.rs protocol as on a ring, so limits and
 //! profiles are identical; only the submission differs: a job queue instead of a submission queue.
 //! A job takes the op's resources out for the duration of the call (so the future never waits on a
-//! lock held across a system call), then completes the op.
+//! lock held across a system call), then completes the op, which frees the class's slot before it
+//! publishes the result (op.rs protocol, step 3: release, then publish), so a future that has
+//! returned never leaves its slot held by a pool thread.
 //!
 //! Threads are started on demand up to a maximum and exit after an idle period.
 
@@ -116,6 +118,7 @@ fn run_job(op: Arc<Op>) {
     };
     let result = run_blocking(&mut res);
     op.lock().res = Some(res);
+    // Releases the permit, then publishes the result (op.rs protocol, step 3).
     if let Some(w) = op.complete(result) {
         w.wake();
     }
