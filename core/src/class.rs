@@ -103,12 +103,18 @@ impl PoolId {
 /// the runtime has learned the route, and as the static baseline predictor.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteSpec {
-    /// Expected CPU time of one request.
+    /// Expected CPU time of one request, and its cap: a request past it is demoted to the bulk
+    /// pool, never cancelled.
     pub cpu: Option<Duration>,
-    /// Expected peak memory of one request, bytes.
+    /// Expected peak memory of one request, bytes, and its cap: the grant's hard limit never
+    /// exceeds it, and a request past it is cancelled.
     pub mem: Option<u64>,
     /// Expected file I/O operations of one request.
     pub io_ops: Option<u32>,
+    /// File operations one request may have in flight (the grant's `io_depth` cap).
+    pub io_depth: Option<u32>,
+    /// File I/O bandwidth of one request, bytes per second (the grant's `io_bytes_per_sec` cap).
+    pub io_bytes_per_sec: Option<u64>,
     /// Wall-clock limit; past it the request is cancelled.
     pub timeout: Option<Duration>,
     /// Pool the request starts in when nothing better is known.

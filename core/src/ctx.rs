@@ -12,13 +12,18 @@
 //!   [`RequestCtx::current`]/[`RequestCtx::with_current`]. Children spawned from inside a poll inherit
 //!   it.
 //! - Control flags: anyone may ask for the request to be cancelled ([`RequestCtx::request_cancel`]);
-//!   the executor honours it at the next poll boundary of each of the request's tasks. Checkpoint flags
+//!   the executor honours it at the next poll boundary of each of the request's tasks. A task parked
+//!   on a future that never wakes would never reach that boundary, so the request's root future
+//!   registers its waker with [`RequestCtx::register_cancel_waker`] (the root crate's HTTP edge does,
+//!   on every poll) and the call that sets the cancel reason wakes it: the executor then polls it,
+//!   sees the flag first, and drops it. Other tasks of the request stop at their next poll. Checkpoint flags
 //!   ([`RequestCtx::mark_checkpoint`]) record, once each, that usage crossed 50 % or 90 % of a grant.
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use crate::account::{CpuAccount, IoAccount, MemAccount, NetAccount, SpanAccount};
 use crate::class::ClassId;
@@ -30,6 +35,18 @@ use crate::usage::{PerfCounters, Usage};
 /// Process-unique request id.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// The id of every background context (work nobody admitted: unclassified spawns, a class's
+    /// background work, connection tasks). Accounts of such contexts are shared by unrelated work,
+    /// so profilers skip them.
+    pub const BACKGROUND: RequestId = RequestId(u64::MAX);
+
+    /// Whether this is [`RequestId::BACKGROUND`].
+    pub const fn is_background(self) -> bool {
+        self.0 == u64::MAX
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,7 +102,9 @@ pub struct RequestCtx {
     demand: Mutex<Option<Demand>>,
     /// 0 = not cancelled; otherwise `CancelReason::to_tag() + 1`.
     cancel: AtomicU8,
+    cancel_waker: Mutex<Option<Waker>>,
     checkpoints: AtomicU32,
+    demoted: AtomicBool,
 }
 
 impl fmt::Debug for RequestCtx {
@@ -119,7 +138,9 @@ impl RequestCtx {
             counters: Mutex::new(None),
             demand: Mutex::new(None),
             cancel: AtomicU8::new(0),
+            cancel_waker: Mutex::new(None),
             checkpoints: AtomicU32::new(0),
+            demoted: AtomicBool::new(false),
         })
     }
 
@@ -167,10 +188,40 @@ impl RequestCtx {
 
     /// Asks for the request to be cancelled at its tasks' next poll boundary. The first reason wins;
     /// returns whether this call set it.
+    /// Wakes the registered cancel waker (see the module docs) when this call set the reason.
     pub fn request_cancel(&self, reason: CancelReason) -> bool {
-        self.cancel
+        let set = self
+            .cancel
             .compare_exchange(0, reason.to_tag() + 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if set {
+            let waker = self
+                .cancel_waker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        set
+    }
+    /// Registers the waker a [`request_cancel`](Self::request_cancel) wakes (the request's root
+    /// task; the last registration wins). Cold path: a lock, once per poll of the root future.
+    pub fn register_cancel_waker(&self, waker: &Waker) {
+        let mut slot = self.cancel_waker.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+    /// Records that the request was moved to another pool while it ran; `true` only the first time.
+    pub fn mark_demoted(&self) -> bool {
+        !self.demoted.swap(true, Ordering::Relaxed)
+    }
+    /// Whether it was demoted.
+    pub fn demoted(&self) -> bool {
+        self.demoted.load(Ordering::Relaxed)
     }
     /// The pending cancellation, if any.
     pub fn cancel_requested(&self) -> Option<CancelReason> {
@@ -272,6 +323,25 @@ mod tests {
             c.cancel_requested(),
             Some(CancelReason::BudgetExceeded(Resource::Memory))
         );
+    }
+
+    #[test]
+    fn a_cancel_wakes_the_registered_waker_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(Count(AtomicUsize::new(0)));
+        let c = RequestCtx::background(RequestId(1), ClassId::DEFAULT);
+        c.register_cancel_waker(&Waker::from(n.clone()));
+        assert!(c.request_cancel(CancelReason::Deadline));
+        assert!(!c.request_cancel(CancelReason::Shed));
+        assert_eq!(n.0.load(Ordering::SeqCst), 1);
+        assert!(c.mark_demoted() && !c.mark_demoted() && c.demoted());
     }
 
     #[test]

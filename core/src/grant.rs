@@ -146,6 +146,10 @@ impl GrantCell {
     pub fn cpu_ns(&self) -> u64 {
         self.cpu_ns.load(Relaxed)
     }
+    /// Wall-clock budget, read alone.
+    pub fn wall_ns(&self) -> u64 {
+        self.wall_ns.load(Relaxed)
+    }
 }
 
 #[cfg(test)]

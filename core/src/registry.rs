@@ -87,7 +87,10 @@ impl ClassRegistry {
         };
         let mut reg = ClassRegistry::in_memory();
         reg.path = Some(path.clone());
-        match fs::read_to_string(&path) {
+        // Bytes, not `read_to_string`: a file that is not UTF-8 is corrupt, not an I/O failure.
+        let text = fs::read(&path)
+            .map(|b| String::from_utf8(b).unwrap_or_else(|_| String::from("\0 not UTF-8")));
+        match text {
             Ok(text) => match parse(&text) {
                 Ok(entries) => {
                     let mut inner = reg.lock();

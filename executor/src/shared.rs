@@ -69,7 +69,7 @@ pub(crate) struct Shared {
 
 /// Request id of the background context. Request ids come from the facade's admission; the
 /// background context is not a request, so it takes the top of the range nobody hands out.
-pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId(u64::MAX);
+pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId::BACKGROUND;
 
 impl Shared {
     pub(crate) fn new(
