@@ -1,7 +1,11 @@
-//! What `#[pagegen::main]` and `#[pagegen::test]` expand to. Not public API: names and signatures
-//! follow the macros, not semver.
+//! What `#[pagegen::main]`, `#[pagegen::test]` and `#[pagegen::route]` expand to. Not public API:
+//! names and signatures follow the macros, not semver. Every runtime here comes from the one
+//! composition root, [`crate::runtime::Builder`].
 
-use pagegen_executor::{Builder, Runtime};
+pub use crate::route::{RouteAnnotation, RouteEntry};
+pub use inventory;
+
+use crate::runtime::{Builder, Runtime};
 
 /// Process set-up that must happen before any thread starts.
 ///
@@ -15,24 +19,15 @@ pub fn init_main_env() {
     }
 }
 
-/// Every worker reaps `pagegen::fs` completions on its own io_uring ring (or the blocking pool
-/// where io_uring is unavailable), through the process-wide I/O runtime.
-fn io_driver() -> std::sync::Arc<dyn pagegen_core::DriverFactory> {
-    std::sync::Arc::new(pagegen_io::Io::global().clone())
-}
-
-/// The runtime of `#[pagegen::main]`.
+/// The runtime of `#[pagegen::main]`: the configuration from `pagegen.toml` and `PAGEGEN_*`, the
+/// attribute's `workers` last.
 ///
 /// # Panics
-/// When the runtime cannot start (no threads, no epoll): `main` cannot run without it, and the
-/// message says why.
+/// When the runtime cannot start (a bad configuration value, a locked state directory, no
+/// threads): `main` cannot run without it, and the message says why.
 #[track_caller]
 pub fn main_runtime(workers: Option<usize>) -> Runtime {
-    // The allocator hook flushes per-request memory accounts once per poll; with
-    // `allocator = false` pagegen's allocator is not installed and the hook sees zero counts.
-    let mut b = Builder::new()
-        .hook(pagegen_alloc::AllocHook::new())
-        .driver(io_driver());
+    let mut b = Builder::from_env().unwrap_or_else(|e| panic!("pagegen: {e}"));
     if let Some(n) = workers {
         b = b.workers(n);
     }
@@ -40,18 +35,29 @@ pub fn main_runtime(workers: Option<usize>) -> Runtime {
         .unwrap_or_else(|e| panic!("pagegen: cannot start the runtime: {e}"))
 }
 
-/// A fresh runtime per `#[pagegen::test]` (one worker unless told otherwise): tests share nothing.
+/// A fresh runtime per `#[pagegen::test]`: one latency worker unless told otherwise, one bulk
+/// worker, a temporary state directory, no trainer thread — tests share nothing, and every hook of
+/// a real runtime is there.
 ///
 /// # Panics
 /// When the runtime cannot start.
 #[track_caller]
 pub fn test_runtime(workers: Option<usize>) -> Runtime {
     Builder::new()
-        .driver(io_driver())
         .workers(workers.unwrap_or(1))
+        .bulk_workers(1)
+        .temporary_state()
+        .trainer(false)
         .thread_name("pagegen-test")
         .build()
         .unwrap_or_else(|e| panic!("pagegen: cannot start the test runtime: {e}"))
+}
+
+/// Binds a handler's annotation on its call (see [`crate::route`]): with a `path` it was registered
+/// before the first request, and this only applies its caps to the current request if they were
+/// not; without one, it binds the current request's route to it.
+pub fn bind_route(a: &'static RouteAnnotation) {
+    crate::serve::bind_current(a);
 }
 
 /// Installs pagegen's global allocator ([`crate::alloc::PagegenAlloc`]: jemalloc with per-request

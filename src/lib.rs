@@ -15,6 +15,13 @@
 //! | `tokio::runtime::{Builder, Runtime, Handle}` | [`runtime`] |
 //! | `hyper_util::rt::TokioExecutor` | [`rt::HyperExecutor`] |
 //! | `tokio::fs` | [`fs`] |
+//! | `axum::serve(listener, router)` | [`http::serve`]`(listener, router)`: every request classified, predicted, granted, admitted, run in its class and pool, enforced and recorded |
+//! | — | [`#[pagegen::route(cpu = "20ms", mem = "64MiB", timeout = "2s")]`](route) on a handler: a class's prior and caps |
+//!
+//! The root crate is the glue none of the subsystems may own: [`runtime`] (the composition root),
+//! [`engine`] (the request loop's HTTP-free steps), [`policy`] (Demand → Grant, admission,
+//! enforcement, shares), [`profile`] (poll statistics → accounts → records for the model) and the
+//! HTTP edge ([`http`]). `policy` and `profile` never name an HTTP type.
 //!
 //! `tokio::net`, `tokio::time` and `tokio::sync` keep working inside pagegen tasks; the limits
 //! (`tokio::spawn` bypasses pagegen, tokio's coop budget and paused clock) are in
@@ -24,10 +31,23 @@
 
 #[doc(hidden)]
 pub mod __private;
+pub mod config;
+pub mod engine;
+pub mod policy;
+pub mod profile;
+pub mod route;
 pub mod rt;
 pub mod runtime;
+mod serve;
 pub mod task;
 pub mod trainer;
+
+/// The HTTP edge: serve an axum router (or any tower service) on pagegen with the request loop.
+pub mod http {
+    pub use crate::serve::{
+        serve, serve_with, Classifier, LoopLayer, LoopService, MatchedPathClassifier, Serve,
+    };
+}
 
 /// Memory: pagegen's global allocator, per-request accounting, class arenas and budgets.
 pub use pagegen_alloc as alloc;
@@ -37,6 +57,6 @@ pub use pagegen_executor::{spawn, spawn_blocking, spawn_in, JoinError, JoinHandl
 /// File I/O with `tokio::fs`/`std::fs` names, on io_uring per worker (blocking pool fallback),
 /// bounded per class and written into each request's I/O account.
 pub use pagegen_io::fs;
-pub use pagegen_macros::{main, test};
+pub use pagegen_macros::{main, route, test};
 /// Prediction: features, profile store, predictors and the trainer.
 pub use pagegen_model as model;

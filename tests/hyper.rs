@@ -53,14 +53,19 @@ async fn hyper_http1_round_trips_on_pagegen() {
 
 #[test]
 fn hyper_executor_spawns_on_pagegen_and_inherits_the_context() {
-    let rt = pagegen::runtime::Builder::new().workers(1).build().unwrap();
+    let rt = pagegen::runtime::Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .workers(1)
+        .build()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let ctx = RequestCtx::new(RequestId(9), Grant::unlimited(ClassId::from_raw(2)), 0);
     rt.handle().spawn_with_ctx(ctx, async move {
         HyperExecutor::new().execute(async move {
             let on_worker = std::thread::current()
                 .name()
-                .is_some_and(|n| n.contains("worker"));
+                .is_some_and(|n| n.starts_with("pagegen-latency"));
             tx.send((on_worker, RequestCtx::current().map(|c| c.id())))
                 .unwrap();
         });

@@ -8,6 +8,10 @@ use pagegen::runtime::{Builder, PoolSpec, Runtime};
 
 fn two_pools() -> Runtime {
     Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .temporary_state()
+        .trainer(false)
         .thread_name("pools")
         .pool(PoolSpec::new("latency", 1))
         .pool(PoolSpec::new("bulk", 1).nice(10))
@@ -104,6 +108,10 @@ fn own_policy() -> Option<u32> {
 #[test]
 fn a_sched_idle_pool_runs_its_threads_under_sched_idle_and_spawn_in_follows_the_class_pool() {
     let rt = Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .temporary_state()
+        .trainer(false)
         .thread_name("idlepool")
         .pool(PoolSpec::new("latency", 1))
         .pool(PoolSpec::new("bulk", 1).nice(10).sched_idle(true))

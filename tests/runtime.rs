@@ -17,7 +17,12 @@ use pagegen::runtime::{Builder, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rt(workers: usize) -> Runtime {
-    Builder::new().workers(workers).build().expect("runtime")
+    Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .workers(workers)
+        .build()
+        .expect("runtime")
 }
 
 /// A waker that reports each wake on a channel, so a test can block until a wake happened.
@@ -316,6 +321,10 @@ impl PollHook for TestHook {
 fn hooks_see_polls_cancel_by_verdict_and_panics_are_contained() {
     let hook = Arc::new(TestHook::default());
     let rt = Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .temporary_state()
+        .trainer(false)
         .workers(1)
         .hook(hook.clone())
         .build()
@@ -405,6 +414,10 @@ impl PollHook for StatsHook {
 fn every_poll_is_instrumented_and_summarised() {
     let hook = Arc::new(StatsHook::default());
     let rt = Builder::new()
+        .temporary_state()
+        .trainer(false)
+        .temporary_state()
+        .trainer(false)
         .workers(1)
         .hook(hook.clone())
         .build()

@@ -1,0 +1,365 @@
+//! [`Engine`]: the request loop's shared state and its HTTP-free steps, one per runtime.
+//!
+//! ```text
+//! classify (route key → class) → features → predict → grant → admit (wait or shed)
+//!   → [the edge spawns the handler with the admitted context] → finish (record for the model)
+//! ```
+//!
+//! The HTTP edge (`crate::serve`) calls these steps with plain values (a method, a matched path, a
+//! query), so every step is tested without a server. The composition root (`crate::runtime`) builds
+//! the engine and makes it current on every thread of its runtime ([`Engine::current`]).
+//!
+//! **Classes.** A route's class is named `"{METHOD} {matched path}"` (`GET /product/{id}`), or by its
+//! annotation's `class`. Requests that matched no route share one class, [`UNMATCHED`], so a storm
+//! of random URLs creates no classes. Registrations go through the runtime's persisted
+//! [`ClassRegistry`], whose observers (class arenas, I/O class limits, the model's static baseline,
+//! the scheduler) hear each new class or annotation.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pagegen_core::{
+    ClassId, ClassRegistry, ClassSpec, Clock, Demand, Features, Grant, Outcome, RequestCtx,
+    RequestId, RouteSpec,
+};
+use pagegen_model::{Deployed, Predictor};
+
+use crate::config::Config;
+use crate::policy::{Admission, Decision, Decisions, GrantPolicy, Refusal, Ticket};
+use crate::profile::record::shed_record;
+use crate::profile::{finish_record, Recorder};
+
+/// The class of requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Engine>>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous current engine when dropped.
+#[derive(Debug)]
+pub(crate) struct EngineGuard(Option<Arc<Engine>>);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// One route's class and caps.
+#[derive(Clone, Debug)]
+struct RouteEntry {
+    class: ClassId,
+    spec: RouteSpec,
+}
+
+/// Route tables: `(method, matched path)` → class, and annotations keyed by path (any method).
+#[derive(Debug, Default)]
+struct Routes {
+    by_path: HashMap<Box<str>, Vec<(Box<str>, RouteEntry)>>,
+    annotated: HashMap<Box<str>, RouteEntry>,
+}
+
+/// A request admitted by [`Engine::admit`]: run its handler with [`ctx`](Self::ctx), then give it
+/// back to [`Engine::finish`].
+#[derive(Debug)]
+pub struct Admitted {
+    /// The request's context (grant, prediction, accounts).
+    pub ctx: Arc<RequestCtx>,
+    features: Features,
+    _ticket: Ticket,
+}
+
+/// A request refused at admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shed {
+    /// Why.
+    pub refusal: Refusal,
+    /// A retry hint, seconds (the admission wait rounded up), when retrying can help.
+    pub retry_after_s: Option<u64>,
+}
+
+/// The request loop's state; see the module docs.
+pub struct Engine {
+    clock: Arc<dyn Clock>,
+    registry: Arc<ClassRegistry>,
+    predictor: Arc<Deployed>,
+    grants: GrantPolicy,
+    admission: Arc<Admission>,
+    decisions: Arc<Decisions>,
+    recorder: Recorder,
+    routes: RwLock<Routes>,
+    unmatched: ClassId,
+    wait: Duration,
+    next_id: AtomicU64,
+    refused_connections: AtomicU64,
+    config: Config,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("grants", &self.grants)
+            .field("decisions", &self.decisions.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Engine::new`] is built from (the composition root fills it).
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<ClassRegistry>,
+    pub predictor: Arc<Deployed>,
+    pub grants: GrantPolicy,
+    pub admission: Arc<Admission>,
+    pub decisions: Arc<Decisions>,
+    pub recorder: Recorder,
+    pub wait: Duration,
+    pub config: Config,
+}
+
+impl Engine {
+    pub(crate) fn new(p: Parts) -> std::io::Result<Arc<Self>> {
+        let unmatched = p
+            .registry
+            .register(ClassSpec::new(UNMATCHED))
+            .map_err(std::io::Error::other)?;
+        Ok(Arc::new(Engine {
+            clock: p.clock,
+            registry: p.registry,
+            predictor: p.predictor,
+            grants: p.grants,
+            admission: p.admission,
+            decisions: p.decisions,
+            recorder: p.recorder,
+            routes: RwLock::new(Routes::default()),
+            unmatched,
+            wait: p.wait,
+            next_id: AtomicU64::new(1),
+            refused_connections: AtomicU64::new(0),
+            config: p.config,
+        }))
+    }
+
+    /// The engine of the runtime this thread belongs to (a worker, a blocking thread, or a thread
+    /// inside the runtime's `block_on`).
+    pub fn current() -> Option<Arc<Engine>> {
+        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+    }
+
+    /// Makes `self` current on this thread until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> EngineGuard {
+        EngineGuard(CURRENT.with(|c| c.replace(Some(self.clone()))))
+    }
+
+    /// The decision counters.
+    pub fn decisions(&self) -> &Arc<Decisions> {
+        &self.decisions
+    }
+    /// The admission controller (memory pool, pool load).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+    /// The deployed predictor.
+    pub fn predictor(&self) -> &Arc<Deployed> {
+        &self.predictor
+    }
+    /// The class registry.
+    pub fn registry(&self) -> &Arc<ClassRegistry> {
+        &self.registry
+    }
+    /// The class of unmatched requests.
+    pub fn unmatched_class(&self) -> ClassId {
+        self.unmatched
+    }
+    /// The clock admission stamps contexts with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    /// The admission wait.
+    pub fn admission_wait(&self) -> Duration {
+        self.wait
+    }
+    /// The runtime's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// Counts a connection refused past the connection limit.
+    pub(crate) fn count_refused_connection(&self) {
+        self.refused_connections.fetch_add(1, Relaxed);
+    }
+    /// Connections refused past the connection limit so far.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections.load(Relaxed)
+    }
+
+    fn register(&self, name: &str, spec: &RouteSpec) -> ClassId {
+        let mut s = ClassSpec::new(name).with_route(spec.clone());
+        if let Some(p) = spec.pool {
+            s = s.with_pool(p);
+        }
+        self.registry.register(s).unwrap_or_else(|e| {
+            tracing::warn!(class = name, error = %e, "cannot register a class; its requests run as unmatched");
+            self.unmatched
+        })
+    }
+
+    /// Registers an annotated route before its first request: requests of any method whose matched
+    /// path is `path` run in class `class` (default: `path`) under `spec`.
+    pub fn annotate_path(&self, path: &str, class: Option<&str>, spec: &RouteSpec) -> ClassId {
+        let id = self.register(class.unwrap_or(path), spec);
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes.annotated.insert(
+            path.into(),
+            RouteEntry {
+                class: id,
+                spec: spec.clone(),
+            },
+        );
+        // Routes already classified at this path follow the annotation from now on.
+        routes.by_path.remove(path);
+        id
+    }
+
+    /// The class (and caps) of a request: `matched` is the router's matched path, `None` when no
+    /// route matched.
+    pub fn classify(&self, method: &str, matched: Option<&str>) -> (ClassId, RouteSpec) {
+        let Some(path) = matched else {
+            return (self.unmatched, RouteSpec::default());
+        };
+        {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = routes.by_path.get(path) {
+                if let Some((_, e)) = list.iter().find(|(m, _)| &**m == method) {
+                    return (e.class, e.spec.clone());
+                }
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let entry = match routes.annotated.get(path) {
+            Some(e) => e.clone(),
+            None => RouteEntry {
+                class: self.register(&format!("{method} {path}"), &RouteSpec::default()),
+                spec: RouteSpec::default(),
+            },
+        };
+        routes
+            .by_path
+            .entry(path.into())
+            .or_default()
+            .push((method.into(), entry.clone()));
+        (entry.class, entry.spec)
+    }
+
+    /// Binds an annotation met on a handler's first call (no `path` in it): the current request's
+    /// route moves to the annotation's class and caps for later requests, and the current request's
+    /// grant takes the caps at once (memory, wall time, I/O).
+    pub fn bind(
+        &self,
+        ctx: &RequestCtx,
+        method: &str,
+        path: &str,
+        class: Option<&str>,
+        spec: &RouteSpec,
+    ) {
+        let already = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            routes.annotated.contains_key(path)
+        };
+        if !already {
+            let name = class.map_or_else(|| format!("{method} {path}"), str::to_owned);
+            let id = self.register(&name, spec);
+            let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+            let e = RouteEntry {
+                class: id,
+                spec: spec.clone(),
+            };
+            routes.annotated.insert(path.into(), e);
+            routes.by_path.remove(path);
+        }
+        let mut g = ctx.grant().get();
+        let capped = crate::policy::grant::apply_caps(&mut g, spec);
+        if capped {
+            ctx.grant().set(g);
+        }
+    }
+
+    /// Predicts a request's demand.
+    pub fn predict(&self, class: ClassId, features: &Features) -> Demand {
+        self.predictor.predict(class, features)
+    }
+
+    /// Predicts, grants and admits a request of `class` (waiting at most the admission wait);
+    /// a refusal is counted and recorded for the model.
+    ///
+    /// # Errors
+    /// [`Shed`] when it was not admitted in time.
+    pub async fn admit(
+        &self,
+        class: ClassId,
+        route: &RouteSpec,
+        features: Features,
+    ) -> Result<Admitted, Shed> {
+        let demand = self.predict(class, &features);
+        let grant = self.grants.grant(class, &demand, route);
+        let id = self.next_id.fetch_add(1, Relaxed);
+        match self.admission.admit(&grant, &demand, self.wait).await {
+            Ok(ticket) => {
+                let ctx = RequestCtx::new(RequestId(id), grant, self.clock.now());
+                ctx.set_demand(demand);
+                Ok(Admitted {
+                    ctx,
+                    features,
+                    _ticket: ticket,
+                })
+            }
+            Err(refusal) => {
+                self.recorder
+                    .record(shed_record(id, class, features, demand, grant));
+                let retry_after_s = refusal.retryable().then(|| self.wait.as_secs().max(1));
+                Err(Shed {
+                    refusal,
+                    retry_after_s,
+                })
+            }
+        }
+    }
+
+    /// Blocks until every finished request so far reached the model and the profile store was
+    /// flushed (tests and tools; never call it on the request path).
+    pub fn sync_records(&self) {
+        self.recorder.sync();
+    }
+
+    /// The grant a request would get now (for tools and tests; admits nothing).
+    pub fn grant_for(&self, class: ClassId, route: &RouteSpec, features: &Features) -> Grant {
+        self.grants
+            .grant(class, &self.predict(class, features), route)
+    }
+
+    /// Ends an admitted request: counts the outcome, releases its ticket and hands its profile to
+    /// the recorder (never blocking).
+    pub fn finish(&self, admitted: Admitted, outcome: Outcome) {
+        let class = admitted.ctx.class();
+        let d = match outcome {
+            Outcome::Completed => Decision::Completed,
+            Outcome::Failed => Decision::Failed,
+            Outcome::Panicked => Decision::Panicked,
+            Outcome::Shed => Decision::ShedOverload,
+            Outcome::Cancelled(pagegen_core::CancelReason::BudgetExceeded(
+                pagegen_core::Resource::Memory,
+            )) => Decision::CancelledMemory,
+            Outcome::Cancelled(pagegen_core::CancelReason::Deadline) => Decision::CancelledDeadline,
+            Outcome::Cancelled(_) => Decision::CancelledOther,
+        };
+        self.decisions.count(class, d);
+        let record = finish_record(&admitted.ctx, admitted.features, outcome, self.clock.now());
+        drop(admitted);
+        self.recorder.record(record);
+    }
+}

@@ -1,0 +1,445 @@
+//! The request loop end to end: a real axum router served by `pagegen::http::serve` over loopback
+//! HTTP, real allocations, real state directories. Assertions are on status codes, bodies, bytes
+//! and counters — never on durations.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use pagegen::engine::Engine;
+use pagegen::policy::Decision;
+use pagegen::route::Route;
+use pagegen::rt::TokioIo;
+use pagegen::runtime::{Builder, Config, Runtime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[global_allocator]
+static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
+
+const MIB: usize = 1 << 20;
+
+fn runtime(dir: &std::path::Path, tune: impl FnOnce(&mut Config)) -> Runtime {
+    let mut cfg = Config {
+        workers: 2,
+        bulk_workers: 1,
+        trainer: false,
+        state_dir: dir.to_path_buf(),
+        memory_pool: Some(1 << 30),
+        admission_wait: Duration::ZERO,
+        ..Config::default()
+    };
+    tune(&mut cfg);
+    Builder::with_config(cfg)
+        .thread_name("serve-test")
+        .build()
+        .unwrap()
+}
+
+/// Starts `app` on 127.0.0.1:0; returns its address and a shutdown trigger.
+async fn start(app: Router, routes: Vec<Route>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
+        let _ = rx.await;
+    });
+    for r in routes {
+        server = server.route(r);
+    }
+    drop(pagegen::spawn(async move { server.await.unwrap() }));
+    (addr, tx)
+}
+
+/// One GET on a fresh connection: status, `Retry-After`, body.
+async fn get_once(addr: SocketAddr, path: &str) -> (StatusCode, Option<String>, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    drop(pagegen::spawn(conn));
+    let res = tx
+        .send_request(Request::get(path).body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, body)
+}
+
+fn engine() -> Arc<Engine> {
+    Engine::current().expect("inside the runtime")
+}
+
+/// Allocates `mib` MiB in 1 MiB pieces across awaits, touching every page, and keeps it all.
+async fn hog(mib: usize) -> Vec<Vec<u8>> {
+    let mut held = Vec::new();
+    for _ in 0..mib {
+        held.push(vec![1u8; MIB]);
+        pagegen::task::yield_now().await;
+    }
+    held
+}
+
+#[test]
+fn predictions_for_a_route_converge_to_what_it_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route(
+            "/page/{n}",
+            get(|Path(n): Path<u32>| async move {
+                let v = hog(8).await;
+                format!("{n}:{}", v.len())
+            }),
+        );
+        let (addr, stop) = start(app, vec![]).await;
+        for i in 0..40 {
+            let (s, _, body) = get_once(addr, &format!("/page/{i}")).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(body, format!("{i}:8"));
+        }
+        let e = engine();
+        e.sync_records();
+        let (class, spec) = e.classify("GET", Some("/page/{n}"));
+        let d = e.decisions().class(class);
+        assert_eq!(d.get(Decision::Completed), 40);
+        assert_eq!(d.get(Decision::Recorded), 40);
+        let f = pagegen::model::features::extract(class, "/page/41", None, 0, 1);
+        let peak = e.predict(class, &f).peak_bytes.central;
+        assert!(
+            (6 * MIB as u64..12 * MIB as u64).contains(&peak),
+            "predicted peak {peak} for a route that holds 8 MiB"
+        );
+        let cpu = e.predict(class, &f).cpu_ns.central;
+        assert!(cpu > 0, "CPU is learned from live traffic");
+        assert!(e.grant_for(class, &spec, &f).mem_hard >= 8 * MIB as u64);
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn a_handler_far_over_its_memory_budget_is_cancelled_while_light_requests_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |c| c.mem_floor = 4 << 20);
+    rt.block_on(async {
+        let app = Router::new().route("/", get(|| async { "home" })).route(
+            "/report",
+            get(|| async {
+                let v = hog(512).await;
+                format!("{}", v.len())
+            }),
+        );
+        let routes = vec![Route::new("/report").mem(16 << 20)];
+        let (addr, stop) = start(app, routes).await;
+        let heavy = pagegen::spawn(async move { get_once(addr, "/report").await });
+        let light: Vec<_> = (0..20)
+            .map(|_| pagegen::spawn(async move { get_once(addr, "/").await }))
+            .collect();
+        for l in light {
+            let (s, _, body) = l.await.unwrap();
+            assert_eq!((s, &body[..]), (StatusCode::OK, &b"home"[..]));
+        }
+        let (s, retry, body) = heavy.await.unwrap();
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry, None, "the same request would exceed again");
+        assert!(String::from_utf8_lossy(&body).contains("Memory budget exceeded"));
+        let e = engine();
+        let (class, _) = e.classify("GET", Some("/report"));
+        assert_eq!(e.decisions().class(class).get(Decision::CancelledMemory), 1);
+        assert_eq!(
+            e.admission().memory().reserved(),
+            0,
+            "every reservation released"
+        );
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn a_panicking_handler_is_a_500_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { panic!("handler bug") as &'static str }),
+            )
+            .route("/ok", get(|| async { "fine" }));
+        let (addr, stop) = start(app, vec![]).await;
+        for _ in 0..3 {
+            let (s, _, _) = get_once(addr, "/boom").await;
+            assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+            let (s, _, body) = get_once(addr, "/ok").await;
+            assert_eq!((s, &body[..]), (StatusCode::OK, &b"fine"[..]));
+        }
+        assert_eq!(engine().decisions().snapshot().get(Decision::Panicked), 3);
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn beyond_capacity_requests_are_shed_with_retry_after_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 64 MiB pool and 32 MiB per request: two fit, the third cannot.
+    let rt = runtime(dir.path(), |c| {
+        c.memory_pool = Some(64 << 20);
+        c.mem_floor = 32 << 20;
+    });
+    rt.block_on(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Semaphore::new(0));
+        let (g, en) = (gate.clone(), entered.clone());
+        let app = Router::new().route(
+            "/slow",
+            get(move || {
+                let (g, en) = (g.clone(), en.clone());
+                async move {
+                    en.add_permits(1);
+                    g.acquire().await.unwrap().forget();
+                    "done"
+                }
+            }),
+        );
+        let routes = vec![Route::new("/slow").mem(32 << 20)];
+        let (addr, stop) = start(app, routes).await;
+        let held: Vec<_> = (0..2)
+            .map(|_| pagegen::spawn(async move { get_once(addr, "/slow").await }))
+            .collect();
+        entered.acquire_many(2).await.unwrap().forget();
+        let e = engine();
+        assert_eq!(e.admission().memory().reserved(), 64 << 20);
+        for _ in 0..5 {
+            let (s, retry, _) = get_once(addr, "/slow").await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry.as_deref(), Some("1"));
+        }
+        assert!(e.admission().memory().reserved() <= 64 << 20);
+        gate.add_permits(2);
+        for h in held {
+            let (s, _, body) = h.await.unwrap();
+            assert_eq!((s, &body[..]), (StatusCode::OK, &b"done"[..]));
+        }
+        assert_eq!(e.decisions().snapshot().get(Decision::ShedMemory), 5);
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn a_storm_of_unknown_paths_creates_no_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route("/known", get(|| async { "k" }));
+        let (addr, stop) = start(app, vec![]).await;
+        let _ = get_once(addr, "/known").await;
+        let before = engine().registry().len();
+        for i in 0..100 {
+            let (s, _, _) = get_once(addr, &format!("/random/{i}/x{i}")).await;
+            assert_eq!(s, StatusCode::NOT_FOUND);
+        }
+        let e = engine();
+        assert_eq!(e.registry().len(), before);
+        assert_eq!(
+            e.decisions()
+                .class(e.unmatched_class())
+                .get(Decision::Completed),
+            100
+        );
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn a_handler_parked_forever_is_cancelled_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route(
+            "/stuck",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        );
+        let routes = vec![Route::new("/stuck").timeout(Duration::from_millis(50))];
+        let (addr, stop) = start(app, routes).await;
+        let (s, retry, body) = get_once(addr, "/stuck").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(String::from_utf8_lossy(&body).contains("deadline"));
+        assert_eq!(
+            engine()
+                .decisions()
+                .snapshot()
+                .get(Decision::CancelledDeadline),
+            1
+        );
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn the_connection_limit_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |c| c.max_connections = 2);
+    rt.block_on(async {
+        let app = Router::new().route("/", get(|| async { "hi" }));
+        let (addr, stop) = start(app, vec![]).await;
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+            open.push(s);
+        }
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut got = Vec::new();
+        third.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(engine().refused_connections(), 1);
+        drop(open);
+        let _ = stop.send(());
+    });
+}
+
+/// Runs in a child process (this test binary re-executed): serves `/learn` on a state directory,
+/// prints its port, and waits to be killed.
+fn child_server(dir: &str) {
+    let rt = runtime(std::path::Path::new(dir), |_| {});
+    rt.block_on(async {
+        let app = Router::new()
+            .route("/learn", get(|| async { hog(4).await.len().to_string() }))
+            .route(
+                "/sync",
+                get(|| async {
+                    let e = engine();
+                    let id = e.classify("GET", Some("/learn")).0.raw();
+                    pagegen::spawn_blocking(move || e.sync_records())
+                        .await
+                        .unwrap();
+                    id.to_string()
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("PORT {}", listener.local_addr().unwrap().port());
+        pagegen::http::serve(listener, app)
+            .with_graceful_shutdown(std::future::pending())
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_restart_after_sigkill_keeps_class_ids_and_what_was_learned() {
+    if let Ok(dir) = std::env::var("PAGEGEN_SERVE_TEST_CHILD") {
+        child_server(&dir);
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_restart_after_sigkill_keeps_class_ids_and_what_was_learned",
+            "--nocapture",
+        ])
+        .env("PAGEGEN_SERVE_TEST_CHILD", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("child printed its port").unwrap();
+        if let Some(p) = line.strip_prefix("PORT ") {
+            break p.parse().unwrap();
+        }
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id: u32 = client.block_on(async {
+        for _ in 0..30 {
+            let (s, _, _) = plain_get(addr, "/learn").await;
+            assert_eq!(s, 200);
+        }
+        let (_, _, body) = plain_get(addr, "/sync").await;
+        String::from_utf8(body).unwrap().parse().unwrap()
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let e = engine();
+        assert_eq!(e.registry().id_of("GET /learn").map(|c| c.raw()), Some(id));
+        let class = pagegen::ClassId::from_raw(id);
+        let f = pagegen::model::features::extract(class, "/learn", None, 0, 1);
+        let peak = e.predict(class, &f).peak_bytes.central;
+        assert!(
+            (3 * MIB as u64..6 * MIB as u64).contains(&peak),
+            "after the restart the route is still predicted to hold ~4 MiB, got {peak}"
+        );
+    });
+}
+
+/// A GET without hyper (the client runtime here is plain tokio): status, headers, body.
+async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head[9..12].parse().unwrap();
+    // Bodies here are short and sent with content-length.
+    (status, head.to_owned(), body.as_bytes().to_vec())
+}
+
+#[test]
+fn a_corrupt_state_directory_starts_fresh_and_keeps_the_damaged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("classes"), b"\x00\xffnot a registry").unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let (addr, stop) = start(app, vec![]).await;
+        assert_eq!(get_once(addr, "/").await.0, StatusCode::OK);
+        let _ = stop.send(());
+    });
+    drop(rt);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let aside = |p: &str| {
+        names
+            .iter()
+            .any(|n| n.starts_with(p) && n.contains(".corrupt-"))
+    };
+    assert!(aside("classes"), "{names:?}");
+    assert!(aside("model.safetensors"), "{names:?}");
+}
