@@ -20,13 +20,15 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// Another live process holds the state directory's lock file.
-    #[error("state directory {dir} is in use by process {pid} (lock file {dir}/LOCK); give each process its own PAGEGEN_STATE_DIR")]
+    /// Another open [`StateDir`](crate::StateDir) (in a live process, or this one) holds the state
+    /// directory's lock.
+    #[error("state directory {dir} is in use by {} (lock file {dir}/LOCK); give each process its own PAGEGEN_STATE_DIR", holder(.pid))]
     Locked {
-        /// The state directory.
+        /// The directory.
         dir: PathBuf,
-        /// The holder's process id.
-        pid: u32,
+        /// The holder's process id as it wrote it in `LOCK`, as seen from the holder's pid
+        /// namespace (information only; `None` when the holder had not written it yet).
+        pid: Option<u32>,
     },
     /// A checkpoint or import file is not a usable pagegen model.
     #[error("checkpoint {path} is unusable: {reason}")]
@@ -50,5 +52,12 @@ impl ModelError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn holder(pid: &Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("process {pid}"),
+        None => "a process that has not written its pid yet".into(),
     }
 }
