@@ -141,7 +141,7 @@ impl Predictor for Deployed {
                 c.set(n);
                 n
             });
-            if n % every == 0 {
+            if n.is_multiple_of(every) {
                 for r in Resource::ALL {
                     let e = d.get_mut(r);
                     let up = (e.upper as f64 * self.config.explore.factor).min(u64::MAX as f64);

@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn the_central_choice_takes_the_slow_median_unless_another_is_clearly_better() {
         // A class whose y alternates 9 and 11: the median (10) is the best constant.
-        let y = |i: u32| if i % 2 == 0 { 9.0 } else { 11.0 };
+        let y = |i: u32| if i.is_multiple_of(2) { 9.0 } else { 11.0 };
         let x = Features::default();
         let step = |i: u32| Step {
             y: [y(i); RESOURCES],
