@@ -443,3 +443,46 @@ fn a_corrupt_state_directory_starts_fresh_and_keeps_the_damaged_files() {
     assert!(aside("classes"), "{names:?}");
     assert!(aside("model.safetensors"), "{names:?}");
 }
+
+#[pagegen::route(path = "/annotated", mem = "16MiB")]
+async fn annotated() -> String {
+    hog(256).await.len().to_string()
+}
+
+#[pagegen::route(class = "stuck-on-first-call", timeout = "50ms")]
+async fn bound_on_first_call() -> &'static str {
+    std::future::pending::<()>().await;
+    "never"
+}
+
+#[test]
+fn route_annotations_register_before_the_first_request_or_bind_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new()
+            .route("/annotated", get(annotated))
+            .route("/first", get(bound_on_first_call));
+        let (addr, stop) = start(app, vec![]).await;
+        let e = engine();
+        // `path` registered the class and its cap before any request.
+        assert_eq!(
+            e.registry()
+                .spec(e.registry().id_of("/annotated").unwrap())
+                .and_then(|s| s.route.mem),
+            Some(16 << 20)
+        );
+        let (s, _, _) = get_once(addr, "/annotated").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        // No `path`: the annotation binds on the first call, and its timeout applies at once.
+        assert!(e.registry().id_of("stuck-on-first-call").is_none());
+        let (s, retry, _) = get_once(addr, "/first").await;
+        assert_eq!((s, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        let id = e.registry().id_of("stuck-on-first-call").unwrap();
+        assert_eq!(e.classify("GET", Some("/first")).0, id);
+        let (s, _, _) = get_once(addr, "/first").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.decisions().class(id).get(Decision::CancelledDeadline), 1);
+        let _ = stop.send(());
+    });
+}

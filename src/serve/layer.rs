@@ -22,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
@@ -132,6 +133,10 @@ pub(crate) fn shed_response(s: Shed) -> Response<Body> {
 struct Guarded<F> {
     fut: Pin<Box<F>>,
     ctx: Arc<RequestCtx>,
+    /// When the request was admitted, on tokio's clock (the timer's).
+    start: tokio::time::Instant,
+    /// The wall budget the timer is armed for (an annotation binding on first call may lower it).
+    armed_ns: u64,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     route: Arc<RouteKey>,
 }
@@ -141,6 +146,12 @@ impl<F: Future> Future for Guarded<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         this.ctx.register_cancel_waker(cx.waker());
+        let wall = this.ctx.grant().wall_ns();
+        if wall != this.armed_ns {
+            this.armed_ns = wall;
+            this.deadline = (wall != u64::MAX)
+                .then(|| Box::pin(tokio::time::sleep_until(this.start + Duration::from_nanos(wall))));
+        }
         if let Some(d) = this.deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {
                 this.deadline = None;
@@ -153,6 +164,10 @@ impl<F: Future> Future for Guarded<F> {
         let prev = ROUTE.with(|r| r.replace(Some(this.route.clone())));
         let out = this.fut.as_mut().poll(cx);
         ROUTE.with(|r| *r.borrow_mut() = prev);
+        if out.is_pending() && this.ctx.grant().wall_ns() != this.armed_ns {
+            // The handler lowered its own budget (an annotation bound on this call): re-arm now.
+            cx.waker().wake_by_ref();
+        }
         out
     }
 }
@@ -215,13 +230,12 @@ where
                 Err(shed) => return Ok(shed_response(shed)),
             };
             let ctx = admitted.ctx.clone();
-            let wall = ctx.grant().wall_ns();
-            let deadline = (wall != u64::MAX)
-                .then(|| Box::pin(tokio::time::sleep(std::time::Duration::from_nanos(wall))));
             let guarded = Guarded {
                 fut: Box::pin(inner.call(req)),
                 ctx: ctx.clone(),
-                deadline,
+                start: tokio::time::Instant::now(),
+                armed_ns: u64::MAX,
+                deadline: None,
                 route,
             };
             let handle = pagegen_executor::Handle::current();
