@@ -11,7 +11,7 @@
 //! | [`predictor`] | the [`Predictor`] trait: allocation-free `predict`, `observe` on completion |
 //! | [`baseline`] | static annotation, per-class EWMA, VPA-style decaying histogram |
 //! | [`net`] | the recurrent model: candle graph (trainer only) and the plain-Rust forward |
-//! | [`store`] | the append-only, checksummed, bounded profile log with tail recovery |
+//! | [`store`] | the append-only, checksummed, bounded profile log; recovery skips only damaged records |
 //! | [`state_dir`] | `PAGEGEN_STATE_DIR` and its lock file |
 //! | [`checkpoint`] | safetensors checkpoints with a format version; export/import |
 //! | [`dataset`] | store records → per-class training sequences; train/calibrate/validate split |
@@ -56,5 +56,5 @@ pub use published::Prior;
 pub use recurrent::{RecurrentConfig, RecurrentPredictor};
 pub use runtime::{ModelConfig, ModelRuntime};
 pub use state_dir::StateDir;
-pub use store::{ProfileStore, Recovery, StoreConfig, StoreSnapshot};
+pub use store::{ProfileStore, Recovery, Skipped, StoreConfig, StoreSnapshot};
 pub use trainer::{RoundReport, StartHook, Trainer, TrainerConfig, TrainerHandle};

@@ -3,23 +3,40 @@
 //! Why a log and not an embedded database (`redb`, `sled`): the access pattern is exactly "append one
 //! record per request, read the recent window back for training, drop the oldest", which a segmented
 //! log serves with one sequential write per record and no compaction; retention is deleting a file.
-//! The format is small enough to verify by eye and to recover by truncation.
+//! The format is small enough to verify by eye, and its frames are self-delimiting and checksummed,
+//! so recovery loses only the records that were damaged.
 //!
 //! Format. `profiles/seg-<20-digit id>.log`, ids increasing. Each segment starts with the 8-byte
 //! header `PGSG`, format version (u16 LE, [`SEGMENT_VERSION`]), two zero bytes; then frames:
 //! `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is
-//! [`ProfileRecord::encode`]. Records are never rewritten.
+//! [`ProfileRecord::encode`]. Records are never modified; recovery may rewrite the active segment
+//! without its damaged ranges (below).
 //!
 //! Retention. A segment is closed when it would pass `segment_bytes`; when more than `max_segments`
 //! exist the oldest is deleted, so the store is bounded by `segment_bytes × max_segments` plus one
 //! record.
 //!
-//! Recovery. On open, the active (newest) segment is scanned: the first frame that is short, fails its
-//! checksum or does not decode marks a torn or corrupt tail, which is reported ([`Recovery`], and a
-//! `tracing` warning) and cut off (the file is truncated there), so appends continue from good data. A
-//! newest segment with a bad header is moved aside as `<name>.corrupt-<unix s>` (never deleted). When
-//! reading, corruption inside an older segment ends that segment's read and is reported. Nothing here
-//! panics on any file content.
+//! Recovery. A scan that meets bytes that are not a valid frame (short, an implausible length, a
+//! checksum mismatch, or a payload that does not decode) **resynchronises**: it looks at each
+//! following byte offset for the next valid frame (a length in `1..=MAX_PAYLOAD` that fits, a
+//! matching checksum, and a record that decodes) and skips only the bytes in between, which hold
+//! the damaged records; a range that reaches the end is a torn or damaged tail. Each skipped range
+//! is reported ([`Recovery::skipped`], a note, and a `tracing` warning).
+//! - On open, the active (newest) segment is scanned. If a range was skipped, its bytes are first
+//!   written to a new `<segment>.corrupt-<unix s>` file (the ranges of one recovery concatenated in
+//!   file order, each located by its [`Skipped`]; `.<n>` is appended when the name is taken) and
+//!   synced; only then are they removed from the segment, so appends continue from good data: a
+//!   damaged tail is cut off in place; other damage by writing the good frames to `<segment>.tmp`
+//!   and renaming it over the segment (a crash leaves the old or the new segment, and the kept
+//!   bytes either way). If the kept bytes cannot be written, open fails rather than drop them.
+//! - A newest segment with neither a valid header nor a single valid frame, or of another format
+//!   version, is moved aside whole as `<segment>.corrupt-<unix s>` and a new segment started.
+//! - Closed segments are never rewritten: a read skips damage inside one the same way, reports it,
+//!   and leaves the bytes where they are.
+//!
+//! Bytes recovery removes are never deleted. `.corrupt-` files are not segments: retention and the
+//! size bound above ignore them, and an operator removes them. Nothing here panics on any file
+//! content.
 //!
 //! Reading without the lock. [`snapshot`](ProfileStore::snapshot) flushes the buffered records and
 //! notes each segment's id and length; the [`StoreSnapshot`] reads those bytes afterwards, newest
@@ -30,8 +47,9 @@
 //! after the snapshot is skipped.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,8 +90,25 @@ impl Default for StoreConfig {
 pub struct Recovery {
     /// One line per problem found.
     pub notes: Vec<String>,
-    /// Bytes cut from torn or corrupt tails.
+    /// Bytes removed from segments on open (damaged ranges, torn tails, segments moved aside
+    /// whole); every one is kept in a `.corrupt-` file (see [`skipped`](Self::skipped)).
     pub bytes_cut: u64,
+    /// Every damaged byte range skipped, in the order found (the module docs say how).
+    pub skipped: Vec<Skipped>,
+}
+
+/// One damaged byte range of a segment, skipped up to the next valid frame (or the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The segment.
+    pub segment: PathBuf,
+    /// Where the range started in the segment, as it was found.
+    pub offset: u64,
+    /// Its length, bytes.
+    pub len: u64,
+    /// The `.corrupt-` file that keeps these bytes, when recovery removed them from the segment;
+    /// `None` when a read skipped them in a closed segment, which keeps them in place.
+    pub kept_in: Option<PathBuf>,
 }
 
 impl Recovery {
@@ -122,97 +157,171 @@ fn unix_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// Moves a bad file aside as `<file>.<what>-<unix s>`; never deletes it.
-pub(crate) fn move_aside(path: &Path, what: &str) -> PathBuf {
+/// `<file>.<what>-<unix s>`, with `.<n>` appended for `n > 0`.
+fn aside_name(path: &Path, what: &str, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{what}-{}", unix_s()));
-    let to = PathBuf::from(name);
+    if n > 0 {
+        name.push(format!(".{n}"));
+    }
+    PathBuf::from(name)
+}
+
+/// Attempts at a free `.<what>-` name before giving up (plucked from thin air: a name is taken only
+/// by recoveries within the same second).
+const ASIDE_TRIES: u32 = 1000;
+
+/// Moves a bad file aside as `<file>.<what>-<unix s>` (or `.<n>` after it, if that is taken);
+/// never deletes it.
+pub(crate) fn move_aside(path: &Path, what: &str) -> PathBuf {
+    let to = (0..ASIDE_TRIES)
+        .map(|n| aside_name(path, what, n))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| aside_name(path, what, ASIDE_TRIES));
     if let Err(e) = fs::rename(path, &to) {
         tracing::warn!(from = %path.display(), error = %e, "could not move a bad file aside");
     }
     to
 }
 
+/// Writes `bytes` to a new `<file>.<what>-<unix s>` (never replacing a file) and syncs it.
+fn write_aside(path: &Path, what: &str, bytes: &[u8]) -> Result<PathBuf, ModelError> {
+    for n in 0..ASIDE_TRIES {
+        let to = aside_name(path, what, n);
+        match OpenOptions::new().write(true).create_new(true).open(&to) {
+            Ok(mut f) => {
+                f.write_all(bytes)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| ModelError::io(&to, e))?;
+                return Ok(to);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ModelError::io(&to, e)),
+        }
+    }
+    let to = aside_name(path, what, ASIDE_TRIES);
+    Err(ModelError::io(
+        &to,
+        std::io::Error::other("no free name to keep damaged bytes under"),
+    ))
+}
+
+/// Why the bytes at an offset are not a frame.
+#[derive(Debug)]
+enum Bad {
+    TornHeader,
+    Length(u32),
+    TornRecord,
+    Checksum,
+    Undecodable(String),
+}
+
+impl fmt::Display for Bad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bad::TornHeader => f.write_str("torn frame header"),
+            Bad::Length(len) => write!(f, "implausible frame length {len}"),
+            Bad::TornRecord => f.write_str("torn record"),
+            Bad::Checksum => f.write_str("checksum mismatch"),
+            Bad::Undecodable(e) => write!(f, "undecodable record ({e})"),
+        }
+    }
+}
+
+/// The frame at the start of `rest`: its whole length (header included) and its record.
+fn frame(rest: &[u8]) -> Result<(usize, ProfileRecord), Bad> {
+    let [l0, l1, l2, l3, c0, c1, c2, c3, ..] = *rest else {
+        return Err(Bad::TornHeader);
+    };
+    let len = u32::from_le_bytes([l0, l1, l2, l3]);
+    let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+    if len == 0 || len > MAX_PAYLOAD {
+        return Err(Bad::Length(len));
+    }
+    let end = FRAME + len as usize;
+    let payload = rest.get(FRAME..end).ok_or(Bad::TornRecord)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(Bad::Checksum);
+    }
+    ProfileRecord::decode(payload)
+        .map(|r| (end, r))
+        .map_err(|e| Bad::Undecodable(e.to_string()))
+}
+
+/// A damaged range of a segment, `start..end`, and what was wrong at `start`.
+#[derive(Debug)]
+struct Damage {
+    start: usize,
+    end: usize,
+    why: String,
+}
+
 /// Result of scanning one segment's bytes.
 struct Scan {
     records: Vec<ProfileRecord>,
-    good_len: u64,
-    problem: Option<String>,
+    /// Why nothing in the segment can be read (another format version; neither a valid header nor
+    /// any valid frame); `records` and `damage` are then empty.
+    unreadable: Option<String>,
+    /// Damaged ranges in file order, each ending where the next valid frame starts, or at the end.
+    damage: Vec<Damage>,
 }
 
+/// Scans a segment, resynchronising on the next valid frame after damage (module docs,
+/// "Recovery"). Keeps the records only when `keep`.
 fn scan(bytes: &[u8], keep: bool) -> Scan {
-    let mut records = Vec::new();
-    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
-        return Scan {
-            records,
-            good_len: 0,
-            problem: Some("bad segment header".into()),
-        };
+    let mut s = Scan {
+        records: Vec::new(),
+        unreadable: None,
+        damage: Vec::new(),
+    };
+    let header_ok = bytes.len() >= HEADER && &bytes[..4] == MAGIC;
+    if header_ok {
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != SEGMENT_VERSION {
+            s.unreadable = Some(format!("unsupported segment version {version}"));
+            return s;
+        }
     }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SEGMENT_VERSION {
-        return Scan {
-            records,
-            good_len: 0,
-            problem: Some(format!("unsupported segment version {version}")),
-        };
-    }
-    let mut pos = HEADER;
+    // The damaged range being walked through: where it started, and why.
+    let mut open = (!header_ok).then(|| (0, "bad segment header".to_string()));
+    let mut frames = 0usize;
+    let mut pos = HEADER.min(bytes.len());
     while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        if rest.len() < FRAME {
-            return Scan {
-                records,
-                good_len: pos as u64,
-                problem: Some(format!("torn frame header at byte {pos}")),
-            };
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len > MAX_PAYLOAD {
-            return Scan {
-                records,
-                good_len: pos as u64,
-                problem: Some(format!("implausible frame length {len} at byte {pos}")),
-            };
-        }
-        let end = FRAME + len as usize;
-        if rest.len() < end {
-            return Scan {
-                records,
-                good_len: pos as u64,
-                problem: Some(format!("torn record at byte {pos}")),
-            };
-        }
-        let payload = &rest[FRAME..end];
-        if crc32fast::hash(payload) != crc {
-            return Scan {
-                records,
-                good_len: pos as u64,
-                problem: Some(format!("checksum mismatch at byte {pos}")),
-            };
-        }
-        match ProfileRecord::decode(payload) {
-            Ok(r) => {
+        match frame(&bytes[pos..]) {
+            Ok((len, record)) => {
+                if let Some((start, why)) = open.take() {
+                    s.damage.push(Damage {
+                        start,
+                        end: pos,
+                        why,
+                    });
+                }
                 if keep {
-                    records.push(r);
+                    s.records.push(record);
                 }
+                frames += 1;
+                pos += len;
             }
-            Err(e) => {
-                return Scan {
-                    records,
-                    good_len: pos as u64,
-                    problem: Some(format!("undecodable record at byte {pos}: {e}")),
+            Err(bad) => {
+                if open.is_none() {
+                    open = Some((pos, format!("{bad} at byte {pos}")));
                 }
+                pos += 1;
             }
         }
-        pos += end;
     }
-    Scan {
-        records,
-        good_len: pos as u64,
-        problem: None,
+    if let Some((start, why)) = open {
+        s.damage.push(Damage {
+            start,
+            end: bytes.len(),
+            why,
+        });
     }
+    if !header_ok && frames == 0 {
+        s.damage.clear();
+        s.unreadable = Some("bad segment header".into());
+    }
+    s
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
@@ -223,6 +332,13 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
     Ok(v)
 }
 
+fn header() -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..6].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h
+}
+
 fn new_segment(dir: &Path, id: u64) -> Result<File, ModelError> {
     let path = seg_path(dir, id);
     let mut f = OpenOptions::new()
@@ -231,11 +347,76 @@ fn new_segment(dir: &Path, id: u64) -> Result<File, ModelError> {
         .write(true)
         .open(&path)
         .map_err(|e| ModelError::io(&path, e))?;
-    let mut h = [0u8; HEADER];
-    h[..4].copy_from_slice(MAGIC);
-    h[4..6].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    f.write_all(&h).map_err(|e| ModelError::io(&path, e))?;
+    f.write_all(&header())
+        .map_err(|e| ModelError::io(&path, e))?;
     Ok(f)
+}
+
+/// Removes `damage` from the active segment at `path`, whose content is `bytes`: keeps the
+/// damaged bytes in a `.corrupt-` file first, then cuts or rewrites the segment (module docs,
+/// "Recovery"). Returns the segment's new length.
+fn repair(
+    path: &Path,
+    bytes: &[u8],
+    damage: &[Damage],
+    recovery: &mut Recovery,
+) -> Result<u64, ModelError> {
+    let kept: Vec<u8> = damage
+        .iter()
+        .flat_map(|d| &bytes[d.start..d.end])
+        .copied()
+        .collect();
+    let aside = write_aside(path, "corrupt", &kept)?;
+    let len = match damage {
+        [tail] if tail.end == bytes.len() && tail.start >= HEADER => {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| ModelError::io(path, e))?;
+            f.set_len(tail.start as u64)
+                .map_err(|e| ModelError::io(path, e))?;
+            tail.start as u64
+        }
+        _ => {
+            let mut good = Vec::with_capacity(bytes.len() - kept.len() + HEADER);
+            if damage.first().is_some_and(|d| d.start == 0) {
+                good.extend_from_slice(&header()); // The header was part of the damage.
+            }
+            let mut from = 0;
+            for d in damage {
+                good.extend_from_slice(&bytes[from..d.start]);
+                from = d.end;
+            }
+            good.extend_from_slice(&bytes[from..]);
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            File::create(&tmp)
+                .and_then(|mut f| f.write_all(&good).and_then(|()| f.sync_all()))
+                .map_err(|e| ModelError::io(&tmp, e))?;
+            fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+            good.len() as u64
+        }
+    };
+    for d in damage {
+        recovery.note(format!(
+            "{}: {}; skipped bytes {}..{} ({} bytes), kept in {}",
+            path.display(),
+            d.why,
+            d.start,
+            d.end,
+            d.end - d.start,
+            aside.display()
+        ));
+        recovery.skipped.push(Skipped {
+            segment: path.to_owned(),
+            offset: d.start as u64,
+            len: (d.end - d.start) as u64,
+            kept_in: Some(aside.clone()),
+        });
+    }
+    recovery.bytes_cut += kept.len() as u64;
+    Ok(len)
 }
 
 /// Opens the newest segment for appending, recovering its tail (or starts the first one).
@@ -251,36 +432,34 @@ fn open_active(
     let path = seg_path(dir, id);
     let bytes = read_file(&path)?;
     let s = scan(&bytes, false);
-    match s.problem {
-        None => {}
-        Some(p) if s.good_len == 0 => {
-            let to = move_aside(&path, "corrupt");
-            recovery.note(format!(
-                "{}: {p}; moved aside to {}",
-                path.display(),
-                to.display()
-            ));
-            segments.pop_back();
-            segments.push_back(id + 1);
-            return Ok((new_segment(dir, id + 1)?, HEADER as u64));
-        }
-        Some(p) => {
-            let cut = bytes.len() as u64 - s.good_len;
-            recovery.note(format!("{}: {p}; cut {cut} bytes", path.display()));
-            recovery.bytes_cut += cut;
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| ModelError::io(&path, e))?;
-            f.set_len(s.good_len)
-                .map_err(|e| ModelError::io(&path, e))?;
-        }
+    if let Some(p) = s.unreadable {
+        let to = move_aside(&path, "corrupt");
+        recovery.note(format!(
+            "{}: {p}; moved aside to {}",
+            path.display(),
+            to.display()
+        ));
+        recovery.bytes_cut += bytes.len() as u64;
+        recovery.skipped.push(Skipped {
+            segment: path,
+            offset: 0,
+            len: bytes.len() as u64,
+            kept_in: Some(to),
+        });
+        segments.pop_back();
+        segments.push_back(id + 1);
+        return Ok((new_segment(dir, id + 1)?, HEADER as u64));
     }
+    let len = if s.damage.is_empty() {
+        bytes.len() as u64
+    } else {
+        repair(&path, &bytes, &s.damage, recovery)?
+    };
     let f = OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(|e| ModelError::io(&path, e))?;
-    Ok((f, s.good_len))
+    Ok((f, len))
 }
 
 impl ProfileStore {
@@ -454,8 +633,24 @@ impl StoreSnapshot {
                 bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
             }
             let s = scan(&bytes, true);
-            if let Some(p) = s.problem {
-                recovery.note(format!("{}: {p}; rest of segment skipped", path.display()));
+            if let Some(p) = s.unreadable {
+                recovery.note(format!("{}: {p}; segment skipped", path.display()));
+            }
+            for d in s.damage {
+                recovery.note(format!(
+                    "{}: {}; skipped bytes {}..{} ({} bytes, left in place)",
+                    path.display(),
+                    d.why,
+                    d.start,
+                    d.end,
+                    d.end - d.start
+                ));
+                recovery.skipped.push(Skipped {
+                    segment: path.clone(),
+                    offset: d.start as u64,
+                    len: (d.end - d.start) as u64,
+                    kept_in: None,
+                });
             }
             have += s.records.len();
             parts.push(s.records);
@@ -592,6 +787,12 @@ mod tests {
         drop(f);
         let (mut s, r) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
         assert!(!r.is_clean() && r.bytes_cut > 0, "{r:?}");
+        let kept = r.skipped[0].kept_in.as_ref().unwrap();
+        assert_eq!(
+            fs::metadata(kept).unwrap().len(),
+            r.bytes_cut,
+            "the cut bytes are kept"
+        );
         s.append(&rec(10)).unwrap();
         let (all, r) = s.read_all().unwrap();
         assert!(r.is_clean(), "{r:?}");
@@ -617,8 +818,8 @@ mod tests {
         let (mut s, r) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
         assert!(!r.is_clean());
         let (all, _) = s.read_all().unwrap();
-        assert!(!all.is_empty() && all.len() < 20);
-        assert!(all.iter().enumerate().all(|(i, r)| *r == rec(i as u64)));
+        assert_eq!(all.len(), 19, "only the damaged record is lost");
+        assert!(all.windows(2).all(|w| w[0].request_id < w[1].request_id));
         drop(s);
         // A newest segment that is pure garbage is moved aside, not deleted.
         fs::write(&path, b"garbage").unwrap();
@@ -635,7 +836,168 @@ mod tests {
                     .contains(".corrupt-")
             })
             .count();
-        assert_eq!(aside, 1);
+        assert_eq!(
+            aside, 2,
+            "the damaged record's bytes, and the garbage segment"
+        );
         assert_eq!(s.read_all().unwrap().0.len(), 1);
+    }
+
+    /// Where in a segment to damage it.
+    #[derive(Clone, Copy, Debug)]
+    enum At {
+        Start,
+        Middle,
+        End,
+    }
+
+    /// Each of `n` records' frame as a byte range of a segment holding them all.
+    fn frames(n: u64) -> Vec<std::ops::Range<usize>> {
+        let mut pos = HEADER;
+        (0..n)
+            .map(|i| {
+                let mut v = Vec::new();
+                rec(i).encode(&mut v);
+                let r = pos..pos + FRAME + v.len();
+                pos = r.end;
+                r
+            })
+            .collect()
+    }
+
+    fn corrupt_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+            .collect()
+    }
+
+    /// The reported scenario: 64 bytes flipped in a 2,000-record (~1.9 MB) segment.
+    fn damage_loses_only_the_damaged_records(at: At) {
+        const N: u64 = 2_000;
+        const DAMAGE: usize = 64;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = {
+            let (mut s, _) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
+            for i in 0..N {
+                s.append(&rec(i)).unwrap();
+            }
+            s.flush().unwrap();
+            assert_eq!(s.segment_count(), 1);
+            s.active_path()
+        };
+        let frames = frames(N);
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), frames.last().unwrap().end);
+        let from = match at {
+            At::Start => 0,
+            At::Middle => bytes.len() / 2,
+            At::End => bytes.len() - DAMAGE,
+        };
+        let hit = from..from + DAMAGE;
+        bytes[hit.clone()].iter_mut().for_each(|b| *b ^= 0xff);
+        fs::write(&path, &bytes).unwrap();
+        // Exactly the records whose frames overlap the damage are lost.
+        let lost: Vec<u64> = (0..N)
+            .filter(|&i| {
+                let f = &frames[i as usize];
+                f.start < hit.end && hit.start < f.end
+            })
+            .collect();
+        let survivors: Vec<ProfileRecord> = (0..N).filter(|i| !lost.contains(i)).map(rec).collect();
+        assert!(!lost.is_empty() && lost.len() <= 2, "{lost:?}");
+        // The skipped range: from the first lost frame (the file's start when the header was hit)
+        // to the next good frame (or the end).
+        let first = &frames[lost[0] as usize];
+        let last = &frames[*lost.last().unwrap() as usize];
+        let range = if hit.start < HEADER { 0 } else { first.start }..last.end;
+
+        let (mut s, r) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
+        assert_eq!(r.skipped.len(), 1, "{at:?}: {r:?}");
+        let skipped = &r.skipped[0];
+        assert_eq!(
+            (skipped.segment.as_path(), skipped.offset, skipped.len),
+            (path.as_path(), range.start as u64, range.len() as u64),
+            "{at:?}"
+        );
+        assert_eq!(r.bytes_cut, range.len() as u64);
+        let kept = skipped.kept_in.as_ref().unwrap();
+        assert_eq!(corrupt_files(tmp.path()), vec![kept.clone()]);
+        assert!(kept
+            .to_string_lossy()
+            .starts_with(&format!("{}.corrupt-", path.display())));
+        assert_eq!(
+            fs::read(kept).unwrap(),
+            &bytes[range],
+            "{at:?}: the damaged bytes are kept"
+        );
+        let (all, read) = s.read_all().unwrap();
+        assert!(read.is_clean(), "the segment was repaired: {read:?}");
+        assert_eq!(all.len(), survivors.len(), "{at:?}");
+        assert!(
+            all == survivors,
+            "{at:?}: every undamaged record survives, in order"
+        );
+        // Appends continue from good data, and a reopen finds nothing more to do.
+        s.append(&rec(N)).unwrap();
+        drop(s);
+        let (mut s, r) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
+        assert!(r.is_clean(), "{at:?}: {r:?}");
+        let (all, _) = s.read_all().unwrap();
+        assert_eq!(all.len(), survivors.len() + 1);
+        assert_eq!(all.last(), Some(&rec(N)));
+        assert_eq!(corrupt_files(tmp.path()).len(), 1);
+    }
+
+    #[test]
+    fn damage_at_the_start_of_a_segment_loses_only_the_damaged_records() {
+        damage_loses_only_the_damaged_records(At::Start);
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_a_segment_loses_only_the_damaged_records() {
+        damage_loses_only_the_damaged_records(At::Middle);
+    }
+
+    #[test]
+    fn damage_at_the_end_of_a_segment_loses_only_the_damaged_records() {
+        damage_loses_only_the_damaged_records(At::End);
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_is_skipped_on_read_and_left_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            segment_bytes: 8192,
+            max_segments: 16,
+        };
+        let (mut s, _) = ProfileStore::open(tmp.path(), cfg).unwrap();
+        for i in 0..40 {
+            s.append(&rec(i)).unwrap();
+        }
+        s.flush().unwrap();
+        assert!(s.segment_count() >= 3);
+        // The first segment holds records 0.. in the frames `frames` gives; damage its third.
+        let first = seg_path(tmp.path(), 1);
+        let mut bytes = fs::read(&first).unwrap();
+        let third = frames(3)[2].clone();
+        bytes[third.start + 20] ^= 0xff;
+        fs::write(&first, &bytes).unwrap();
+        let (all, r) = s.read_all().unwrap();
+        let ids: Vec<u64> = all.iter().map(|r| r.request_id).collect();
+        let expected: Vec<u64> = (0..40).filter(|&i| i != 2).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(
+            r.skipped,
+            vec![Skipped {
+                segment: first.clone(),
+                offset: third.start as u64,
+                len: third.len() as u64,
+                kept_in: None,
+            }]
+        );
+        assert_eq!(fs::read(&first).unwrap(), bytes, "a read never rewrites");
+        assert!(corrupt_files(tmp.path()).is_empty());
     }
 }
