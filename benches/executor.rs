@@ -61,7 +61,7 @@ impl Kind {
 
 enum Rt {
     Tokio(tokio::runtime::Runtime),
-    Pagegen(pagegen::runtime::Runtime),
+    Pagegen(pagegen_executor::Runtime),
 }
 
 enum Join {
@@ -92,7 +92,7 @@ impl Rt {
                     .unwrap(),
             ),
             Kind::Pagegen | Kind::PagegenBare => Rt::Pagegen(
-                pagegen::runtime::Builder::new()
+                pagegen_executor::Builder::new()
                     .workers(workers)
                     .poll_timing(matches!(kind, Kind::Pagegen))
                     .build()
@@ -400,7 +400,7 @@ fn lanes_contention(c: &mut Criterion) {
         let (rt, classes) = match kind {
             Kind::Tokio => (Rt::new(kind), Vec::new()),
             _ => {
-                let mut b = pagegen::runtime::Builder::new().workers(WORKERS);
+                let mut b = pagegen_executor::Builder::new().workers(WORKERS);
                 for k in 0..n {
                     b = b.class(pagegen::core::ClassSpec::new(format!("c{k}")));
                 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use pagegen::runtime::{Builder, Runtime};
+use pagegen_executor::{Builder, Runtime};
 use pagegen_io::fs::File;
 use pagegen_io::{BackendChoice, Io};
 

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pagegen::core::{ClassId, ClassSpec, Grant, RequestCtx, RequestId, Shares};
-use pagegen::runtime::{Builder, Runtime};
+use pagegen_executor::{Builder, Runtime};
 use pagegen_io::fs::File;
 use pagegen_io::{BackendChoice, Io};
 

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pagegen::core::{ClassId, ClassSpec, Grant, PoolId, RequestCtx, RequestId, Shares};
-use pagegen::runtime::{Builder, PoolSpec};
+use pagegen_executor::{Builder, PoolSpec};
 
 const LIGHT_SERVICE: Duration = Duration::from_micros(50);
 const HEAVY_POLL: Duration = Duration::from_millis(20);
@@ -84,7 +84,7 @@ impl Target for Tokio {
 }
 
 struct Pagegen {
-    rt: pagegen::runtime::Runtime,
+    rt: pagegen_executor::Runtime,
     heavy_pool: PoolId,
     /// `(light, heavy)` registered classes; `None`: unclassified light work, heavy in class id 2
     /// never registered.

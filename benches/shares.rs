@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagegen::core::{ClassId, ClassSpec, Shares};
-use pagegen::runtime::{Builder, Handle};
+use pagegen_executor::{Builder, Handle};
 
 const POLL: Duration = Duration::from_micros(500);
 /// Tasks per class: twice the workers, so each class alone saturates the runtime.

@@ -37,7 +37,7 @@ use pagegen::core::{ClassId, ClassSpec, ProfileRecord, Shares, Usage, VirtualClo
 use pagegen::model::features::extract;
 use pagegen::model::rng::SplitMix;
 use pagegen::model::{ModelConfig, ModelRuntime, StateDir, TrainerConfig};
-use pagegen::runtime::Builder;
+use pagegen_executor::Builder;
 
 const LIGHT_SERVICE: Duration = Duration::from_micros(50);
 const LIGHT_RATE: f64 = 1_000.0;

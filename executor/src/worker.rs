@@ -195,7 +195,7 @@ impl<H: PollHook> Worker<'_, H> {
                 continue;
             }
             self.tick = self.tick.wrapping_add(1);
-            if self.tick % DRIVER_INTERVAL == 0 {
+            if self.tick.is_multiple_of(DRIVER_INTERVAL) {
                 self.park.poll_nonblocking();
                 if self.shared.classes.policy_due() {
                     self.flush_charge();
@@ -254,7 +254,7 @@ impl<H: PollHook> Worker<'_, H> {
         // Remote work goes first every GLOBAL_INTERVAL ticks, and right after a long poll: when polls
         // are long, 31 of them could keep remote work waiting for many milliseconds (tokio makes its
         // interval adaptive to the mean poll time for the same reason).
-        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.injector_first) {
+        if self.tick.is_multiple_of(GLOBAL_INTERVAL) || std::mem::take(&mut self.injector_first) {
             if let Some(t) = self.take_injected() {
                 return Some(t);
             }
@@ -284,7 +284,7 @@ impl<H: PollHook> Worker<'_, H> {
         let shared = self.shared;
         let lanes = &shared.workers[self.index].lanes;
         let classes = &*shared.classes;
-        if self.tick % GLOBAL_INTERVAL == 0 || std::mem::take(&mut self.injector_first) {
+        if self.tick.is_multiple_of(GLOBAL_INTERVAL) || std::mem::take(&mut self.injector_first) {
             if let Some(t) = self.take_injected() {
                 shared.push_local(self.index, t);
             }
