@@ -213,6 +213,20 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("PAGEGEN_SERVE_QUICK").is_some();
     let (rounds, secs) = if quick { (1, 0.5) } else { (5, 3.0) };
+    // `PAGEGEN_SERVE_ONLY=PagegenLoop:/` runs one configuration on one route (for a profiler).
+    let only = std::env::var("PAGEGEN_SERVE_ONLY").ok();
+    if let Some(o) = &only {
+        let (s, path) = o.split_once(':').expect("PAGEGEN_SERVE_ONLY=Server:/path");
+        let server = [Server::Tokio, Server::PagegenLoop, Server::PagegenBare]
+            .into_iter()
+            .find(|x| format!("{x:?}") == s)
+            .expect("Tokio, PagegenLoop or PagegenBare");
+        let path: &'static str = if path == "/" { "/" } else { "/work" };
+        let (addr, stop) = start(server);
+        println!("{s} {path}: {:.0} req/s", load(addr, path, secs * 4.0));
+        stop();
+        return;
+    }
     let servers = [Server::Tokio, Server::PagegenLoop, Server::PagegenBare];
     for path in ["/", "/work"] {
         let mut got: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];

@@ -108,7 +108,18 @@ pub struct Admission {
     pools: Box<[(Load, u64)]>,
     classes: Box<[AtomicU64]>,
     released: Notify,
+    /// Requests waiting in [`Admission::admit`]: a release notifies only when some wait, so the
+    /// common path never touches the `Notify`'s lock.
+    waiting: AtomicU64,
     decisions: Arc<Decisions>,
+}
+
+struct WaitingGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// An admitted request's hold on its memory and its pool's load; released on drop.
@@ -137,7 +148,14 @@ impl Drop for Ticket {
         if let Some(c) = self.admission.classes.get(self.class.index()) {
             c.fetch_sub(1, Relaxed);
         }
-        self.admission.released.notify_waiters();
+        if self
+            .admission
+            .waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            self.admission.released.notify_waiters();
+        }
     }
 }
 
@@ -154,6 +172,7 @@ impl Admission {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             released: Notify::new(),
+            waiting: AtomicU64::new(0),
             decisions,
         })
     }
@@ -231,35 +250,44 @@ impl Admission {
         demand: &Demand,
         wait: Duration,
     ) -> Result<Ticket, Refusal> {
-        let mut waited = false;
+        // Fast path: no lock, no timer.
+        match self.try_admit(grant, demand) {
+            Ok(t) => {
+                self.decisions.count(grant.class, Decision::Admitted);
+                return Ok(t);
+            }
+            Err(r @ Refusal::TooLarge { .. }) => {
+                self.decisions.count(grant.class, r.decision());
+                return Err(r);
+            }
+            Err(r) if wait.is_zero() => {
+                self.decisions.count(grant.class, r.decision());
+                return Err(r);
+            }
+            Err(_) => {}
+        }
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _waiting = WaitingGuard(&self.waiting);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            // Register for the next release before trying, so a release between the try and
-            // the wait is not missed (Notify's `enable` protocol).
+            // Register for the next release before trying again, so a release between the try
+            // and the wait is not missed (Notify's `enable` protocol); a release reads `waiting`
+            // after giving back, and it was raised before this try (both SeqCst).
             let notified = self.released.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             match self.try_admit(grant, demand) {
                 Ok(t) => {
-                    let d = if waited {
-                        Decision::AdmittedAfterWait
-                    } else {
-                        Decision::Admitted
-                    };
-                    self.decisions.count(grant.class, d);
+                    self.decisions
+                        .count(grant.class, Decision::AdmittedAfterWait);
                     return Ok(t);
                 }
-                Err(r @ Refusal::TooLarge { .. }) => {
-                    self.decisions.count(grant.class, r.decision());
-                    return Err(r);
-                }
                 Err(r) => {
-                    if wait.is_zero() || tokio::time::timeout_at(deadline, notified).await.is_err()
-                    {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         self.decisions.count(grant.class, r.decision());
                         return Err(r);
                     }
-                    waited = true;
                 }
             }
         }

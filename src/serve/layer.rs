@@ -145,17 +145,10 @@ impl<F: Future> Future for Guarded<F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        this.ctx.register_cancel_waker(cx.waker());
-        let wall = this.ctx.grant().wall_ns();
-        if wall != this.armed_ns {
-            this.armed_ns = wall;
-            this.deadline = (wall != u64::MAX)
-                .then(|| Box::pin(tokio::time::sleep_until(this.start + Duration::from_nanos(wall))));
-        }
         if let Some(d) = this.deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {
                 this.deadline = None;
-                // Wakes this task (registered above): the executor drops it at its next poll
+                // Wakes this task (registered below): the executor drops it at its next poll
                 // boundary with the reason, before polling the handler again.
                 this.ctx.request_cancel(CancelReason::Deadline);
                 return Poll::Pending;
@@ -164,11 +157,32 @@ impl<F: Future> Future for Guarded<F> {
         let prev = ROUTE.with(|r| r.replace(Some(this.route.clone())));
         let out = this.fut.as_mut().poll(cx);
         ROUTE.with(|r| *r.borrow_mut() = prev);
-        if out.is_pending() && this.ctx.grant().wall_ns() != this.armed_ns {
-            // The handler lowered its own budget (an annotation bound on this call): re-arm now.
+        if out.is_ready() {
+            return out;
+        }
+        // Parked: only now does the request need a wake-up for a cancel and a timer for its
+        // deadline (most pages finish in their first poll and pay for neither).
+        this.ctx.register_cancel_waker(cx.waker());
+        if this.ctx.cancel_requested().is_some() {
+            // A cancel raced the registration: be polled again, so the executor sees it.
             cx.waker().wake_by_ref();
         }
-        out
+        let wall = this.ctx.grant().wall_ns();
+        if wall != this.armed_ns {
+            this.armed_ns = wall;
+            this.deadline = (wall != u64::MAX).then(|| {
+                Box::pin(tokio::time::sleep_until(
+                    this.start + Duration::from_nanos(wall),
+                ))
+            });
+            if let Some(d) = this.deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    this.deadline = None;
+                    this.ctx.request_cancel(CancelReason::Deadline);
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
