@@ -50,17 +50,29 @@ impl Drop for EngineGuard {
     }
 }
 
-/// One route's class and caps.
+/// One route as the loop knows it: shared by all its requests, so classifying allocates nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteInfo {
+    /// Its class.
+    pub class: ClassId,
+    /// Its annotation's prior and caps (empty when not annotated).
+    pub spec: RouteSpec,
+    /// The request method it was classified for.
+    pub method: Box<str>,
+    /// The matched path; `None` for unmatched requests.
+    pub path: Option<Box<str>>,
+}
+
 #[derive(Clone, Debug)]
 struct RouteEntry {
     class: ClassId,
     spec: RouteSpec,
 }
 
-/// Route tables: `(method, matched path)` → class, and annotations keyed by path (any method).
+/// Route tables: `(method, matched path)` → route, and annotations keyed by path (any method).
 #[derive(Debug, Default)]
 struct Routes {
-    by_path: HashMap<Box<str>, Vec<(Box<str>, RouteEntry)>>,
+    by_path: HashMap<Box<str>, Vec<Arc<RouteInfo>>>,
     annotated: HashMap<Box<str>, RouteEntry>,
 }
 
@@ -94,6 +106,7 @@ pub struct Engine {
     recorder: Recorder,
     routes: RwLock<Routes>,
     unmatched: ClassId,
+    unmatched_route: Arc<RouteInfo>,
     wait: Duration,
     next_id: AtomicU64,
     refused_connections: AtomicU64,
@@ -139,6 +152,12 @@ impl Engine {
             recorder: p.recorder,
             routes: RwLock::new(Routes::default()),
             unmatched,
+            unmatched_route: Arc::new(RouteInfo {
+                class: unmatched,
+                spec: RouteSpec::default(),
+                method: "".into(),
+                path: None,
+            }),
             wait: p.wait,
             next_id: AtomicU64::new(1),
             refused_connections: AtomicU64::new(0),
@@ -229,18 +248,32 @@ impl Engine {
     /// The class (and caps) of a request: `matched` is the router's matched path, `None` when no
     /// route matched.
     pub fn classify(&self, method: &str, matched: Option<&str>) -> (ClassId, RouteSpec) {
+        let r = self.route(method, matched);
+        (r.class, r.spec.clone())
+    }
+
+    /// The route of a request (see [`classify`](Self::classify)), shared: on a known route this
+    /// takes a read lock and allocates nothing.
+    pub fn route(&self, method: &str, matched: Option<&str>) -> Arc<RouteInfo> {
         let Some(path) = matched else {
-            return (self.unmatched, RouteSpec::default());
+            return self.unmatched_route.clone();
         };
         {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
             if let Some(list) = routes.by_path.get(path) {
-                if let Some((_, e)) = list.iter().find(|(m, _)| &**m == method) {
-                    return (e.class, e.spec.clone());
+                if let Some(r) = list.iter().find(|r| &*r.method == method) {
+                    return r.clone();
                 }
             }
         }
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routes
+            .by_path
+            .get(path)
+            .and_then(|list| list.iter().find(|r| &*r.method == method))
+        {
+            return r.clone();
+        }
         let entry = match routes.annotated.get(path) {
             Some(e) => e.clone(),
             None => RouteEntry {
@@ -248,12 +281,18 @@ impl Engine {
                 spec: RouteSpec::default(),
             },
         };
+        let info = Arc::new(RouteInfo {
+            class: entry.class,
+            spec: entry.spec,
+            method: method.into(),
+            path: Some(path.into()),
+        });
         routes
             .by_path
             .entry(path.into())
             .or_default()
-            .push((method.into(), entry.clone()));
-        (entry.class, entry.spec)
+            .push(info.clone());
+        info
     }
 
     /// Binds an annotation met on a handler's first call (no `path` in it): the current request's

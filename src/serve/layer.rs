@@ -30,20 +30,14 @@ use axum::response::IntoResponse;
 use pagegen_core::{CancelReason, Outcome, RequestCtx, Resource};
 use tower::{Layer, Service};
 
-use crate::engine::{Engine, Shed};
+use crate::engine::{Engine, RouteInfo, Shed};
 use crate::route::RouteAnnotation;
 use crate::serve::classify::{Classifier, MatchedPathClassifier};
 
-/// The route a handler runs for, current while its task is polled (for `#[pagegen::route]`
-/// annotations that bind on first call).
-#[derive(Debug)]
-struct RouteKey {
-    method: Box<str>,
-    path: Option<Box<str>>,
-}
-
 thread_local! {
-    static ROUTE: RefCell<Option<Arc<RouteKey>>> = const { RefCell::new(None) };
+    /// The route a handler runs for, current while its task is polled (for `#[pagegen::route]`
+    /// annotations that bind on first call).
+    static ROUTE: RefCell<Option<Arc<RouteInfo>>> = const { RefCell::new(None) };
 }
 
 /// `#[pagegen::route]`'s call-time binding (`__private::bind_route`).
@@ -138,7 +132,7 @@ struct Guarded<F> {
     /// The wall budget the timer is armed for (an annotation binding on first call may lower it).
     armed_ns: u64,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    route: Arc<RouteKey>,
+    route: Arc<RouteInfo>,
 }
 
 impl<F: Future> Future for Guarded<F> {
@@ -206,11 +200,12 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let engine = Engine::current();
-        let (class, spec, route, features) = match &engine {
+        let (route, features) = match &engine {
             Some(engine) => {
-                let matched = self.classifier.route(&req);
-                let method = req.method().as_str();
-                let (class, spec) = engine.classify(method, matched.as_deref());
+                let route = {
+                    let matched = self.classifier.route(&req);
+                    engine.route(req.method().as_str(), matched.as_deref())
+                };
                 let body_len = req
                     .headers()
                     .get(header::CONTENT_LENGTH)
@@ -218,17 +213,13 @@ where
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 let features = pagegen_model::features::extract(
-                    class,
+                    route.class,
                     req.uri().path(),
                     req.uri().query(),
                     body_len,
                     req.headers().len(),
                 );
-                let route = Arc::new(RouteKey {
-                    method: method.into(),
-                    path: matched.map(|m| m.into()),
-                });
-                (class, spec, route, features)
+                (route, features)
             }
             None => {
                 return Box::pin(async move {
@@ -239,7 +230,7 @@ where
         };
         let engine = engine.expect("checked above");
         Box::pin(async move {
-            let admitted = match engine.admit(class, &spec, features).await {
+            let admitted = match engine.admit(route.class, &route.spec, features).await {
                 Ok(a) => a,
                 Err(shed) => return Ok(shed_response(shed)),
             };
