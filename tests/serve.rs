@@ -477,7 +477,10 @@ fn route_annotations_register_before_the_first_request_or_bind_on_it() {
         // No `path`: the annotation binds on the first call, and its timeout applies at once.
         assert!(e.registry().id_of("stuck-on-first-call").is_none());
         let (s, retry, _) = get_once(addr, "/first").await;
-        assert_eq!((s, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        assert_eq!(
+            (s, retry.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+        );
         let id = e.registry().id_of("stuck-on-first-call").unwrap();
         assert_eq!(e.classify("GET", Some("/first")).0, id);
         let (s, _, _) = get_once(addr, "/first").await;
