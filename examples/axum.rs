@@ -29,7 +29,11 @@ async fn report(Path(year): Path<u32>) -> String {
         rows.push(vec![(year as u8).wrapping_add(m as u8); 1 << 20]);
         pagegen::task::yield_now().await;
     }
-    format!("report {year}: {} months, {} bytes", rows.len(), rows.len() << 20)
+    format!(
+        "report {year}: {} months, {} bytes",
+        rows.len(),
+        rows.len() << 20
+    )
 }
 
 #[pagegen::main(workers = 2)]

@@ -489,3 +489,173 @@ fn route_annotations_register_before_the_first_request_or_bind_on_it() {
         let _ = stop.send(());
     });
 }
+
+#[test]
+fn a_request_over_its_cpu_grant_is_demoted_to_the_bulk_pool_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route(
+            "/render",
+            get(|| async {
+                // Polls of real CPU work, across yields: past the 1 ms grant by the second.
+                let mut pools = Vec::new();
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    pools.push(std::thread::current().name().unwrap_or("").to_owned());
+                    pagegen::task::yield_now().await;
+                }
+                pools.last().cloned().unwrap_or_default()
+            }),
+        );
+        let routes = vec![Route::new("/render").cpu(Duration::from_millis(1))];
+        let (addr, stop) = start(app, routes).await;
+        let (s, _, body) = get_once(addr, "/render").await;
+        assert_eq!(s, StatusCode::OK, "CPU over the grant never cancels");
+        assert!(
+            String::from_utf8_lossy(&body).contains("-bulk-"),
+            "the last polls ran on a bulk worker: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let e = engine();
+        let class = e.classify("GET", Some("/render")).0;
+        assert_eq!(e.decisions().class(class).get(Decision::Demoted), 1);
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn declared_bodies_over_the_limit_are_refused_with_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |c| c.body_limit = 1024);
+    rt.block_on(async {
+        let app = Router::new().route("/upload", axum::routing::post(|b: Bytes| async move { b.len().to_string() }));
+        let (addr, stop) = start(app, vec![]).await;
+        for (len, want) in [(1024usize, "200"), (1025, "413")] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {len}\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'a'; len]).await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            assert_eq!(&got[9..12], want.as_bytes(), "{}", String::from_utf8_lossy(&got));
+        }
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn http2_requests_are_served_through_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let app = Router::new().route(
+            "/h2",
+            get(|req: axum::extract::Request| async move { format!("{:?}", req.version()) }),
+        );
+        let (addr, stop) = start(app, vec![]).await;
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http2::handshake(pagegen::rt::HyperExecutor, TokioIo::new(stream))
+                .await
+                .unwrap();
+        drop(pagegen::spawn(conn));
+        for _ in 0..3 {
+            let res = tx
+                .send_request(
+                    Request::get("http://x/h2")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"HTTP/2.0");
+        }
+        let e = engine();
+        let class = e.classify("GET", Some("/h2")).0;
+        assert_eq!(e.decisions().class(class).get(Decision::Completed), 3);
+        let _ = stop.send(());
+    });
+}
+
+#[test]
+fn serve_with_runs_a_plain_tower_service_under_a_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let svc = tower::service_fn(|req: axum::extract::Request| async move {
+            Ok::<_, std::convert::Infallible>(format!("plain {}", req.uri().path()))
+        });
+        let classifier = |p: &axum::http::request::Parts| {
+            Some(if p.uri.path().starts_with("/api") {
+                "/api".to_owned()
+            } else {
+                "/".to_owned()
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            pagegen::http::serve_with(listener, svc, classifier).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+        drop(pagegen::spawn(async move { server.await.unwrap() }));
+        for p in ["/api/a", "/api/b", "/x"] {
+            let (s, _, body) = get_once(addr, p).await;
+            assert_eq!(
+                (s, body),
+                (StatusCode::OK, Bytes::from(format!("plain {p}")))
+            );
+        }
+        let e = engine();
+        assert_eq!(
+            e.decisions()
+                .class(e.registry().id_of("GET /api").unwrap())
+                .get(Decision::Completed),
+            2
+        );
+        let _ = tx.send(());
+    });
+}
+
+#[pagegen::test(workers = 2)]
+async fn test_runtimes_have_every_hook_of_a_real_one() {
+    let ctx = pagegen::RequestCtx::new(
+        pagegen::core::RequestId(7),
+        pagegen::Grant::unlimited(pagegen::ClassId::from_raw(3)),
+        1,
+    );
+    let handle = pagegen::runtime::Handle::current();
+    let held = handle
+        .spawn_with_ctx(ctx.clone(), async {
+            let v = vec![7u8; 3 * MIB];
+            pagegen::task::yield_now().await;
+            v.len()
+        })
+        .await
+        .unwrap();
+    assert_eq!(held, 3 * MIB);
+    let u = ctx.usage(2);
+    assert!(
+        u.mem.peak_net_bytes >= 3 * MIB as i64,
+        "allocator hook: {:?}",
+        u.mem
+    );
+    assert!(
+        u.cpu.polls >= 2 && u.cpu.cpu_ns > 0,
+        "profiler hook: {:?}",
+        u.cpu
+    );
+    assert!(
+        Engine::current().is_some(),
+        "the engine is current in #[pagegen::test]"
+    );
+}

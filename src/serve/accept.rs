@@ -68,11 +68,24 @@ impl<S> std::fmt::Debug for Serve<S> {
 /// Must run inside a pagegen runtime (`#[pagegen::main]`).
 pub fn serve(listener: TcpListener, router: axum::Router) -> Serve<axum::Router> {
     // `Router::layer` wraps every route and the fallback, after routing: `MatchedPath` is known.
+    register_annotated_paths();
     Serve {
         listener,
         service: router.layer(LoopLayer::new()),
         routes: Vec::new(),
         shutdown: None,
+    }
+}
+
+/// Registers every `#[pagegen::route(path = ...)]` with the current engine, so the classes and
+/// their caps exist before the first request (and before `serve` is first polled).
+fn register_annotated_paths() {
+    if let Some(engine) = Engine::current() {
+        for a in crate::route::annotated_paths() {
+            if let Some(p) = a.path {
+                engine.annotate_path(p, a.class, &a.spec());
+            }
+        }
     }
 }
 
@@ -86,6 +99,7 @@ pub fn serve_with<S, C>(
 where
     C: Classifier,
 {
+    register_annotated_paths();
     Serve {
         listener,
         service: tower::Layer::layer(&LoopLayer::with_classifier(classifier), service),
@@ -98,6 +112,9 @@ impl<S> Serve<S> {
     /// Registers a route's budgets before the first request (the builder form of
     /// `#[pagegen::route(path = ...)]`).
     pub fn route(mut self, route: Route) -> Self {
+        if let Some(engine) = Engine::current() {
+            engine.annotate_path(&route.path, route.class.as_deref(), &route.spec);
+        }
         self.routes.push(route);
         self
     }
@@ -222,6 +239,7 @@ where
                     "pagegen::http::serve must run inside a pagegen runtime (#[pagegen::main])",
                 )
             })?;
+            // Again, for a `Serve` built outside the runtime it runs in (idempotent).
             for a in crate::route::annotated_paths() {
                 if let Some(p) = a.path {
                     engine.annotate_path(p, a.class, &a.spec());
