@@ -25,6 +25,7 @@ use crate::net::NetWeights;
 use crate::predictor::Predictor;
 use crate::published::Prior;
 use crate::recurrent::{RecurrentConfig, RecurrentPredictor};
+use crate::target::targets;
 
 /// Exploration settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,6 +74,8 @@ pub struct Deployed {
     histogram: HistogramPredictor,
     recurrent: RecurrentPredictor,
     serving: AtomicU8,
+    /// The clock the histogram and the recurrent model read (read once per completion for both).
+    clock: Arc<dyn Clock>,
 }
 
 impl Deployed {
@@ -89,8 +92,14 @@ impl Deployed {
             fixed: StaticPredictor::new(config.prior),
             ewma: EwmaPredictor::new(config.ewma, config.prior),
             histogram: HistogramPredictor::new(config.histogram, config.prior, clock.clone()),
-            recurrent: RecurrentPredictor::new(config.recurrent, config.prior, clock, weights),
+            recurrent: RecurrentPredictor::new(
+                config.recurrent,
+                config.prior,
+                clock.clone(),
+                weights,
+            ),
             serving: AtomicU8::new(serving as u8),
+            clock,
         }
     }
     /// The settings.
@@ -151,10 +160,14 @@ impl Predictor for Deployed {
         }
         d
     }
+    /// Every learning predictor observes the record, as its own `observe` would, with the record's
+    /// log-space targets computed once and the clock read once for all of them.
     fn observe(&self, record: &ProfileRecord) {
-        self.ewma.observe(record);
-        self.histogram.observe(record);
-        self.recurrent.observe(record);
+        let y = targets(record);
+        let now = self.clock.now();
+        self.ewma.observe_targets(record, &y);
+        self.histogram.observe_at(record, &y, now);
+        self.recurrent.observe_at(record, &y, now);
     }
 }
 

@@ -42,7 +42,7 @@ use crate::net::{ClassState, NetWeights, Step};
 use crate::predictor::Predictor;
 use crate::published::Prior;
 use crate::table::ClassTable;
-use crate::target::{demand_from_log, targets, RESOURCES};
+use crate::target::{demand_from_log, targets, Targets, RESOURCES};
 
 /// Observations of a class before its residuals enter the cover window: the misses of a class's
 /// first requests (no statistics, no fit yet) say nothing about its later ones, and in a window of
@@ -279,6 +279,38 @@ impl RecurrentPredictor {
         }
     }
 
+    /// [`observe`](Predictor::observe) with the record's [`targets`] and the clock's reading
+    /// already taken (by [`Deployed`](crate::Deployed), which shares both among its predictors).
+    pub(crate) fn observe_at(&self, record: &ProfileRecord, y: &Targets, now: u64) {
+        let generation = self.weights.load().generation;
+        let Some(slot) = self
+            .classes
+            .get_or_init(record.class, || Slot::new(generation))
+        else {
+            return;
+        };
+        let step = Step {
+            y: *y,
+            censored: record.censored(),
+            x: sanitize(&record.features),
+        };
+        let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = wr.next_pending;
+        wr.pending[idx] = Some(step);
+        wr.next_pending = (idx + 1) % PENDING;
+        let due = match wr.last_fold_ns {
+            None => true,
+            Some(t) => now.saturating_sub(t) >= self.config.min_update_interval_ns,
+        };
+        if due {
+            let w = self.weights.load();
+            if wr.fold_pending(&w) {
+                wr.last_fold_ns = Some(now);
+                slot.publish(&wr.state, wr.generation);
+            }
+        }
+    }
+
     /// The published state of a class (for tests and reports).
     pub fn state(&self, class: ClassId) -> Option<ClassState> {
         self.classes.get(class).map(Slot::load)
@@ -312,34 +344,7 @@ impl Predictor for RecurrentPredictor {
     }
 
     fn observe(&self, record: &ProfileRecord) {
-        let generation = self.weights.load().generation;
-        let Some(slot) = self
-            .classes
-            .get_or_init(record.class, || Slot::new(generation))
-        else {
-            return;
-        };
-        let step = Step {
-            y: targets(record),
-            censored: record.censored(),
-            x: sanitize(&record.features),
-        };
-        let now = self.clock.now();
-        let mut wr = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let idx = wr.next_pending;
-        wr.pending[idx] = Some(step);
-        wr.next_pending = (idx + 1) % PENDING;
-        let due = match wr.last_fold_ns {
-            None => true,
-            Some(t) => now.saturating_sub(t) >= self.config.min_update_interval_ns,
-        };
-        if due {
-            let w = self.weights.load();
-            if wr.fold_pending(&w) {
-                wr.last_fold_ns = Some(now);
-                slot.publish(&wr.state, wr.generation);
-            }
-        }
+        self.observe_at(record, &targets(record), self.clock.now());
     }
 }
 

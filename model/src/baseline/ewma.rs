@@ -62,21 +62,13 @@ impl EwmaPredictor {
     }
 }
 
-impl Predictor for EwmaPredictor {
-    fn name(&self) -> &'static str {
-        "ewma"
-    }
-    fn predict(&self, class: ClassId, _features: &Features) -> Demand {
-        match self.classes.get(class) {
-            Some(s) => s.out.demand(),
-            None => self.prior.demand(),
-        }
-    }
-    fn observe(&self, record: &ProfileRecord) {
+impl EwmaPredictor {
+    /// [`observe`](Predictor::observe) with the record's [`targets`] already computed (by
+    /// [`Deployed`](crate::Deployed), which shares them among its predictors).
+    pub(crate) fn observe_targets(&self, record: &ProfileRecord, y: &Targets) {
         let Some(slot) = self.classes.get_or_init(record.class, Slot::default) else {
             return;
         };
-        let y = targets(record);
         let censored = record.censored();
         let mut st = slot.state.lock().unwrap_or_else(|e| e.into_inner());
         st.n = st.n.saturating_add(1);
@@ -93,6 +85,21 @@ impl Predictor for EwmaPredictor {
             u[i] = st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt();
         }
         slot.out.store(&c, &u);
+    }
+}
+
+impl Predictor for EwmaPredictor {
+    fn name(&self) -> &'static str {
+        "ewma"
+    }
+    fn predict(&self, class: ClassId, _features: &Features) -> Demand {
+        match self.classes.get(class) {
+            Some(s) => s.out.demand(),
+            None => self.prior.demand(),
+        }
+    }
+    fn observe(&self, record: &ProfileRecord) {
+        self.observe_targets(record, &targets(record));
     }
 }
 
