@@ -174,8 +174,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The loop's fixed cost per request, without HTTP: ns per classify → features → predict → grant →
-/// admit → context → finish (record queued).
-fn loop_cost(n: u32) -> f64 {
+/// admit → context → finish (the record queued), on the request path; and the recorder thread's
+/// cost per record (`ModelRuntime::record`: every predictor observes it, the store appends it),
+/// paid off the request path.
+fn loop_cost(n: u32) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let rt = pagegen::runtime::Builder::new()
         .workers(1)
@@ -184,8 +186,7 @@ fn loop_cost(n: u32) -> f64 {
         .trainer(false)
         .build()
         .unwrap();
-    rt.block_on(async move {
-        let e = pagegen::engine::Engine::current().unwrap();
+    let path_ns = rt.block_on(async move {
         let run = |n: u32| async move {
             let e = pagegen::engine::Engine::current().unwrap();
             let t = Instant::now();
@@ -195,7 +196,7 @@ fn loop_cost(n: u32) -> f64 {
                 let a = e.admit(class, &spec, f).await.unwrap();
                 std::hint::black_box(&a);
                 e.finish(a, pagegen::core::Outcome::Completed);
-                if i % 1024 == 0 {
+                if i % 4096 == 4095 {
                     // Keep the recorder's queue from filling (its drops would flatter the cost).
                     e.sync_records();
                 }
@@ -203,10 +204,21 @@ fn loop_cost(n: u32) -> f64 {
             t.elapsed().as_nanos() as f64 / f64::from(n)
         };
         run(2_000).await;
-        let got = run(n).await;
-        e.sync_records();
-        got
-    })
+        run(n).await
+    });
+    let model = rt.model().clone();
+    let class = rt.engine().classify("GET", Some("/product/{id}")).0;
+    let mut r = pagegen::core::ProfileRecord::new(1, class, pagegen::core::Usage::default());
+    r.usage.cpu.cpu_ns = 200_000;
+    r.usage.mem.peak_net_bytes = 1 << 20;
+    let t = Instant::now();
+    for i in 0..n / 4 {
+        r.request_id = u64::from(i);
+        r.usage.cpu.cpu_ns = 200_000 + u64::from(i % 1000) * 100;
+        model.record(&r);
+    }
+    let record_ns = t.elapsed().as_nanos() as f64 / f64::from(n / 4);
+    (path_ns, record_ns)
 }
 
 fn main() {

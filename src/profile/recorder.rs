@@ -80,7 +80,8 @@ impl Recorder {
                     if any {
                         flush();
                     }
-                    std::thread::sleep(TICK);
+                    // Parked, not slept: `sync` and shutdown unpark it at once.
+                    std::thread::park_timeout(TICK);
                 }
                 flush();
             })?;
@@ -109,6 +110,9 @@ impl Recorder {
         let Some(tx) = &self.tx else { return };
         let (done_tx, done_rx) = channel();
         if tx.send(Msg::Sync(done_tx)).is_ok() {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
             let _ = done_rx.recv();
         }
     }
@@ -118,6 +122,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
