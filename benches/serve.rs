@@ -225,8 +225,14 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("PAGEGEN_SERVE_QUICK").is_some();
     let (rounds, secs) = if quick { (1, 0.5) } else { (5, 3.0) };
-    // `PAGEGEN_SERVE_ONLY=PagegenLoop:/` runs one configuration on one route (for a profiler).
+    // `PAGEGEN_SERVE_ONLY=PagegenLoop:/` runs one configuration on one route (for a profiler);
+    // `PAGEGEN_SERVE_ONLY=cost` only the loop's costs.
     let only = std::env::var("PAGEGEN_SERVE_ONLY").ok();
+    if only.as_deref() == Some("cost") {
+        let (p, r) = loop_cost(200_000);
+        println!("request path {p:.0} ns/request, recorder {r:.0} ns/record");
+        return;
+    }
     if let Some(o) = &only {
         let (s, path) = o.split_once(':').expect("PAGEGEN_SERVE_ONLY=Server:/path");
         let server = [Server::Tokio, Server::PagegenLoop, Server::PagegenBare]
@@ -264,11 +270,14 @@ fn main() {
         }
     }
     let n = if quick { 20_000 } else { 200_000 };
-    let mut costs: Vec<f64> = (0..if quick { 1 } else { 5 })
-        .map(|_| loop_cost(n))
-        .collect();
+    let (mut path, mut record): (Vec<f64>, Vec<f64>) =
+        (0..if quick { 1 } else { 5 }).map(|_| loop_cost(n)).unzip();
     println!(
-        "loop fixed cost (classify+features+predict+grant+admit+ctx+finish): {:.0} ns/request (median)",
-        median(&mut costs)
+        "loop fixed cost on the request path (classify+features+predict+grant+admit+ctx+finish): {:.0} ns/request (median)",
+        median(&mut path)
+    );
+    println!(
+        "recorder cost off the request path (ModelRuntime::record): {:.0} ns/record (median)",
+        median(&mut record)
     );
 }
