@@ -5,8 +5,9 @@
 //! when one class floods its queue).
 //!
 //! weight(class) = clamp(100 × outstanding, 1, 1000) for classes with outstanding requests; a class
-//! with none keeps its registered shares (its next request starts from them). Only classes whose
-//! weight changes are written, so an idle site costs nothing.
+//! with none returns to the default weight (100, one request's worth). Only classes whose weight
+//! changes are written, so an idle site costs nothing. The default class (unclassified background
+//! work) is left as registered.
 
 use std::sync::Arc;
 
@@ -29,19 +30,22 @@ impl OutstandingShares {
         OutstandingShares { admission }
     }
 
-    /// The weight `class` should have with `outstanding` requests (`None`: keep its shares).
-    pub fn weight(outstanding: u64) -> Option<Shares> {
-        (outstanding > 0).then(|| Shares::saturating(outstanding.saturating_mul(PER_REQUEST)))
+    /// The weight a class should have with `outstanding` requests.
+    pub fn weight(outstanding: u64) -> Shares {
+        if outstanding == 0 {
+            Shares::DEFAULT
+        } else {
+            Shares::saturating(outstanding.saturating_mul(PER_REQUEST))
+        }
     }
 }
 
 impl SharesPolicy for OutstandingShares {
     fn adjust(&mut self, loads: &[ClassLoad], out: &mut Vec<(ClassId, Shares)>) {
-        for l in loads {
-            if let Some(w) = Self::weight(self.admission.outstanding(l.class)) {
-                if w != l.shares {
-                    out.push((l.class, w));
-                }
+        for l in loads.iter().filter(|l| l.class != ClassId::DEFAULT) {
+            let w = Self::weight(self.admission.outstanding(l.class));
+            if w != l.shares {
+                out.push((l.class, w));
             }
         }
     }
@@ -55,9 +59,9 @@ mod tests {
 
     #[test]
     fn weights_follow_outstanding_requests() {
-        assert_eq!(OutstandingShares::weight(0), None);
-        assert_eq!(OutstandingShares::weight(1), Shares::new(100));
-        assert_eq!(OutstandingShares::weight(40), Shares::new(1000));
+        assert_eq!(OutstandingShares::weight(0), Shares::DEFAULT);
+        assert_eq!(Some(OutstandingShares::weight(1)), Shares::new(100));
+        assert_eq!(Some(OutstandingShares::weight(40)), Shares::new(1000));
         let a = Admission::new(MemoryPool::with_capacity(1 << 20), &[1], Arc::default());
         let class = ClassId::from_raw(4);
         let g = Grant {
@@ -79,7 +83,17 @@ mod tests {
             sched_delay_p99_ns: 0,
         };
         let mut out = Vec::new();
-        p.adjust(&[load(4), load(5)], &mut out);
-        assert_eq!(out, vec![(class, Shares::new(200).unwrap())]);
+        let mut after_burst = load(6);
+        after_burst.shares = Shares::new(700).unwrap();
+        let mut default = load(0);
+        default.shares = Shares::new(5).unwrap();
+        p.adjust(&[load(4), load(5), after_burst, default], &mut out);
+        assert_eq!(
+            out,
+            vec![
+                (class, Shares::new(200).unwrap()),
+                (ClassId::from_raw(6), Shares::DEFAULT)
+            ]
+        );
     }
 }
