@@ -659,3 +659,41 @@ async fn test_runtimes_have_every_hook_of_a_real_one() {
         "the engine is current in #[pagegen::test]"
     );
 }
+
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight_then_stops_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |_| {});
+    rt.block_on(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Semaphore::new(0));
+        let (g, en) = (gate.clone(), entered.clone());
+        let app = Router::new().route(
+            "/slow",
+            get(move || {
+                let (g, en) = (g.clone(), en.clone());
+                async move {
+                    en.add_permits(1);
+                    g.acquire().await.unwrap().forget();
+                    "finished"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        let server = pagegen::spawn(async move { server.await });
+        let in_flight = pagegen::spawn(async move { get_once(addr, "/slow").await });
+        entered.acquire().await.unwrap().forget();
+        tx.send(()).unwrap();
+        gate.add_permits(1);
+        let (s, _, body) = in_flight.await.unwrap();
+        assert_eq!((s, &body[..]), (StatusCode::OK, &b"finished"[..]));
+        server.await.unwrap().unwrap();
+        let refused = tokio::net::TcpStream::connect(addr).await;
+        assert!(refused.is_err(), "the listener is closed after shutdown");
+    });
+}
