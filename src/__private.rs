@@ -53,9 +53,9 @@ pub fn test_runtime(workers: Option<usize>) -> Runtime {
         .unwrap_or_else(|e| panic!("pagegen: cannot start the test runtime: {e}"))
 }
 
-/// Binds a handler's annotation on its call (see [`crate::route`]): with a `path` it was registered
-/// before the first request, and this only applies its caps to the current request if they were
-/// not; without one, it binds the current request's route to it.
+/// Binds a handler's annotation on its call (see [`crate::route`](macro@crate::route)): with a
+/// `path` it was registered before the first request, and this only applies its caps to the
+/// current request if they were not; without one, it binds the current request's route to it.
 pub fn bind_route(a: &'static RouteAnnotation) {
     crate::serve::bind_current(a);
 }

@@ -24,11 +24,22 @@
 //! | `header_read_timeout_ms` | 10000 | a connection that has not sent its headers by then is closed |
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
+//! | `metrics_addr` | off | where to serve Prometheus metrics (`GET /metrics`, [`crate::metrics`]); see below |
 //!
 //! Sizes take `B`, `KiB`, `MiB`, `GiB` (or a plain byte count).
+//!
+//! `metrics_addr` takes `off` (or an empty value), a port (`9464`: `127.0.0.1:9464`),
+//! `localhost:PORT`, or an IP address and port (`127.0.0.1:9464`, `[::1]:9464`); port 0 picks a free
+//! port (the bound address is logged and read back with
+//! [`Runtime::metrics_addr`](crate::runtime::Runtime::metrics_addr)). The endpoint has no
+//! authentication, so it listens on loopback unless the value *names* another address: an IP
+//! literal such as `0.0.0.0:9464` is taken as the operator's explicit choice (and warned about at
+//! startup); host names other than `localhost` are refused rather than resolved, so a name that
+//! resolves to a public interface never exposes it by accident.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +85,8 @@ pub struct Config {
     pub body_limit: u64,
     /// Graceful shutdown deadline.
     pub drain_timeout: Duration,
+    /// Where to serve Prometheus metrics (`None`: no endpoint).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -105,6 +118,7 @@ impl Default for Config {
             // axum's own default body limit.
             body_limit: 2 << 20,
             drain_timeout: Duration::from_secs(10),
+            metrics_addr: None,
         }
     }
 }
@@ -289,6 +303,15 @@ impl Config {
                     parse_size(v).ok_or_else(|| bad(knob, value, "a size such as 2MiB"))?
             }
             "drain_timeout_ms" => self.drain_timeout = ms("milliseconds")?,
+            "metrics_addr" => {
+                self.metrics_addr = parse_metrics_addr(v).ok_or_else(|| {
+                    bad(
+                        knob,
+                        value,
+                        "off, a port, localhost:PORT or IP:PORT (such as 127.0.0.1:9464)",
+                    )
+                })?
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -322,7 +345,23 @@ pub const KNOBS: &[&str] = &[
     "header_read_timeout_ms",
     "body_limit",
     "drain_timeout_ms",
+    "metrics_addr",
 ];
+
+/// Parses a `metrics_addr` value (module docs): `Some(None)` for off, `None` when it does not parse.
+fn parse_metrics_addr(v: &str) -> Option<Option<SocketAddr>> {
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if v.is_empty() || matches!(v, "off" | "none" | "false") {
+        return Some(None);
+    }
+    if let Ok(port) = v.parse::<u16>() {
+        return Some(Some(SocketAddr::new(LOOPBACK, port)));
+    }
+    if let Some(port) = v.strip_prefix("localhost:") {
+        return Some(Some(SocketAddr::new(LOOPBACK, port.parse().ok()?)));
+    }
+    v.parse::<SocketAddr>().ok().map(Some)
+}
 
 #[cfg(test)]
 mod tests {
@@ -363,6 +402,7 @@ mod tests {
             "memory_pool" | "mem_floor" | "body_limit" => "8MiB",
             "trainer" => "false",
             "mem_margin" => "2.0",
+            "metrics_addr" => "127.0.0.1:0",
             _ => "3",
         };
         let mut c = Config::default();
@@ -370,5 +410,37 @@ mod tests {
             c.set(k, sample(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
         }
         assert_eq!(c.body_limit, 8 << 20);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_addr_is_off_by_default_loopback_for_a_port_and_names_itself_when_bad() {
+        let mut c = Config::default();
+        assert_eq!(c.metrics_addr, None);
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        for (v, want) in [
+            ("9464", addr("127.0.0.1:9464")),
+            ("localhost:0", addr("127.0.0.1:0")),
+            ("[::1]:9464", addr("[::1]:9464")),
+            ("0.0.0.0:9464", addr("0.0.0.0:9464")),
+            ("off", None),
+            ("", None),
+        ] {
+            c.set("metrics_addr", v).unwrap();
+            assert_eq!(c.metrics_addr, want, "{v:?}");
+        }
+        for v in [
+            "example.com:9464",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "localhost:x",
+        ] {
+            let e = c.set("metrics_addr", v).unwrap_err();
+            assert!(e.to_string().contains("`metrics_addr`"), "{v:?}: {e}");
+        }
+        c.apply_toml("metrics_addr = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(c.metrics_addr, addr("127.0.0.1:9464"));
+        c.apply_toml("metrics_addr = 9465").unwrap();
+        assert_eq!(c.metrics_addr, addr("127.0.0.1:9465"));
     }
 }

@@ -16,12 +16,13 @@
 //! | `hyper_util::rt::TokioExecutor` | [`rt::HyperExecutor`] |
 //! | `tokio::fs` | [`fs`] |
 //! | `axum::serve(listener, router)` | [`http::serve`]`(listener, router)`: every request classified, predicted, granted, admitted, run in its class and pool, enforced and recorded |
-//! | — | [`#[pagegen::route(cpu = "20ms", mem = "64MiB", timeout = "2s")]`](route) on a handler: a class's prior and caps |
+//! | — | [`#[pagegen::route(cpu = "20ms", mem = "64MiB", timeout = "2s")]`](macro@route) on a handler: a class's prior and caps |
 //!
 //! The root crate is the glue none of the subsystems may own: [`runtime`] (the composition root),
 //! [`engine`] (the request loop's HTTP-free steps), [`policy`] (Demand → Grant, admission,
-//! enforcement, shares), [`profile`] (poll statistics → accounts → records for the model) and the
-//! HTTP edge ([`http`]). `policy` and `profile` never name an HTTP type.
+//! enforcement, shares), [`profile`] (poll statistics → accounts → records for the model),
+//! [`metrics`] (Prometheus exposition of all of it, read at scrape time; off unless `metrics_addr`
+//! is set) and the HTTP edge ([`http`]). `policy` and `profile` never name an HTTP type.
 //!
 //! `tokio::net`, `tokio::time` and `tokio::sync` keep working inside pagegen tasks; the limits
 //! (`tokio::spawn` bypasses pagegen, tokio's coop budget and paused clock) are in
@@ -33,6 +34,7 @@
 pub mod __private;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod profile;
 pub mod route;

@@ -19,7 +19,11 @@
 //!    then the user's hook — *added*, never replacing pagegen's;
 //! 7. the executor with the io_uring driver (`pagegen-io`, blocking fallback) and **two pools**:
 //!    `latency` (normal priority) and `bulk` (nice 10), both with a 100 µs scheduler slice where
-//!    the kernel has one (`benches/isolation.rs`).
+//!    the kernel has one (`benches/isolation.rs`);
+//! 8. when `metrics_addr` is set, the **metrics endpoint** ([`crate::metrics`]): the runtime's
+//!    Prometheus registry served on `GET /metrics` from a thread of its own
+//!    ([`crate::metrics::endpoint`] says why not a pagegen task), bound here so a bad address
+//!    fails the build.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -175,6 +179,13 @@ impl<U: PollHook> Builder<U> {
         self.config.memory_pool = Some(bytes);
         self
     }
+    /// Serves Prometheus metrics on `GET /metrics` at `addr` (default: off; the `metrics_addr`
+    /// knob). Port 0 picks a free port: read it back with [`Runtime::metrics_addr`]. Any address
+    /// given here is taken as explicit, loopback or not; the endpoint has no authentication.
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.metrics_addr = Some(addr);
+        self
+    }
     /// Background training (default on).
     pub fn trainer(mut self, on: bool) -> Self {
         self.config.trainer = on;
@@ -240,7 +251,7 @@ impl<U: PollHook> Builder<U> {
     ///
     /// # Errors
     /// The state directory is locked by another process or cannot be created, a thread cannot
-    /// start, or a class cannot be registered.
+    /// start, a class cannot be registered, or `metrics_addr` cannot be bound.
     pub fn build(self) -> io::Result<Runtime> {
         let cfg = self.config;
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(RealClock::new()));
@@ -289,6 +300,7 @@ impl<U: PollHook> Builder<U> {
         };
         let has_bulk = specs.len() > 1;
         let workers: Vec<usize> = specs.iter().map(|p| p.workers).collect();
+        let pool_names: Vec<String> = specs.iter().map(|p| p.name.clone()).collect();
         let admission = Admission::new(memory, &workers, decisions.clone());
         let recorder = Recorder::start(model.clone(), decisions.clone())?;
         let grants = GrantPolicy {
@@ -333,13 +345,21 @@ impl<U: PollHook> Builder<U> {
             b = b.class(spec);
         }
         let inner = b.build()?;
-        Ok(Runtime {
+        let metrics_addr = cfg.metrics_addr;
+        let mut rt = Runtime {
+            metrics: None,
             inner: Some(inner),
             engine: Some(engine),
             model: Some(model),
             temp_dir: self.temporary_state.then_some(cfg.state_dir.clone()),
             config: cfg,
-        })
+            pools: pool_names,
+        };
+        if let Some(addr) = metrics_addr {
+            let registry = crate::metrics::registry(&rt);
+            rt.metrics = Some(crate::metrics::endpoint::Endpoint::start(addr, registry)?);
+        }
+        Ok(rt)
     }
 }
 
@@ -382,14 +402,18 @@ pub fn default_pool_bytes() -> u64 {
 /// A running pagegen runtime: the executor with every hook and driver, the request loop's
 /// [`Engine`], and the model.
 ///
-/// Dropping it shuts down the executor, then the recorder (which flushes the profile store), then
-/// the model (trainer stopped, state directory unlocked).
+/// Dropping it stops the metrics endpoint, then shuts down the executor, then the recorder (which
+/// flushes the profile store), then the model (trainer stopped, state directory unlocked).
 pub struct Runtime {
+    /// Holds the engine and a handle: stopped first.
+    metrics: Option<crate::metrics::endpoint::Endpoint>,
     inner: Option<pagegen_executor::Runtime>,
     engine: Option<Arc<Engine>>,
     model: Option<Arc<ModelRuntime>>,
     temp_dir: Option<PathBuf>,
     config: Config,
+    /// Pool names by `PoolId`.
+    pools: Vec<String>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -419,6 +443,15 @@ impl Runtime {
     /// The configuration it was built with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+    /// The pools' names, by `PoolId` (`latency`, `bulk` unless set with [`Builder::pool`]).
+    pub fn pool_names(&self) -> &[String] {
+        &self.pools
+    }
+    /// Where the metrics endpoint listens (the port bound when `metrics_addr` asked for 0);
+    /// `None` when it is off.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
     }
     /// Spawns a task; see [`crate::spawn`].
     pub fn spawn<F>(&self, fut: F) -> crate::JoinHandle<F::Output>
@@ -467,6 +500,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        drop(self.metrics.take());
         drop(self.inner.take());
         drop(self.engine.take());
         drop(self.model.take());
