@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use crate::account::{CpuAccount, IoAccount, MemAccount, NetAccount, SpanAccount};
+use crate::cancel::CancelReason;
 use crate::class::ClassId;
 use crate::demand::{Demand, Resource};
 use crate::grant::{Grant, GrantCell};
-use crate::hook::CancelReason;
 use crate::usage::{PerfCounters, Usage};
 
 /// Process-unique request id.

@@ -16,7 +16,8 @@
 //! | [`usage`] | [`Usage`] and its parts: what a request actually used (a snapshot) |
 //! | [`account`] | the atomic per-request accounts other crates write into, flushed at most once per poll |
 //! | [`ctx`] | [`RequestCtx`]: id, class, grant, accounts and control flags of one request; the thread's current context |
-//! | [`hook`] | [`PollHook`], [`Verdict`], [`CancelReason`]: the executor's instrumentation points |
+//! | [`cancel`] | [`CancelReason`]: why a request was stopped |
+//! | [`hook`] | [`PollHook`], [`Verdict`]: the executor's instrumentation points |
 //! | [`driver`] | [`Driver`], [`Unpark`], [`DriverFactory`]: how an I/O backend reaps completions on idle workers |
 //! | [`clock`] | [`Clock`], [`RealClock`], [`VirtualClock`]: time that tests can drive by hand |
 //! | [`shares`] | [`SharesPolicy`], [`ClassLoad`]: the periodic re-weighting of classes |
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod cancel;
 pub mod class;
 pub mod clock;
 pub mod ctx;
@@ -45,6 +47,7 @@ pub mod usage;
 pub use account::{
     CpuAccount, FileSketch, IoAccount, MemAccount, MemFlush, NetAccount, SpanAccount,
 };
+pub use cancel::CancelReason;
 pub use class::{ClassId, ClassSpec, PoolId, RouteSpec, Shares};
 pub use clock::{Clock, Nanos, RealClock, VirtualClock};
 pub use ctx::{CheckpointLevel, CtxGuard, RequestCtx, RequestId};
@@ -52,7 +55,7 @@ pub use demand::{Demand, Estimate, Resource};
 pub use driver::{Driver, DriverFactory, Unpark, WorkerInfo};
 pub use error::{DecodeError, RegistryError};
 pub use grant::{Grant, GrantCell};
-pub use hook::{BlockingStats, CancelReason, DropCause, NoHook, PollHook, PollStats, Verdict};
+pub use hook::{BlockingStats, DropCause, NoHook, PollHook, PollStats, Verdict};
 pub use record::{Features, Outcome, ProfileRecord, FEATURE_WIDTH, PROFILE_SCHEMA_VERSION};
 pub use registry::{ClassObserver, ClassRegistry};
 pub use shares::{ClassLoad, SharesPolicy, StaticShares};

@@ -22,7 +22,6 @@ use pagegen_core::{
     SharesPolicy,
 };
 
-use crate::shared::BACKGROUND_REQUEST;
 use crate::vruntime;
 
 /// One class's scheduling state.
@@ -258,7 +257,7 @@ impl Classes {
             .get_or_init(|| {
                 let pool = PoolId(s.pool.load(Ordering::Relaxed));
                 RequestCtx::new(
-                    BACKGROUND_REQUEST,
+                    pagegen_core::RequestId::BACKGROUND,
                     Grant {
                         pool,
                         ..Grant::unlimited(class)

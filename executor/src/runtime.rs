@@ -364,13 +364,12 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    context::with_current(|s| {
-        match s {
+    context::with_current(|s| match s {
         Some(s) => s.spawn_in(class, fut),
         None => panic!(
-            "pagegen::spawn_in called outside a pagegen runtime: call it inside #[pagegen::main],              Runtime::block_on or a task, or use Handle::spawn_in"
+            "pagegen::spawn_in called outside a pagegen runtime: call it inside #[pagegen::main], \
+             Runtime::block_on or a task, or use Handle::spawn_in"
         ),
-    }
     })
 }
 

@@ -67,10 +67,6 @@ pub(crate) struct Shared {
     pub(crate) classes: Arc<Classes>,
 }
 
-/// Request id of the background context. Request ids come from the facade's admission; the
-/// background context is not a request, so it takes the top of the range nobody hands out.
-pub(crate) const BACKGROUND_REQUEST: RequestId = RequestId::BACKGROUND;
-
 impl Shared {
     pub(crate) fn new(
         pools: Vec<PoolSpec>,
@@ -99,7 +95,7 @@ impl Shared {
             owned: OwnedTasks::new(),
             shutdown: AtomicBool::new(false),
             next_id: Padded(AtomicU64::new(1)),
-            background: RequestCtx::background(BACKGROUND_REQUEST, ClassId::DEFAULT),
+            background: RequestCtx::background(RequestId::BACKGROUND, ClassId::DEFAULT),
             blocking,
             tokio,
             cold_hook,
