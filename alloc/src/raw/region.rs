@@ -14,6 +14,19 @@
 //!   allow splits, and allow merges only inside one slot.
 //! - A slot that runs out returns null to jemalloc; the allocator then serves the request from the
 //!   default arena (see [`global`](super::global)).
+//!
+//! ## What jemalloc guarantees a hook (the callbacks' `# Safety`)
+//! jemalloc calls the hooks below only through the `extent_hooks_t` it was given at
+//! `arenas.create` ([`hooks_for`]), per the jemalloc 5.3 manual ("arena.<i>.extent_hooks"):
+//! - `hooks` is that pointer, unchanged, so it points at the `hooks` field of a [`SlotHooks`] in
+//!   the static `HOOKS` ([`slot_of`] relies on this);
+//! - every extent it names (`addr`, `size`, and for merges both halves) is one that `hook_alloc`
+//!   handed out for this arena and jemalloc has not given back (`dalloc` is refused, so none is);
+//! - a purge's `[addr + offset, addr + offset + length)` lies inside that extent, is page-aligned,
+//!   and holds no live allocation;
+//! - the out-pointers of `hook_alloc` (`zero`, `commit`) are valid for one `bool` write each;
+//! - a hook may be called from any thread, concurrently with itself, with arena locks held, so a
+//!   hook must not allocate or re-enter jemalloc (these touch only atomics and syscalls).
 
 use std::ffi::{c_uint, c_void};
 use std::ptr;
@@ -125,6 +138,12 @@ unsafe fn slot_of(hooks: *mut extent_hooks_t) -> usize {
     unsafe { (*hooks.cast::<SlotHooks>()).slot }
 }
 
+/// jemalloc's `alloc` hook: a fresh extent of `size` bytes aligned to `alignment` from this
+/// slot's range, or null.
+///
+/// # Safety
+/// Called by jemalloc only, under the guarantees in the module docs: `hooks` is one of
+/// [`hooks_for`]'s pointers, and `zero` and `commit` are valid for writes.
 unsafe extern "C" fn hook_alloc(
     hooks: *mut extent_hooks_t,
     new_addr: *mut c_void,
@@ -177,6 +196,11 @@ unsafe extern "C" fn hook_alloc(
     start as *mut c_void
 }
 
+/// jemalloc's `dalloc` hook: always refuses, so jemalloc retains the extent.
+///
+/// # Safety
+/// Called by jemalloc only, under the guarantees in the module docs. It reads none of its
+/// arguments, so it has no requirement of its own.
 unsafe extern "C" fn hook_dalloc(
     _hooks: *mut extent_hooks_t,
     _addr: *mut c_void,
@@ -188,6 +212,12 @@ unsafe extern "C" fn hook_dalloc(
     true
 }
 
+/// jemalloc's `purge_lazy` hook: `MADV_FREE` on part of an extent. Returns `true` on failure.
+///
+/// # Safety
+/// Called by jemalloc only, under the guarantees in the module docs: `addr` starts an extent
+/// `hook_alloc` handed out, and `[addr + offset, addr + offset + length)` lies inside it and holds
+/// no live allocation.
 unsafe extern "C" fn hook_purge_lazy(
     _hooks: *mut extent_hooks_t,
     addr: *mut c_void,
@@ -207,6 +237,12 @@ unsafe extern "C" fn hook_purge_lazy(
     }
 }
 
+/// jemalloc's `purge_forced` hook: `MADV_DONTNEED` on part of an extent, which then reads back
+/// as zeroes. Returns `true` on failure.
+///
+/// # Safety
+/// As for [`hook_purge_lazy`]: called by jemalloc only, on a range inside an extent `hook_alloc`
+/// handed out that holds no live allocation.
 unsafe extern "C" fn hook_purge_forced(
     _hooks: *mut extent_hooks_t,
     addr: *mut c_void,
@@ -225,6 +261,11 @@ unsafe extern "C" fn hook_purge_forced(
     }
 }
 
+/// jemalloc's `split` hook: always allows (`false`), since a split stays inside its slot.
+///
+/// # Safety
+/// Called by jemalloc only, under the guarantees in the module docs. It reads none of its
+/// arguments, so it has no requirement of its own.
 unsafe extern "C" fn hook_split(
     _hooks: *mut extent_hooks_t,
     _addr: *mut c_void,
@@ -238,6 +279,11 @@ unsafe extern "C" fn hook_split(
     false
 }
 
+/// jemalloc's `merge` hook: refuses (`true`) a merge of two extents in different slots.
+///
+/// # Safety
+/// Called by jemalloc only, under the guarantees in the module docs. It compares the two
+/// addresses and dereferences neither, so it has no requirement of its own.
 unsafe extern "C" fn hook_merge(
     _hooks: *mut extent_hooks_t,
     addr_a: *mut c_void,
