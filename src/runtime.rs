@@ -37,8 +37,8 @@ use pagegen_executor::Builder as ExecBuilder;
 use pagegen_model::{ModelConfig, ModelRuntime, StateDir};
 
 pub use pagegen_executor::{
-    lower_current_thread_priority, ClassStats, EnterGuard, Handle, PollSummary, PoolSize, PoolSpec,
-    ResizeError,
+    lower_current_thread_priority, ClassSchedStats, EnterGuard, Handle, PollSummary, PoolSize,
+    PoolSpec, ResizeError,
 };
 
 pub use crate::config::Config;

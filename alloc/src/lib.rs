@@ -54,7 +54,7 @@ pub use error::AllocError;
 pub use hook::AllocHook;
 pub use pool::{cgroup_limit, MemoryPool, Reservation};
 pub use raw::global::PagegenAlloc;
-pub use stats::{size_class, tcache_max, ArenaStats, ClassStats};
+pub use stats::{size_class, tcache_max, ArenaStats, ClassMemStats};
 pub use tcache::{thread_tcaches, MAX_TCACHES_PER_THREAD};
 
 /// Allocators to compare against in benchmarks: what users run without pagegen.

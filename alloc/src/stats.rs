@@ -15,7 +15,7 @@ use crate::raw::ffi::{self, Mib};
 
 /// Memory of one class arena, bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct ClassStats {
+pub struct ClassMemStats {
     /// Bytes in live allocations (small + large), including objects cached in tcaches.
     pub allocated: u64,
     /// Bytes in pages holding live allocations.
@@ -64,9 +64,9 @@ impl ArenaStats {
     }
 
     /// Statistics of jemalloc arena `arena` as of the last [`refresh`](Self::refresh).
-    pub fn arena(&self, arena: u32) -> Result<ClassStats, AllocError> {
+    pub fn arena(&self, arena: u32) -> Result<ClassMemStats, AllocError> {
         let r = |m: &Mib| m.read_usize(arena).map(|v| v as u64);
-        Ok(ClassStats {
+        Ok(ClassMemStats {
             allocated: r(&self.small)? + r(&self.large)?,
             active: r(&self.pactive)? * self.page,
             dirty: r(&self.pdirty)? * self.page,
@@ -76,7 +76,7 @@ impl ArenaStats {
     }
 
     /// Statistics of `class`'s arena; `None` if the class uses the default arenas.
-    pub fn class(&self, class: ClassId) -> Result<Option<ClassStats>, AllocError> {
+    pub fn class(&self, class: ClassId) -> Result<Option<ClassMemStats>, AllocError> {
         match slot_of(class).and_then(arena_of_slot) {
             Some(a) => self.arena(a).map(Some),
             None => Ok(None),
@@ -84,7 +84,7 @@ impl ArenaStats {
     }
 
     /// Statistics of every class that has an arena.
-    pub fn all(&self) -> Result<Vec<(ClassId, ClassStats)>, AllocError> {
+    pub fn all(&self) -> Result<Vec<(ClassId, ClassMemStats)>, AllocError> {
         let mut out = Vec::new();
         for slot in 1..MAX_CLASS_ARENAS {
             if let Some(a) = arena_of_slot(slot) {

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use pagegen_alloc::{
-    size_class, tcache_max, thread_tcaches, AllocHook, ArenaStats, ClassArenas, ClassStats,
+    size_class, tcache_max, thread_tcaches, AllocHook, ArenaStats, ClassArenas, ClassMemStats,
     PagegenAlloc, MAX_TCACHES_PER_THREAD,
 };
 use pagegen_core::{ClassId, ClassRegistry, ClassSpec, PollHook, RouteSpec, Verdict, WorkerInfo};
@@ -22,7 +22,7 @@ fn arena(class: u32) -> ClassId {
     id
 }
 
-fn stats(s: &ArenaStats, class: ClassId) -> ClassStats {
+fn stats(s: &ArenaStats, class: ClassId) -> ClassMemStats {
     s.refresh().expect("epoch");
     s.class(class).expect("read").expect("class has an arena")
 }

@@ -99,7 +99,7 @@ fn quantile_upper(counts: &[u64; DELAY_BUCKETS], q: f64) -> u64 {
 
 /// What the runtime knows of a class's scheduling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClassStats {
+pub struct ClassSchedStats {
     /// Current shares.
     pub shares: Shares,
     /// CPU its tasks used so far, ns (measured poll CPU; a nominal 1 µs a poll with poll timing off).
@@ -269,10 +269,10 @@ impl Classes {
     }
 
     /// What is known of `class`; `None` when it was never registered.
-    pub(crate) fn stats(&self, class: ClassId) -> Option<ClassStats> {
+    pub(crate) fn stats(&self, class: ClassId) -> Option<ClassSchedStats> {
         let s = self.slots.get(class.index())?;
         let shares = Shares::new(s.shares.load(Ordering::Relaxed) as u16)?;
-        Some(ClassStats {
+        Some(ClassSchedStats {
             shares,
             cpu_ns: s.cpu_ns.load(Ordering::Relaxed),
             polls: s.polls.load(Ordering::Relaxed),

@@ -76,7 +76,7 @@ mod vruntime;
 mod worker;
 
 pub use builder::Builder;
-pub use class::ClassStats;
+pub use class::ClassSchedStats;
 pub use context::EnterGuard;
 pub use error::{JoinError, TaskFailure};
 pub use instrument::PollSummary;

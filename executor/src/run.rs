@@ -13,7 +13,7 @@ use pagegen_core::{CancelReason, DropCause, PollHook, PollStats, Verdict};
 use crate::error::JoinError;
 use crate::instrument::Instr;
 use crate::task::budget;
-use crate::task::raw::{Idle, PollOutcome, Running};
+use crate::task::raw::{IdleOutcome, PollOutcome, Running};
 
 /// What became of a polled task.
 pub(crate) enum Ran {
@@ -87,9 +87,9 @@ pub(crate) fn poll<H: PollHook + ?Sized>(hook: &H, r: Running, instr: Option<&mu
             Ran::Done
         }
         (PollOutcome::Pending, Ok(Verdict::Continue)) => match r.idle() {
-            Idle::Parked => Ran::Done,
-            Idle::Requeue(n) => Ran::Requeue(n),
-            Idle::Cancel(r) => {
+            IdleOutcome::Parked => Ran::Done,
+            IdleOutcome::Requeue(n) => Ran::Requeue(n),
+            IdleOutcome::Cancel(r) => {
                 cancel(hook, r, CancelReason::Aborted);
                 Ran::Done
             }

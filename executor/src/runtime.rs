@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pagegen_core::{ClassId, ClassRegistry, ClassSpec, PoolId, RegistryError, RequestCtx, Shares};
 
-use crate::class::ClassStats;
+use crate::class::ClassSchedStats;
 
 use crate::compat::TokioDriver;
 use crate::context::{self, EnterGuard};
@@ -257,7 +257,7 @@ impl Handle {
     }
     /// What the scheduler knows of `class` (shares, CPU used, virtual runtime); `None` when it was
     /// never registered.
-    pub fn class_stats(&self, class: ClassId) -> Option<ClassStats> {
+    pub fn class_stats(&self, class: ClassId) -> Option<ClassSchedStats> {
         self.shared.classes.stats(class)
     }
     /// Spawns a task working for `ctx` (a request admitted by the caller); its children inherit it.

@@ -382,7 +382,7 @@ impl Drop for Notified {
 pub(crate) struct Running(TaskRef, std::marker::PhantomData<std::cell::Cell<()>>);
 
 /// What [`Running::idle`] found.
-pub(crate) enum Idle {
+pub(crate) enum IdleOutcome {
     /// The task waits for a wake.
     Parked,
     /// It was woken while running: requeue it (a yield).
@@ -423,7 +423,7 @@ impl Running {
     }
     /// Rule R2: give the permit back after `Pending`.
     #[inline]
-    pub(crate) fn idle(self) -> Idle {
+    pub(crate) fn idle(self) -> IdleOutcome {
         let t = ManuallyDrop::new(self).0;
         match t.header().state.to_idle() {
             ToIdle::Idle(last) => {
@@ -431,10 +431,10 @@ impl Running {
                     // SAFETY: the state transition dropped the last reference.
                     unsafe { (t.vtable().dealloc)(t.0) }
                 }
-                Idle::Parked
+                IdleOutcome::Parked
             }
-            ToIdle::Requeue => Idle::Requeue(Notified(t)),
-            ToIdle::Cancel => Idle::Cancel(Running(t, std::marker::PhantomData)),
+            ToIdle::Requeue => IdleOutcome::Requeue(Notified(t)),
+            ToIdle::Cancel => IdleOutcome::Cancel(Running(t, std::marker::PhantomData)),
         }
     }
     /// Rule R3: the future is dropped and the output stored; publish, wake the joiner, leave the
