@@ -111,7 +111,7 @@ where
 fn raw_run(
     conc: usize,
     n: u64,
-    f: impl Fn(&mut pagegen_io::raw::RawLoop, usize, usize) + Sync,
+    f: impl Fn(&mut pagegen_io::baseline::RawLoop, usize, usize) + Sync,
     size: usize,
 ) -> Duration {
     let threads = if conc == 1 { 1 } else { 2 };
@@ -122,7 +122,7 @@ fn raw_run(
         for t in 0..threads {
             let f = &f;
             s.spawn(move || {
-                let mut l = pagegen_io::raw::RawLoop::new(per, size).unwrap();
+                let mut l = pagegen_io::baseline::RawLoop::new(per, size).unwrap();
                 let mut left = share;
                 let mut k = t * 7919;
                 while left > 0 {

@@ -21,8 +21,9 @@
 //! read it first), `ring` (a thread's ring, its inbox and thread-local), `pool` (blocking pool),
 //! `fair` (the admission state machine), `profile` (per-request accounting), `sys` (system calls).
 //!
-//! **Unsafe code** lives only in `sys` (FFI) and `ring` (pushing entries that carry raw pointers)
-//! and `raw` (the benchmark's raw io_uring loop); every other module forbids it.
+//! **Unsafe code** lives only in `sys` (FFI), `ring` (pushing entries that carry raw pointers) and
+//! `baseline` (the benchmarks' bare io_uring loop, not part of the API); every other module forbids
+//! it.
 //!
 //! ## Using it with an executor
 //! The executor calls `Io::worker_driver` on each worker thread, then `poll_nonblocking` between
@@ -35,6 +36,9 @@
 #![deny(unsafe_code)]
 
 mod backend;
+#[allow(unsafe_code)]
+#[doc(hidden)]
+pub mod baseline;
 mod classes;
 mod driver;
 mod error;
@@ -46,9 +50,6 @@ mod metadata;
 mod op;
 mod pool;
 mod profile;
-#[allow(unsafe_code)]
-#[doc(hidden)]
-pub mod raw;
 #[allow(unsafe_code)]
 mod ring;
 #[allow(unsafe_code)]

@@ -1,4 +1,4 @@
-//! A raw io_uring loop for benchmarks: the same operation sequences as `fs::read` and
+//! The benchmarks' baseline, a bare io_uring loop: the same operation sequences as `fs::read` and
 //! `File::read_at`, with no runtime around them (no futures, permits, profile or wakers), to
 //! measure how much of the raw cost pagegen keeps. Not part of the API.
 
