@@ -40,6 +40,7 @@ use pagegen_model::features::extract;
 use pagegen_model::gate::Serving;
 use pagegen_model::net::NetWeights;
 use pagegen_model::rng::SplitMix;
+use pagegen_model::trainer::thread_cpu_ns;
 use pagegen_model::{
     Deployed, DeployedConfig, EwmaPredictor, HistogramPredictor, Predictor, ProfileStore,
     RecurrentPredictor, StaticPredictor, StoreConfig, Trainer, TrainerConfig,
@@ -343,12 +344,6 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-}
-
-/// CPU time of the calling thread, ns (`/proc/thread-self/schedstat`, first field), if available.
-fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
 }
 
 /// Requests until a new class is learned: the first `n` from which the mean APE (each capped at
