@@ -15,7 +15,7 @@ use pagegen_core::{IoOpKind, RequestCtx};
 
 use crate::handle::Io;
 use crate::metadata::Metadata;
-use crate::op::{run_retrying, Res};
+use crate::op::Res;
 use crate::profile::{file_key, note_file, record};
 use crate::sys;
 
@@ -72,16 +72,16 @@ impl File {
 
     pub(crate) async fn open_with(io: &Io, path: &Path, flags: i32, mode: u32) -> io::Result<File> {
         let c = cstring(path)?;
-        let done = run_retrying(
-            io,
-            Res::Open {
-                path: c,
-                flags,
-                mode,
-            },
-            0,
-        )
-        .await;
+        let done = io
+            .run_op(
+                Res::Open {
+                    path: c,
+                    flags,
+                    mode,
+                },
+                0,
+            )
+            .await;
         File::from_open(io, path, done.result, done.latency_ns, done.ctx.as_ref())
     }
 
@@ -132,7 +132,9 @@ impl File {
         }
     }
 
-    fn arc(&self) -> Arc<std::fs::File> {
+    /// A clone of the shared std file, for an op to hold while it is in flight (op.rs protocol,
+    /// step 1).
+    fn shared(&self) -> Arc<std::fs::File> {
         Arc::clone(self.inner.as_ref().expect("file is open until dropped"))
     }
 
@@ -152,36 +154,53 @@ impl File {
             if want == 0 {
                 return (Ok(total), buf);
             }
-            let pos = offset + total as u64;
-            let res = Res::Read {
-                file: self.arc(),
-                buf,
-                len: want,
-                offset: self.pos(pos),
-            };
-            let done = run_retrying(&self.io, res, want as u64).await;
-            let Res::Read { buf: b, .. } = done.res else {
-                unreachable!("a read op hands back its read resources")
-            };
+            let (r, b) = self.read_step(buf, want, offset + total as u64).await;
             buf = b;
-            if done.result < 0 {
-                record(done.ctx.as_ref(), IoOpKind::Read, 0, done.latency_ns, false);
-                return (Err(os_err(done.result)), buf);
-            }
-            let n = done.result as usize;
-            let sequential = self.last_read_end.swap(pos + n as u64, Ordering::Relaxed) == pos;
-            record(
-                done.ctx.as_ref(),
-                IoOpKind::Read,
-                n as u64,
-                done.latency_ns,
-                sequential,
-            );
+            let n = match r {
+                Ok(n) => n,
+                Err(e) => return (Err(e), buf),
+            };
             total += n;
             if n == 0 {
                 return (Ok(total), buf);
             }
         }
+    }
+
+    /// One read operation (the step of [`read_at`](File::read_at) and `fs::read`): reads up to
+    /// `want` bytes at `pos` into `buf`'s spare capacity, appending to `buf`, and records it in the
+    /// request's profile (sequential when it starts where the previous read ended). Returns the
+    /// bytes read (0 at the end) and the buffer; a short read is not continued.
+    pub(crate) async fn read_step(
+        &self,
+        buf: Vec<u8>,
+        want: usize,
+        pos: u64,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let res = Res::Read {
+            file: self.shared(),
+            buf,
+            len: want,
+            offset: self.pos(pos),
+        };
+        let done = self.io.run_op(res, want as u64).await;
+        let Res::Read { buf, .. } = done.res else {
+            unreachable!("a read op hands back its read resources")
+        };
+        if done.result < 0 {
+            record(done.ctx.as_ref(), IoOpKind::Read, 0, done.latency_ns, false);
+            return (Err(os_err(done.result)), buf);
+        }
+        let n = done.result as usize;
+        let sequential = self.last_read_end.swap(pos + n as u64, Ordering::Relaxed) == pos;
+        record(
+            done.ctx.as_ref(),
+            IoOpKind::Read,
+            n as u64,
+            done.latency_ns,
+            sequential,
+        );
+        (Ok(n), buf)
     }
 
     /// Writes all of `buf` at `offset` (short writes are continued). Returns the bytes written and
@@ -192,12 +211,12 @@ impl File {
         while from < buf.len() {
             let bytes = (buf.len() - from) as u64;
             let res = Res::Write {
-                file: self.arc(),
+                file: self.shared(),
                 buf,
                 from,
                 offset: self.pos(offset + from as u64),
             };
-            let done = run_retrying(&self.io, res, bytes).await;
+            let done = self.io.run_op(res, bytes).await;
             let Res::Write { buf: b, .. } = done.res else {
                 unreachable!("a write op hands back its write resources")
             };
@@ -230,7 +249,15 @@ impl File {
 
     /// Flushes data and metadata to the device (`fsync`).
     pub async fn sync_all(&self) -> io::Result<()> {
-        let done = run_retrying(&self.io, Res::Fsync { file: self.arc() }, 0).await;
+        let done = self
+            .io
+            .run_op(
+                Res::Fsync {
+                    file: self.shared(),
+                },
+                0,
+            )
+            .await;
         record(done.ctx.as_ref(), IoOpKind::Sync, 0, done.latency_ns, false);
         if done.result < 0 {
             Err(os_err(done.result))
@@ -242,27 +269,17 @@ impl File {
     /// The open file's metadata.
     pub async fn metadata(&self) -> io::Result<Metadata> {
         let res = Res::Statx {
-            file: Some(self.arc()),
+            file: Some(self.shared()),
             path: CString::default(),
             out: sys::zeroed_statx(),
         };
         stat(&self.io, res).await
     }
-
-    /// A clone of the shared std file, for an op to hold while it is in flight.
-    pub(crate) fn shared(&self) -> Arc<std::fs::File> {
-        self.arc()
-    }
-
-    /// Sets the end of the last read; returns the previous one (locality).
-    pub(crate) fn last_end_swap(&self, end: u64) -> u64 {
-        self.last_read_end.swap(end, Ordering::Relaxed)
-    }
 }
 
 /// Runs a statx op and converts its result.
 pub(crate) async fn stat(io: &Io, res: Res) -> io::Result<Metadata> {
-    let done = run_retrying(io, res, 0).await;
+    let done = io.run_op(res, 0).await;
     record(done.ctx.as_ref(), IoOpKind::Stat, 0, done.latency_ns, false);
     if done.result < 0 {
         return Err(os_err(done.result));

@@ -16,9 +16,9 @@ use pagegen_core::IoOpKind;
 pub use crate::file::File;
 pub use crate::metadata::Metadata;
 
-use crate::file::{cstring, os_err, stat};
+use crate::file::{cstring, stat};
 use crate::handle::Io;
-use crate::op::{run_retrying, Res};
+use crate::op::Res;
 use crate::profile::record;
 use crate::sys;
 
@@ -62,8 +62,7 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let path = path.as_ref();
     let io = Io::current();
     let c = cstring(path)?;
-    let open = run_retrying(
-        &io,
+    let open = io.run_op(
         Res::Open {
             path: c.clone(),
             flags: libc::O_RDONLY,
@@ -71,8 +70,7 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
         },
         0,
     );
-    let statx = run_retrying(
-        &io,
+    let statx = io.run_op(
         Res::Statx {
             file: None,
             path: c,
@@ -110,34 +108,9 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     loop {
         let want = buf.capacity() - buf.len();
         let pos = buf.len() as u64;
-        let done = run_retrying(
-            &io,
-            Res::Read {
-                file: file_arc(&file),
-                buf,
-                len: want,
-                offset: pos,
-            },
-            want as u64,
-        )
-        .await;
-        let Res::Read { buf: b, .. } = done.res else {
-            unreachable!("a read op hands back its read resources")
-        };
+        let (r, b) = file.read_step(buf, want, pos).await;
         buf = b;
-        if done.result < 0 {
-            record(done.ctx.as_ref(), IoOpKind::Read, 0, done.latency_ns, false);
-            return Err(os_err(done.result));
-        }
-        let n = done.result as usize;
-        let sequential = file.last_end_swap(pos + n as u64) == pos;
-        record(
-            done.ctx.as_ref(),
-            IoOpKind::Read,
-            n as u64,
-            done.latency_ns,
-            sequential,
-        );
+        let n = r?;
         if n == 0 || (regular && n < want) {
             return Ok(buf);
         }
@@ -145,10 +118,6 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
             buf.reserve(buf.capacity().max(UNKNOWN_SIZE_FIRST_READ));
         }
     }
-}
-
-fn file_arc(f: &File) -> std::sync::Arc<std::fs::File> {
-    f.shared()
 }
 
 /// Reads the whole file as UTF-8 (`InvalidData` if it is not).

@@ -25,7 +25,7 @@ use crate::backend::{resolve, Backend, BackendChoice};
 use crate::classes::{IoClasses, DEFAULT_DEVICE_DEPTH};
 use crate::driver::IoDriver;
 use crate::error::IoError;
-use crate::op::Op;
+use crate::op::{self, Done, Op, Res};
 use crate::pool::Pool;
 use crate::ring::{self, Inbox, LocalRing};
 
@@ -132,9 +132,11 @@ impl Io {
         self.shared.live.load(Ordering::Acquire)
     }
 
-    pub(crate) fn live_counter(&self) -> Arc<AtomicUsize> {
-        self.shared.live.fetch_add(1, Ordering::Relaxed);
-        Arc::clone(&self.shared.live)
+    /// Runs one operation on this runtime: its class limits, its live-op count and its backend
+    /// ([`op::run_retrying`], which resubmits on `EINTR` and `EAGAIN`).
+    pub(crate) async fn run_op(&self, res: Res, bytes: u64) -> Done {
+        let s = &self.shared;
+        op::run_retrying(&s.classes, &s.live, |op| self.submit(op), res, bytes).await
     }
 
     pub(crate) fn id(&self) -> u64 {

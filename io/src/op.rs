@@ -4,6 +4,8 @@
 //! 1. The future acquires a [`Permit`] from its class, builds an [`Op`] owning every resource the
 //!    kernel will touch (buffer, path, statx buffer, and an `Arc` of the file so its fd cannot be
 //!    closed and reused while the operation is queued), and hands an `Arc<Op>` to the backend.
+//!    [`run`] does this given only the pieces it needs (the class limits, the live-op counter and
+//!    a submit function); [`Io::run_op`](crate::handle::Io::run_op) passes the runtime's.
 //! 2. The backend (a ring's in-flight table, or a blocking-pool job) keeps its own `Arc<Op>` until the
 //!    operation's completion arrives. **Only the backend's clone keeps the resources alive for the
 //!    kernel**; the future may vanish at any time.
@@ -32,8 +34,7 @@ use std::time::Instant;
 
 use pagegen_core::RequestCtx;
 
-use crate::classes::Permit;
-use crate::handle::Io;
+use crate::classes::{IoClasses, Permit};
 use crate::ring::Inbox;
 
 /// The resources of one operation: what the kernel reads or writes while it runs.
@@ -217,11 +218,19 @@ impl Drop for Wait {
     }
 }
 
-/// Runs one operation on `io`'s backend: waits for a class slot of `bytes`, submits, waits for the
+/// Runs one operation (op.rs protocol, step 1): waits for a slot of `bytes` in `classes`, counts
+/// the op in `live` (until the op is freed), hands it to `submit` (the backend), waits for the
 /// completion. The returned [`Done`] carries the resources back.
-pub(crate) async fn run(io: &Io, res: Res, bytes: u64) -> Done {
-    let permit = io.classes().acquire(bytes).await;
+pub(crate) async fn run(
+    classes: &Arc<IoClasses>,
+    live: &Arc<AtomicUsize>,
+    submit: impl FnOnce(Arc<Op>),
+    res: Res,
+    bytes: u64,
+) -> Done {
+    let permit = classes.acquire(bytes).await;
     let ctx = permit.ctx().cloned();
+    live.fetch_add(1, Ordering::Relaxed);
     let op = Arc::new(Op {
         inner: Mutex::new(OpInner {
             res: Some(res),
@@ -233,16 +242,22 @@ pub(crate) async fn run(io: &Io, res: Res, bytes: u64) -> Done {
             submitted: Instant::now(),
             completed: None,
         }),
-        live: io.live_counter(),
+        live: Arc::clone(live),
     });
-    io.submit(Arc::clone(&op));
+    submit(Arc::clone(&op));
     Wait { op: Some(op), ctx }.await
 }
 
 /// Like [`run`], resubmitting on `EINTR` and `EAGAIN` (the operation is simply tried again).
-pub(crate) async fn run_retrying(io: &Io, mut res: Res, bytes: u64) -> Done {
+pub(crate) async fn run_retrying(
+    classes: &Arc<IoClasses>,
+    live: &Arc<AtomicUsize>,
+    submit: impl Fn(Arc<Op>),
+    mut res: Res,
+    bytes: u64,
+) -> Done {
     loop {
-        let done = run(io, res, bytes).await;
+        let done = run(classes, live, &submit, res, bytes).await;
         if done.result == -libc::EINTR || done.result == -libc::EAGAIN {
             res = done.res;
             continue;
