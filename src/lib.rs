@@ -32,6 +32,8 @@
 
 #[doc(hidden)]
 pub mod __private;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -309,6 +309,15 @@ fn unescape(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Parses the text of a registry file into its `(id, name)` entries, or says why it is corrupt.
+///
+/// A pure function for tools that must only read a state directory (`pagegen profile`):
+/// [`ClassRegistry::open`] moves a corrupt file aside and rewrites a missing one, this touches
+/// nothing. Entries may leave gaps in the ids; `default` is not added when absent.
+pub fn parse_entries(text: &str) -> Result<Vec<(ClassId, Arc<str>)>, String> {
+    parse(text)
+}
+
 fn parse(text: &str) -> Result<Vec<(ClassId, Arc<str>)>, String> {
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {

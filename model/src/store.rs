@@ -339,6 +339,23 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
     Ok(v)
 }
 
+/// The ids of the segment files in `dir`, oldest first.
+fn segment_ids(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            name.strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 fn header() -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..4].copy_from_slice(MAGIC);
@@ -482,19 +499,7 @@ impl ProfileStore {
         }
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
-        let mut ids: Vec<u64> = fs::read_dir(&dir)
-            .map_err(|e| ModelError::io(&dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                name.strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        ids.sort_unstable();
+        let ids = segment_ids(&dir).map_err(|e| ModelError::io(&dir, e))?;
         let mut recovery = Recovery::default();
         let mut segments: VecDeque<u64> = ids.into_iter().collect();
         let (active, active_len) = open_active(&dir, &mut segments, &mut recovery)?;
@@ -600,6 +605,25 @@ impl ProfileStore {
 }
 
 impl StoreSnapshot {
+    /// The segments in `dir` as they are now, read without opening the store: nothing is created,
+    /// recovered, rotated or moved aside, and damage is reported and left in place (as for a closed
+    /// segment). For tools beside a process that may hold the state directory (`pagegen profile`);
+    /// a record that process is appending at that moment may read as a torn tail. A missing `dir`
+    /// is an empty store.
+    pub fn read_only(dir: impl Into<PathBuf>) -> Result<Self, ModelError> {
+        let dir = dir.into();
+        let ids = match segment_ids(&dir) {
+            Ok(ids) => ids,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(ModelError::io(&dir, e)),
+        };
+        Ok(StoreSnapshot {
+            dir,
+            segments: ids.into_iter().map(|id| (id, None)).collect(),
+            appended: 0,
+        })
+    }
+
     /// The newest `n` records of the snapshot, oldest first, with notes on any corruption met
     /// (corrupt parts skipped). Reads segments newest first and stops once it has `n`.
     pub fn read_recent(&self, n: usize) -> (Vec<ProfileRecord>, Recovery) {
@@ -710,6 +734,40 @@ mod tests {
         assert_eq!(all[42], rec(42));
         let (recent, _) = s.read_recent(10).unwrap();
         assert_eq!(recent.first(), Some(&rec(90)));
+    }
+
+    #[test]
+    fn a_read_only_snapshot_reports_damage_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = StoreSnapshot::read_only(tmp.path().join("none")).unwrap();
+        assert!(missing.read_recent(usize::MAX).0.is_empty());
+        assert!(!tmp.path().join("none").exists(), "nothing is created");
+        let path = {
+            let (mut s, _) = ProfileStore::open(tmp.path(), StoreConfig::default()).unwrap();
+            for i in 0..10 {
+                s.append(&rec(i)).unwrap();
+            }
+            s.active_path()
+        };
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"torn");
+        fs::write(&path, &bytes).unwrap();
+        let (all, r) = StoreSnapshot::read_only(tmp.path())
+            .unwrap()
+            .read_recent(usize::MAX);
+        assert_eq!(all.len(), 10);
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].kept_in, None);
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "the segment is left as it was"
+        );
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no file added"
+        );
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! The `pagegen` command line (feature `cli`, on by default): what a state directory learned, and
+//! moving the learned model between instances.
+//!
+//! | command | does |
+//! |---|---|
+//! | `pagegen profile [--state-dir DIR] [--json]` | per-route profiles, predictor accuracy and last grants, read without the lock ([`profile`]) |
+//! | `pagegen export FILE [--state-dir DIR]` | writes the champion model's weights ([`ModelRuntime::export`](pagegen_model::ModelRuntime::export)) |
+//! | `pagegen import FILE [--state-dir DIR]` | installs weights another instance exported ([`ModelRuntime::import`](pagegen_model::ModelRuntime::import)) |
+//!
+//! `profile` only reads: a live server may hold the directory, and a corrupt file is reported and left
+//! as it is. `export` and `import` open the model as a runtime does, lock included, so they refuse a
+//! directory a running server holds. The binary (`src/bin/pagegen.rs`) only parses arguments and
+//! calls [`run`].
+
+pub mod json;
+pub mod profile;
+mod table;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pagegen_model::checkpoint::Start;
+use pagegen_model::{ModelConfig, ModelError, ModelRuntime, StateDir};
+
+/// Exit status: the state directory's class registry is corrupt (reported, left untouched).
+pub const EXIT_CORRUPT_REGISTRY: u8 = 2;
+/// Exit status: the command failed (I/O, a locked directory, a bad model file).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: the arguments do not parse (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// How to call the binary.
+pub const USAGE: &str = "\
+usage: pagegen profile [--state-dir DIR] [--json]
+       pagegen export FILE [--state-dir DIR]
+       pagegen import FILE [--state-dir DIR]
+
+DIR defaults to $PAGEGEN_STATE_DIR, else ./.pagegen.";
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `profile`.
+    Profile {
+        /// The state directory.
+        dir: PathBuf,
+        /// `--json`.
+        json: bool,
+    },
+    /// `export FILE`.
+    Export {
+        /// The state directory.
+        dir: PathBuf,
+        /// Where the weights go.
+        file: PathBuf,
+    },
+    /// `import FILE`.
+    Import {
+        /// The state directory.
+        dir: PathBuf,
+        /// The weights to install.
+        file: PathBuf,
+    },
+    /// `help`, `-h`, `--help`.
+    Help,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let verb = args.next().ok_or("no command given")?;
+    let verb = verb.to_str().ok_or("the command is not UTF-8")?.to_owned();
+    let mut dir: Option<PathBuf> = None;
+    let mut json = false;
+    let mut file: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--state-dir") => {
+                dir = Some(args.next().ok_or("--state-dir needs a directory")?.into());
+            }
+            Some(s) if s.starts_with("--state-dir=") => {
+                dir = Some(PathBuf::from(&s["--state-dir=".len()..]));
+            }
+            Some("--json") if verb == "profile" => json = true,
+            Some(s) if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ if file.is_none() && verb != "profile" => file = Some(a.into()),
+            _ => return Err(format!("unexpected argument {}", a.to_string_lossy())),
+        }
+    }
+    let dir = dir.unwrap_or_else(default_dir);
+    let need_file = |file: Option<PathBuf>| file.ok_or(format!("{verb} needs a FILE"));
+    Ok(match verb.as_str() {
+        "profile" => Command::Profile { dir, json },
+        "export" => Command::Export {
+            dir,
+            file: need_file(file)?,
+        },
+        "import" => Command::Import {
+            dir,
+            file: need_file(file)?,
+        },
+        "help" | "-h" | "--help" => Command::Help,
+        other => return Err(format!("unknown command {other}")),
+    })
+}
+
+/// `$PAGEGEN_STATE_DIR`, else `./.pagegen` (as the runtime chooses it).
+fn default_dir() -> PathBuf {
+    std::env::var_os(pagegen_model::state_dir::STATE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(pagegen_model::state_dir::DEFAULT_STATE_DIR))
+}
+
+/// Runs a command, writing results to `out` and problems to `err`; returns the exit status.
+pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let result = match cmd {
+        Command::Help => writeln!(out, "{USAGE}").map(|()| 0),
+        Command::Profile { dir, json } => return run_profile(&dir, json, out, err),
+        Command::Export { dir, file } => export(&dir, &file, err),
+        Command::Import { dir, file } => import(&dir, &file, err),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "pagegen: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn run_profile(dir: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let p = profile::read(dir);
+    for w in &p.warnings {
+        let _ = writeln!(err, "pagegen profile: {w}");
+    }
+    let written = if json {
+        writeln!(out, "{}", p.to_json())
+    } else {
+        write!(out, "{}", table::render(&p))
+    };
+    if let Err(e) = written {
+        let _ = writeln!(err, "pagegen profile: {e}");
+        return EXIT_FAILED;
+    }
+    if p.registry_corrupt {
+        EXIT_CORRUPT_REGISTRY
+    } else {
+        0
+    }
+}
+
+/// Opens the model as a runtime does (lock included: a running server's directory is refused).
+fn open_model(dir: &Path) -> Result<ModelRuntime, String> {
+    let state = StateDir::open(dir).map_err(|e| match e {
+        ModelError::Locked { .. } => format!("{e}\n(stop the server using it first)"),
+        e => e.to_string(),
+    })?;
+    let clock = Arc::new(pagegen_core::RealClock::new());
+    ModelRuntime::open(state, clock, ModelConfig::default()).map_err(|e| e.to_string())
+}
+
+fn export(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
+    if !dir.is_dir() {
+        writeln!(
+            err,
+            "pagegen export: no state directory at {}",
+            dir.display()
+        )?;
+        return Ok(EXIT_FAILED);
+    }
+    let model = match open_model(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(err, "pagegen export: {e}")?;
+            return Ok(EXIT_FAILED);
+        }
+    };
+    if model.start != Start::Loaded {
+        writeln!(
+            err,
+            "pagegen export: note: {} holds no trained model; exporting the starting weights",
+            dir.display()
+        )?;
+    }
+    match model.export(file) {
+        Ok(()) => {
+            writeln!(err, "pagegen export: wrote {}", file.display())?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "pagegen export: {e}")?;
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+fn import(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
+    let model = match open_model(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(err, "pagegen import: {e}")?;
+            return Ok(EXIT_FAILED);
+        }
+    };
+    match model.import(file) {
+        Ok(()) => {
+            writeln!(
+                err,
+                "pagegen import: installed {} as the model of {}",
+                file.display(),
+                dir.display()
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "pagegen import: {e} (nothing changed)")?;
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments_parse() {
+        assert_eq!(
+            parse(args("profile --state-dir /x --json")),
+            Ok(Command::Profile {
+                dir: "/x".into(),
+                json: true
+            })
+        );
+        assert_eq!(
+            parse(args("export f.st --state-dir=/x")),
+            Ok(Command::Export {
+                dir: "/x".into(),
+                file: "f.st".into()
+            })
+        );
+        assert!(parse(args("import")).is_err());
+        assert!(parse(args("profile extra")).is_err());
+        assert!(parse(args("export a b")).is_err());
+        assert!(parse(args("export a --json")).is_err());
+        assert!(parse(args("frobnicate")).is_err());
+        assert!(parse(args("")).is_err());
+    }
+}

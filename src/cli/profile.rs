@@ -1,0 +1,378 @@
+//! `pagegen profile`: what a state directory learned, per class, read without the lock.
+//!
+//! Sources, both only read: the class registry `DIR/classes` (parsed with
+//! [`parse_entries`](pagegen_core::registry::parse_entries), never through
+//! [`ClassRegistry::open`](pagegen_core::ClassRegistry::open), which moves a corrupt file aside)
+//! and the profile store `DIR/profiles` (through
+//! [`StoreSnapshot::read_only`](pagegen_model::StoreSnapshot::read_only), which recovers nothing).
+//!
+//! Grants: the grant a request gets now comes from the live predictor, the class's annotation
+//! (known only to the server's code) and the memory pool, none of which a state directory holds.
+//! The profile shows the grant of each class's newest stored record instead, and says so.
+//!
+//! Accuracy: records do not say which predictor served them, so accuracy is that of the predictions
+//! the requests actually ran under: the median of `|central − actual| / actual` for CPU and peak
+//! memory, and the share of uncensored records whose usage passed the upper estimate.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use pagegen_core::{Grant, Outcome, PoolId, ProfileRecord};
+use pagegen_model::StoreSnapshot;
+
+use super::json::Value;
+
+/// What was learned, per class.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// The state directory read.
+    pub dir: PathBuf,
+    /// Records read from the store.
+    pub records: usize,
+    /// Classes with a name in the registry or records in the store, by id.
+    pub classes: Vec<ClassProfile>,
+    /// Problems met (file named in each); printed on stderr.
+    pub warnings: Vec<String>,
+    /// The registry file could not be parsed (exit status 2).
+    pub registry_corrupt: bool,
+}
+
+/// Median and 99th percentile (nearest rank) of one measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spread {
+    /// 50th percentile.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+}
+
+/// How well the served predictions matched one resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Accuracy {
+    /// Median `|central − actual| / actual` over records with a prediction (`None`: none).
+    pub median_rel_error: Option<f64>,
+    /// Share of uncensored predicted records whose usage passed the upper estimate.
+    pub over_upper: Option<f64>,
+}
+
+/// One class's profile.
+#[derive(Clone, Debug, Default)]
+pub struct ClassProfile {
+    /// Registry name (`#<id>` when the registry does not know it).
+    pub name: String,
+    /// Class id.
+    pub id: u32,
+    /// Records stored.
+    pub requests: u64,
+    /// Completed normally.
+    pub completed: u64,
+    /// Answered with a 5xx.
+    pub failed: u64,
+    /// A task panicked.
+    pub panicked: u64,
+    /// Refused at admission.
+    pub shed: u64,
+    /// Cancelled while running, by reason (the reason's display text).
+    pub cancelled: BTreeMap<String, u64>,
+    /// Moved to another pool while running.
+    pub demoted: u64,
+    /// CPU time, ns.
+    pub cpu_ns: Spread,
+    /// Wall time, ns.
+    pub wall_ns: Spread,
+    /// Peak net memory, bytes.
+    pub peak_bytes: Spread,
+    /// File I/O operations.
+    pub io_ops: Spread,
+    /// File I/O bytes read and written.
+    pub io_bytes: Spread,
+    /// Records that carried a prediction.
+    pub predicted: u64,
+    /// CPU prediction accuracy.
+    pub cpu_accuracy: Accuracy,
+    /// Memory prediction accuracy.
+    pub mem_accuracy: Accuracy,
+    /// The grant of the newest record that had one.
+    pub last_grant: Option<Grant>,
+}
+
+/// Reads `dir` (see the module docs). Never fails: what cannot be read becomes a warning.
+pub fn read(dir: &Path) -> Profile {
+    let mut p = Profile {
+        dir: dir.to_owned(),
+        ..Profile::default()
+    };
+    let names = read_registry(&dir.join("classes"), &mut p);
+    let records = match StoreSnapshot::read_only(dir.join("profiles")) {
+        Ok(snap) => {
+            let (records, recovery) = snap.read_recent(usize::MAX);
+            p.warnings.extend(
+                recovery
+                    .notes
+                    .into_iter()
+                    .map(|n| format!("{n} (store left untouched)")),
+            );
+            records
+        }
+        Err(e) => {
+            p.warnings
+                .push(format!("cannot read the profile store: {e}"));
+            Vec::new()
+        }
+    };
+    p.records = records.len();
+    let mut by_class: BTreeMap<u32, Vec<&ProfileRecord>> = BTreeMap::new();
+    for r in &records {
+        by_class.entry(r.class.raw()).or_default().push(r);
+    }
+    // `default` (id 0) always exists; it is shown only when something ran in it.
+    for &id in names.keys().filter(|&&id| id != 0) {
+        by_class.entry(id).or_default();
+    }
+    p.classes = by_class
+        .into_iter()
+        .map(|(id, recs)| {
+            let name = names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+            class_profile(name, id, &recs)
+        })
+        .collect();
+    p
+}
+
+/// The registry's names by id; a missing file is an empty registry, a corrupt one a warning.
+fn read_registry(path: &Path, p: &mut Profile) -> BTreeMap<u32, String> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            p.warnings.push(format!("{}: {e}", path.display()));
+            return BTreeMap::new();
+        }
+    };
+    let parsed = String::from_utf8(bytes)
+        .map_err(|_| "not UTF-8".to_string())
+        .and_then(|t| pagegen_core::registry::parse_entries(&t));
+    match parsed {
+        Ok(entries) => entries
+            .into_iter()
+            // Placeholders the runtime writes for id gaps (a NUL no route name can hold).
+            .filter(|(_, n)| !n.starts_with('\0'))
+            .map(|(id, n)| (id.raw(), n.to_string()))
+            .collect(),
+        Err(why) => {
+            p.registry_corrupt = true;
+            p.warnings.push(format!(
+                "{}: corrupt class registry ({why}); left untouched, classes shown by id",
+                path.display()
+            ));
+            BTreeMap::new()
+        }
+    }
+}
+
+fn class_profile(name: String, id: u32, recs: &[&ProfileRecord]) -> ClassProfile {
+    let mut c = ClassProfile {
+        name,
+        id,
+        requests: recs.len() as u64,
+        ..ClassProfile::default()
+    };
+    for r in recs {
+        match r.outcome {
+            Outcome::Completed => c.completed += 1,
+            Outcome::Failed => c.failed += 1,
+            Outcome::Panicked => c.panicked += 1,
+            Outcome::Shed => c.shed += 1,
+            Outcome::Cancelled(why) => *c.cancelled.entry(why.to_string()).or_default() += 1,
+        }
+        c.demoted += u64::from(r.demoted);
+    }
+    let spread = |f: &dyn Fn(&ProfileRecord) -> u64| spread(recs.iter().map(|r| f(r)).collect());
+    c.cpu_ns = spread(&|r| r.usage.cpu.cpu_ns);
+    c.wall_ns = spread(&|r| r.usage.cpu.wall_ns);
+    c.peak_bytes = spread(&peak);
+    c.io_ops = spread(&|r| r.usage.io.total_ops());
+    c.io_bytes = spread(&|r| r.usage.io.read_bytes + r.usage.io.write_bytes);
+    c.predicted = recs.iter().filter(|r| r.predicted.is_some()).count() as u64;
+    c.cpu_accuracy = accuracy(recs, |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns);
+    c.mem_accuracy = accuracy(recs, |d| d.peak_bytes, peak);
+    // Store order is append order: the newest record is last.
+    c.last_grant = recs.iter().rev().find_map(|r| r.grant);
+    c
+}
+
+fn peak(r: &ProfileRecord) -> u64 {
+    r.usage.mem.peak_net_bytes.max(0) as u64
+}
+
+/// Nearest-rank percentile of sorted values.
+fn rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1]
+}
+
+fn spread(mut v: Vec<u64>) -> Spread {
+    v.sort_unstable();
+    Spread {
+        p50: rank(&v, 0.5),
+        p99: rank(&v, 0.99),
+    }
+}
+
+fn accuracy(
+    recs: &[&ProfileRecord],
+    estimate: impl Fn(&pagegen_core::Demand) -> pagegen_core::Estimate,
+    actual: impl Fn(&ProfileRecord) -> u64,
+) -> Accuracy {
+    let mut errors = Vec::new();
+    let (mut uncensored, mut over) = (0u64, 0u64);
+    for r in recs {
+        let Some(d) = &r.predicted else { continue };
+        let e = estimate(d);
+        let a = actual(r);
+        // An actual of zero has no relative error; 1 (ns or byte) keeps it finite and large.
+        errors.push(e.central.abs_diff(a) as f64 / a.max(1) as f64);
+        if !r.censored() {
+            uncensored += 1;
+            over += u64::from(a > e.upper);
+        }
+    }
+    errors.sort_by(f64::total_cmp);
+    Accuracy {
+        median_rel_error: (!errors.is_empty()).then(|| {
+            let i = ((0.5 * errors.len() as f64).ceil() as usize).clamp(1, errors.len());
+            errors[i - 1]
+        }),
+        over_upper: (uncensored > 0).then(|| over as f64 / uncensored as f64),
+    }
+}
+
+/// `u64::MAX` (unlimited) as `null`.
+fn limit(v: u64) -> Value {
+    if v == u64::MAX {
+        Value::Null
+    } else {
+        Value::UInt(v)
+    }
+}
+
+/// A pool's name as the default runtime names its pools.
+pub(super) fn pool_name(p: PoolId) -> String {
+    match p {
+        PoolId::LATENCY => "latency".into(),
+        PoolId::BULK => "bulk".into(),
+        p => format!("pool {}", p.0),
+    }
+}
+
+/// `u32::MAX` (an unlimited I/O depth) as `null`.
+fn depth(v: u32) -> Value {
+    if v == u32::MAX {
+        Value::Null
+    } else {
+        Value::UInt(u64::from(v))
+    }
+}
+
+fn spread_json(s: Spread) -> Value {
+    Value::Obj(vec![
+        ("p50", Value::UInt(s.p50)),
+        ("p99", Value::UInt(s.p99)),
+    ])
+}
+
+fn accuracy_json(a: Accuracy) -> Value {
+    let opt = |v: Option<f64>| v.map_or(Value::Null, Value::Num);
+    Value::Obj(vec![
+        ("median_rel_error", opt(a.median_rel_error)),
+        ("over_upper_share", opt(a.over_upper)),
+    ])
+}
+
+impl Profile {
+    /// Whether nothing was learned yet (no records, no class besides `default`).
+    pub fn is_empty(&self) -> bool {
+        self.records == 0 && self.classes.is_empty()
+    }
+
+    /// The profile as one JSON object with a `classes` array.
+    pub fn to_json(&self) -> Value {
+        let classes = self.classes.iter().map(|c| {
+            let grant = c.last_grant.map_or(Value::Null, |g| {
+                Value::Obj(vec![
+                    ("pool", Value::Str(pool_name(g.pool))),
+                    ("cpu_ns", limit(g.cpu_ns)),
+                    ("wall_ns", limit(g.wall_ns)),
+                    ("mem_soft_bytes", limit(g.mem_soft)),
+                    ("mem_hard_bytes", limit(g.mem_hard)),
+                    ("io_depth", depth(g.io_depth)),
+                    ("io_bytes_per_sec", limit(g.io_bytes_per_sec)),
+                    ("net_priority", Value::UInt(u64::from(g.net_priority))),
+                ])
+            });
+            Value::Obj(vec![
+                ("name", Value::Str(c.name.clone())),
+                ("id", Value::UInt(u64::from(c.id))),
+                ("requests", Value::UInt(c.requests)),
+                (
+                    "outcomes",
+                    Value::Obj(vec![
+                        ("completed", Value::UInt(c.completed)),
+                        ("failed", Value::UInt(c.failed)),
+                        ("panicked", Value::UInt(c.panicked)),
+                        ("shed", Value::UInt(c.shed)),
+                        (
+                            "cancelled",
+                            Value::Arr(
+                                c.cancelled
+                                    .iter()
+                                    .map(|(why, n)| {
+                                        Value::Obj(vec![
+                                            ("reason", Value::Str(why.clone())),
+                                            ("count", Value::UInt(*n)),
+                                        ])
+                                    })
+                                    .collect(),
+                            ),
+                        ),
+                    ]),
+                ),
+                ("demoted", Value::UInt(c.demoted)),
+                ("cpu_ns", spread_json(c.cpu_ns)),
+                ("wall_ns", spread_json(c.wall_ns)),
+                ("peak_bytes", spread_json(c.peak_bytes)),
+                ("io_ops", spread_json(c.io_ops)),
+                ("io_bytes", spread_json(c.io_bytes)),
+                ("predicted", Value::UInt(c.predicted)),
+                ("cpu_accuracy", accuracy_json(c.cpu_accuracy)),
+                ("mem_accuracy", accuracy_json(c.mem_accuracy)),
+                ("last_grant", grant),
+            ])
+        });
+        Value::Obj(vec![
+            ("state_dir", Value::Str(self.dir.display().to_string())),
+            ("records", Value::UInt(self.records as u64)),
+            ("grants", Value::Str("last recorded per class".into())),
+            ("registry_corrupt", Value::Bool(self.registry_corrupt)),
+            ("classes", Value::Arr(classes.collect())),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(spread(vec![]), Spread { p50: 0, p99: 0 });
+        assert_eq!(spread(vec![5]), Spread { p50: 5, p99: 5 });
+        let s = spread((1..=100).rev().collect());
+        assert_eq!((s.p50, s.p99), (50, 99));
+    }
+}

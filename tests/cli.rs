@@ -1,0 +1,207 @@
+//! The `pagegen` binary on real state directories: missing, written by a real run over loopback
+//! HTTP, with a corrupt class registry, and an export → import round trip.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use pagegen::rt::TokioIo;
+use pagegen::runtime::{Builder, Config};
+
+#[global_allocator]
+static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
+
+fn pagegen(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_pagegen"))
+        .args(args)
+        .env_remove("PAGEGEN_STATE_DIR")
+        .output()
+        .expect("the pagegen binary runs");
+    eprintln!(
+        "pagegen {args:?}: {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+/// One GET on a fresh connection: status and body (tests/serve.rs has the same helper).
+async fn get_once(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    drop(pagegen::spawn(conn));
+    let res = tx
+        .send_request(Request::get(path).body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Serves two routes on a runtime over `dir`, 12 requests to one and 8 to the other, and shuts it
+/// down (records flushed, lock released).
+fn real_run(dir: &Path) {
+    let rt = Builder::with_config(Config {
+        state_dir: dir.to_path_buf(),
+        trainer: false,
+        workers: 1,
+        bulk_workers: 1,
+        ..Config::default()
+    })
+    .build()
+    .unwrap();
+    rt.block_on(async {
+        let app = Router::new()
+            .route("/hello", get(|| async { "hello" }))
+            .route(
+                "/heap",
+                get(|| async {
+                    vec![7u8; 1 << 20]
+                        .iter()
+                        .map(|&b| b as usize)
+                        .sum::<usize>()
+                        .to_string()
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        drop(pagegen::spawn(async move { server.await.unwrap() }));
+        for _ in 0..12 {
+            assert_eq!(get_once(addr, "/hello").await.0, StatusCode::OK);
+        }
+        for _ in 0..8 {
+            assert_eq!(get_once(addr, "/heap").await.0, StatusCode::OK);
+        }
+        pagegen::engine::Engine::current().unwrap().sync_records();
+        let _ = stop.send(());
+    });
+    drop(rt);
+}
+
+#[test]
+fn a_missing_state_directory_is_an_empty_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("never-ran");
+    let d = dir.to_str().unwrap();
+    let out = pagegen(&["profile", "--state-dir", d]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("nothing learned"));
+    let out = pagegen(&["profile", "--state-dir", d, "--json"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(r#""classes":[]"#));
+    assert!(!dir.exists(), "profile creates nothing");
+}
+
+/// The `"name":"…"` object of `json`'s classes array, as text up to its last field.
+fn class_json<'a>(json: &'a str, name: &str) -> &'a str {
+    let start = json
+        .find(&format!(r#""name":"{name}""#))
+        .unwrap_or_else(|| panic!("class {name} in {json}"));
+    let end = json[start..].find("\"last_grant\"").unwrap() + start;
+    &json[start..end]
+}
+
+#[test]
+fn the_profile_of_a_real_run_counts_each_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    real_run(tmp.path());
+    let d = tmp.path().to_str().unwrap();
+    let listing = |dir: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), e.metadata().unwrap().len())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = (listing(tmp.path()), listing(&tmp.path().join("profiles")));
+
+    let out = pagegen(&["profile", "--state-dir", d, "--json"]);
+    assert!(out.status.success());
+    let json = text(&out.stdout);
+    assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
+    let hello = class_json(&json, "GET /hello");
+    assert!(hello.contains(r#""requests":12,"#), "{hello}");
+    assert!(hello.contains(r#""completed":12,"#), "{hello}");
+    let heap = class_json(&json, "GET /heap");
+    assert!(heap.contains(r#""requests":8,"#), "{heap}");
+
+    // Beside a live holder of the directory's lock, as beside a running server.
+    let held = pagegen::model::StateDir::open(tmp.path()).unwrap();
+    let out = pagegen(&["profile", "--state-dir", d]);
+    drop(held);
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    assert!(table.contains("GET /hello") && table.contains("GET /heap"));
+    assert!(table.contains("LAST RECORDED grant"));
+
+    let after = (listing(tmp.path()), listing(&tmp.path().join("profiles")));
+    assert_eq!(
+        before, after,
+        "profile changes nothing in the state directory"
+    );
+}
+
+#[test]
+fn a_corrupt_registry_is_reported_and_left_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let classes = tmp.path().join("classes");
+    let junk = b"pagegen-classes 1\n1\tGET /a\n1\tGET /again\n";
+    std::fs::write(&classes, junk).unwrap();
+    let out = pagegen(&["profile", "--state-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(classes.to_str().unwrap()));
+    assert_eq!(std::fs::read(&classes).unwrap(), junk);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "nothing moved aside"
+    );
+}
+
+#[test]
+fn export_then_import_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    std::fs::create_dir(&a).unwrap();
+    let file = tmp.path().join("model.safetensors");
+    let f = file.to_str().unwrap();
+    let out = pagegen(&["export", f, "--state-dir", a.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(file.exists());
+    let out = pagegen(&["import", f, "--state-dir", b.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(b.join("model.safetensors").exists());
+
+    // A directory in use is refused, and says why.
+    let held = pagegen::model::StateDir::open(&b).unwrap();
+    let out = pagegen(&["import", f, "--state-dir", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("in use"));
+    drop(held);
+
+    // A bad file changes nothing.
+    std::fs::write(&file, b"junk").unwrap();
+    let out = pagegen(&["import", f, "--state-dir", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}
