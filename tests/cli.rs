@@ -1,17 +1,17 @@
 //! The `pagegen` binary on real state directories: missing, written by a real run over loopback
 //! HTTP, with a corrupt class registry, and an export → import round trip.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode};
-use pagegen::rt::TokioIo;
+use hyper::StatusCode;
 use pagegen::runtime::{Builder, Config};
+
+mod support;
+
+use support::{get_once, start};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -33,21 +33,6 @@ fn pagegen(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// One GET on a fresh connection: status and body (tests/serve.rs has the same helper).
-async fn get_once(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    drop(pagegen::spawn(conn));
-    let res = tx
-        .send_request(Request::get(path).body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.into_body().collect().await.unwrap().to_bytes())
 }
 
 /// Serves two routes on a runtime over `dir`, 12 requests to one and 8 to the other, and shuts it
@@ -75,13 +60,7 @@ fn real_run(dir: &Path) {
                         .to_string()
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
-            let _ = rx.await;
-        });
-        drop(pagegen::spawn(async move { server.await.unwrap() }));
+        let (addr, stop) = start(app, vec![]).await;
         for _ in 0..12 {
             assert_eq!(get_once(addr, "/hello").await.0, StatusCode::OK);
         }

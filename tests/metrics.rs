@@ -5,19 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use pagegen::engine::Engine;
 use pagegen::policy::Decision;
 use pagegen::route::Route;
-use pagegen::rt::TokioIo;
 use pagegen::runtime::{Builder, Config, Runtime};
+
+mod support;
+
+use support::{engine, start, Gate};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -46,54 +46,21 @@ fn runtime(dir: &std::path::Path) -> Runtime {
         .unwrap()
 }
 
-/// Starts `app` on 127.0.0.1:0; returns its address and a shutdown trigger.
-async fn start(app: Router, routes: Vec<Route>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
-        let _ = rx.await;
-    });
-    for r in routes {
-        server = server.route(r);
-    }
-    drop(pagegen::spawn(async move { server.await.unwrap() }));
-    (addr, tx)
-}
-
-/// One request on a fresh connection: status, `Content-Type`, body.
+/// One request to the metrics endpoint (or any server): status, `Content-Type`, body.
 async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
 ) -> (StatusCode, Option<String>, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    drop(pagegen::spawn(conn));
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = tx.send_request(req).await.unwrap();
-    let status = res.status();
-    let ctype = res
-        .headers()
+    let (status, headers, body) = support::send(addr, method, path).await;
+    let ctype = headers
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, ctype, String::from_utf8(body.to_vec()).unwrap())
 }
 
 async fn get_once(addr: SocketAddr, path: &str) -> StatusCode {
-    request(addr, "GET", path).await.0
-}
-
-fn engine() -> Arc<Engine> {
-    Engine::current().expect("inside the runtime")
+    support::get_once(addr, path).await.0
 }
 
 /// Waits (bounded) until every admitted request has given its ticket back: a response reaches the
@@ -263,9 +230,7 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
     assert!(metrics.ip().is_loopback());
     assert_ne!(metrics.port(), 0, "port 0 is resolved to the bound port");
     rt.block_on(async {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let entered = Arc::new(tokio::sync::Semaphore::new(0));
-        let (g, en) = (gate.clone(), entered.clone());
+        let gate = Gate::new();
         let app = Router::new()
             .route("/hello", get(|| async { "hi" }))
             .route(
@@ -275,17 +240,7 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
                     "never"
                 }),
             )
-            .route(
-                "/slow",
-                get(move || {
-                    let (g, en) = (g.clone(), en.clone());
-                    async move {
-                        en.add_permits(1);
-                        g.acquire().await.unwrap().forget();
-                        "done"
-                    }
-                }),
-            );
+            .route("/slow", get(gate.handler("done")));
         // Every route capped at the 32 MiB floor, so each budget is exactly 32 MiB.
         let routes = vec![
             Route::new("/hello").mem(32 * MIB),
@@ -301,12 +256,12 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
         let held: Vec<_> = (0..2)
             .map(|_| pagegen::spawn(async move { get_once(addr, "/slow").await }))
             .collect();
-        entered.acquire_many(2).await.unwrap().forget();
+        gate.entered(2).await;
         assert_eq!(
             get_once(addr, "/slow").await,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        gate.add_permits(2);
+        gate.open(2);
         for h in held {
             assert_eq!(h.await.unwrap(), StatusCode::OK);
         }

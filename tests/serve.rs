@@ -3,7 +3,6 @@
 //! and counters — never on durations.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Path;
@@ -18,6 +17,10 @@ use pagegen::route::Route;
 use pagegen::rt::TokioIo;
 use pagegen::runtime::{Builder, Config, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
+
+use support::{engine, get_once, start, Gate};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -39,45 +42,6 @@ fn runtime(dir: &std::path::Path, tune: impl FnOnce(&mut Config)) -> Runtime {
         .thread_name("serve-test")
         .build()
         .unwrap()
-}
-
-/// Starts `app` on 127.0.0.1:0; returns its address and a shutdown trigger.
-async fn start(app: Router, routes: Vec<Route>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = pagegen::http::serve(listener, app).with_graceful_shutdown(async {
-        let _ = rx.await;
-    });
-    for r in routes {
-        server = server.route(r);
-    }
-    drop(pagegen::spawn(async move { server.await.unwrap() }));
-    (addr, tx)
-}
-
-/// One GET on a fresh connection: status, `Retry-After`, body.
-async fn get_once(addr: SocketAddr, path: &str) -> (StatusCode, Option<String>, Bytes) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    drop(pagegen::spawn(conn));
-    let res = tx
-        .send_request(Request::get(path).body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, retry, body)
-}
-
-fn engine() -> Arc<Engine> {
-    Engine::current().expect("inside the runtime")
 }
 
 /// Allocates `mib` MiB in 1 MiB pieces across awaits, touching every page, and keeps it all.
@@ -197,26 +161,14 @@ fn beyond_capacity_requests_are_shed_with_retry_after_and_memory_stays_bounded()
         c.mem_floor = 32 << 20;
     });
     rt.block_on(async {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let entered = Arc::new(tokio::sync::Semaphore::new(0));
-        let (g, en) = (gate.clone(), entered.clone());
-        let app = Router::new().route(
-            "/slow",
-            get(move || {
-                let (g, en) = (g.clone(), en.clone());
-                async move {
-                    en.add_permits(1);
-                    g.acquire().await.unwrap().forget();
-                    "done"
-                }
-            }),
-        );
+        let gate = Gate::new();
+        let app = Router::new().route("/slow", get(gate.handler("done")));
         let routes = vec![Route::new("/slow").mem(32 << 20)];
         let (addr, stop) = start(app, routes).await;
         let held: Vec<_> = (0..2)
             .map(|_| pagegen::spawn(async move { get_once(addr, "/slow").await }))
             .collect();
-        entered.acquire_many(2).await.unwrap().forget();
+        gate.entered(2).await;
         let e = engine();
         assert_eq!(e.admission().memory().reserved(), 64 << 20);
         for _ in 0..5 {
@@ -225,7 +177,7 @@ fn beyond_capacity_requests_are_shed_with_retry_after_and_memory_stays_bounded()
             assert_eq!(retry.as_deref(), Some("1"));
         }
         assert!(e.admission().memory().reserved() <= 64 << 20);
-        gate.add_permits(2);
+        gate.open(2);
         for h in held {
             let (s, _, body) = h.await.unwrap();
             assert_eq!((s, &body[..]), (StatusCode::OK, &b"done"[..]));
@@ -665,20 +617,8 @@ fn graceful_shutdown_finishes_requests_in_flight_then_stops_listening() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path(), |_| {});
     rt.block_on(async {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let entered = Arc::new(tokio::sync::Semaphore::new(0));
-        let (g, en) = (gate.clone(), entered.clone());
-        let app = Router::new().route(
-            "/slow",
-            get(move || {
-                let (g, en) = (g.clone(), en.clone());
-                async move {
-                    en.add_permits(1);
-                    g.acquire().await.unwrap().forget();
-                    "finished"
-                }
-            }),
-        );
+        let gate = Gate::new();
+        let app = Router::new().route("/slow", get(gate.handler("finished")));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -687,9 +627,9 @@ fn graceful_shutdown_finishes_requests_in_flight_then_stops_listening() {
         });
         let server = pagegen::spawn(async move { server.await });
         let in_flight = pagegen::spawn(async move { get_once(addr, "/slow").await });
-        entered.acquire().await.unwrap().forget();
+        gate.entered(1).await;
         tx.send(()).unwrap();
-        gate.add_permits(1);
+        gate.open(1);
         let (s, _, body) = in_flight.await.unwrap();
         assert_eq!((s, &body[..]), (StatusCode::OK, &b"finished"[..]));
         server.await.unwrap().unwrap();
