@@ -99,6 +99,23 @@ impl Drop for Op {
 }
 
 impl Op {
+    /// A new op holding `res` and the class `permit`; `live` already counts it (protocol step 1).
+    fn new(res: Res, permit: Permit, live: Arc<AtomicUsize>) -> Arc<Op> {
+        Arc::new(Op {
+            inner: Mutex::new(OpInner {
+                res: Some(res),
+                result: None,
+                waker: None,
+                abandoned: false,
+                permit: Some(permit),
+                owner: None,
+                submitted: Instant::now(),
+                completed: None,
+            }),
+            live,
+        })
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, OpInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -231,19 +248,7 @@ pub(crate) async fn run(
     let permit = classes.acquire(bytes).await;
     let ctx = permit.ctx().cloned();
     live.fetch_add(1, Ordering::Relaxed);
-    let op = Arc::new(Op {
-        inner: Mutex::new(OpInner {
-            res: Some(res),
-            result: None,
-            waker: None,
-            abandoned: false,
-            permit: Some(permit),
-            owner: None,
-            submitted: Instant::now(),
-            completed: None,
-        }),
-        live: Arc::clone(live),
-    });
+    let op = Op::new(res, permit, Arc::clone(live));
     submit(Arc::clone(&op));
     Wait { op: Some(op), ctx }.await
 }
@@ -290,21 +295,10 @@ mod tests {
     }
 
     fn op_holding(permit: Permit) -> Arc<Op> {
-        Arc::new(Op {
-            inner: Mutex::new(OpInner {
-                res: Some(Res::Fsync {
-                    file: Arc::new(File::open("/dev/null").unwrap()),
-                }),
-                result: None,
-                waker: None,
-                abandoned: false,
-                permit: Some(permit),
-                owner: None,
-                submitted: Instant::now(),
-                completed: None,
-            }),
-            live: Arc::new(AtomicUsize::new(1)),
-        })
+        let res = Res::Fsync {
+            file: Arc::new(File::open("/dev/null").unwrap()),
+        };
+        Op::new(res, permit, Arc::new(AtomicUsize::new(1)))
     }
 
     #[test]
