@@ -17,7 +17,7 @@
 //!
 //! ## What jemalloc guarantees a hook (the callbacks' `# Safety`)
 //! jemalloc calls the hooks below only through the `extent_hooks_t` it was given at
-//! `arenas.create` ([`hooks_for`]), per the jemalloc 5.3 manual ("arena.<i>.extent_hooks"):
+//! `arenas.create` ([`hooks_for`]), per the jemalloc 5.3 manual (`arena.<i>.extent_hooks`):
 //! - `hooks` is that pointer, unchanged, so it points at the `hooks` field of a [`SlotHooks`] in
 //!   the static `HOOKS` ([`slot_of`] relies on this);
 //! - every extent it names (`addr`, `size`, and for merges both halves) is one that `hook_alloc`
