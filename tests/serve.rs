@@ -637,3 +637,32 @@ fn graceful_shutdown_finishes_requests_in_flight_then_stops_listening() {
         assert!(refused.is_err(), "the listener is closed after shutdown");
     });
 }
+
+#[test]
+fn a_peer_that_never_finishes_its_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |c| {
+        c.header_read_timeout = Duration::from_millis(100)
+    });
+    rt.block_on(async {
+        let app = Router::new().route("/", get(|| async { "hi" }));
+        let (addr, stop) = start(app, vec![]).await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        // The server closes the connection (the bound only keeps a broken build from hanging).
+        let mut got = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut got)).await;
+        assert!(closed.is_ok(), "the half-sent request is still open");
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        // Others are served meanwhile.
+        assert_eq!(get_once(addr, "/").await.0, StatusCode::OK);
+        let _ = stop.send(());
+    });
+}
