@@ -63,18 +63,14 @@ async fn get_once(addr: SocketAddr, path: &str) -> StatusCode {
     support::get_once(addr, path).await.0
 }
 
-/// Waits (bounded) until every admitted request has given its ticket back: a response reaches the
-/// client a moment before its request's ticket is dropped.
+/// Checks that every answered request has given its memory budget back.
 async fn until_idle(e: &Engine) {
-    for _ in 0..5000 {
-        if e.admission().memory().reserved() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!(
-        "{} bytes still reserved after 5 s",
-        e.admission().memory().reserved()
+    // The loop releases a request's reservation before its response is written, so once a client
+    // holds the answer nothing of that request is reserved any more: no waiting needed.
+    assert_eq!(
+        e.admission().memory().reserved(),
+        0,
+        "every answered request released its budget"
     );
 }
 
