@@ -231,7 +231,13 @@ impl Engine {
     /// Registers an annotated route before its first request: requests of any method whose matched
     /// path is `path` run in class `class` (default: `path`) under `spec`.
     pub fn annotate_path(&self, path: &str, class: Option<&str>, spec: &RouteSpec) -> ClassId {
-        let id = self.register(class.unwrap_or(path), spec);
+        self.install(path, class.unwrap_or(path), spec)
+    }
+
+    /// Registers class `name` under `spec` and makes it the class of every request whose matched
+    /// path is `path`; routes already classified at this path follow it from their next request.
+    fn install(&self, path: &str, name: &str, spec: &RouteSpec) -> ClassId {
+        let id = self.register(name, spec);
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         routes.annotated.insert(
             path.into(),
@@ -240,7 +246,6 @@ impl Engine {
                 spec: spec.clone(),
             },
         );
-        // Routes already classified at this path follow the annotation from now on.
         routes.by_path.remove(path);
         id
     }
@@ -312,20 +317,9 @@ impl Engine {
         };
         if !already {
             let name = class.map_or_else(|| format!("{method} {path}"), str::to_owned);
-            let id = self.register(&name, spec);
-            let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-            let e = RouteEntry {
-                class: id,
-                spec: spec.clone(),
-            };
-            routes.annotated.insert(path.into(), e);
-            routes.by_path.remove(path);
+            self.install(path, &name, spec);
         }
-        let mut g = ctx.grant().get();
-        let capped = crate::policy::grant::apply_caps(&mut g, spec);
-        if capped {
-            ctx.grant().set(g);
-        }
+        crate::policy::grant::cap_live(ctx.grant(), spec);
     }
 
     /// Predicts a request's demand.

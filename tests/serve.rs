@@ -551,13 +551,14 @@ fn serve_with_runs_a_plain_tower_service_under_a_classifier() {
         let svc = tower::service_fn(|req: axum::extract::Request| async move {
             Ok::<_, std::convert::Infallible>(format!("plain {}", req.uri().path()))
         });
-        let classifier = |p: &axum::http::request::Parts| {
-            Some(if p.uri.path().starts_with("/api") {
-                "/api".to_owned()
-            } else {
-                "/".to_owned()
-            })
-        };
+        let classifier =
+            |_: &axum::http::Method, uri: &axum::http::Uri, _: &axum::http::HeaderMap| {
+                Some(if uri.path().starts_with("/api") {
+                    "/api".to_owned()
+                } else {
+                    "/".to_owned()
+                })
+            };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

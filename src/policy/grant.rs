@@ -17,7 +17,9 @@
 //! - **net priority**: 0 in the latency pool, 4 in the bulk pool (`SO_PRIORITY` scale, 0–6 need no
 //!   privilege).
 
-use pagegen_core::{ClassId, Demand, Grant, PoolId, RouteSpec};
+use std::time::Duration;
+
+use pagegen_core::{ClassId, Demand, Grant, GrantCell, PoolId, RouteSpec};
 
 /// The knobs of the Demand → Grant rules (defaults in `crate::config`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +48,11 @@ impl Default for GrantPolicy {
     }
 }
 
+/// A duration in ns, saturating at `u64::MAX`.
+fn ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
 fn scale(v: u64, margin: f64) -> u64 {
     let x = v as f64 * margin;
     if x >= u64::MAX as f64 {
@@ -67,16 +74,12 @@ impl GrantPolicy {
         let cap = |v: u64, c: Option<u64>| c.map_or(v, |c| v.min(c));
         let cpu_ns = cap(
             scale(demand.cpu_ns.upper, self.margin).max(self.bulk_threshold_ns),
-            route
-                .cpu
-                .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64),
+            route.cpu.map(ns),
         );
         let upper_mem = demand.peak_bytes.upper;
         let mem_hard = cap(scale(upper_mem, self.margin).max(self.mem_floor), route.mem);
         let mem_soft = upper_mem.max(self.mem_floor / 2).min(mem_hard);
-        let wall_ns = route.timeout.map_or(self.default_wall_ns, |d| {
-            d.as_nanos().min(u128::from(u64::MAX)) as u64
-        });
+        let wall_ns = route.timeout.map_or(self.default_wall_ns, ns);
         Grant {
             class,
             pool,
@@ -96,7 +99,6 @@ impl GrantPolicy {
 /// request was granted without it.
 pub fn apply_caps(grant: &mut Grant, route: &RouteSpec) -> bool {
     let before = *grant;
-    let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
     if let Some(m) = route.mem {
         grant.mem_hard = grant.mem_hard.min(m);
         grant.mem_soft = grant.mem_soft.min(m);
@@ -114,6 +116,14 @@ pub fn apply_caps(grant: &mut Grant, route: &RouteSpec) -> bool {
         grant.io_bytes_per_sec = grant.io_bytes_per_sec.min(b.max(1));
     }
     *grant != before
+}
+
+/// [`apply_caps`] on a running request's live grant.
+pub fn cap_live(cell: &GrantCell, route: &RouteSpec) {
+    let mut g = cell.get();
+    if apply_caps(&mut g, route) {
+        cell.set(g);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! [`ProfileHook`]: the executor's poll statistics into the request's CPU account.
 //!
 //! After each poll of an admitted request's task: CPU, busy (wall inside the poll) and scheduled
-//! delay (wake → poll) into `RequestCtx::cpu` (three relaxed adds: core's *flush once per poll*);
+//! delay (wake → poll) into `RequestCtx::cpu` (one `record_poll`: a few relaxed atomics on the
+//! request's own account, core's *flush once per poll*);
 //! the first poll of a task also offers its delay as the request's first-poll delay (the first one
 //! recorded wins: the root task's). After a `spawn_blocking` closure run on the request's behalf, its
 //! time is charged to the request. Background contexts — shared by unrelated work — are skipped.

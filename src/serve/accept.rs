@@ -51,7 +51,11 @@ type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Serve<S> {
     listener: TcpListener,
     service: S,
+    /// Routes still to register: those given while no engine was current (a `Serve` built outside
+    /// the runtime it will run in), registered when it starts.
     routes: Vec<Route>,
+    /// Whether the annotated paths were registered when it was built.
+    registered: bool,
     shutdown: Option<ShutdownSignal>,
 }
 
@@ -68,25 +72,31 @@ impl<S> std::fmt::Debug for Serve<S> {
 /// Must run inside a pagegen runtime (`#[pagegen::main]`).
 pub fn serve(listener: TcpListener, router: axum::Router) -> Serve<axum::Router> {
     // `Router::layer` wraps every route and the fallback, after routing: `MatchedPath` is known.
-    register_annotated_paths();
     Serve {
         listener,
         service: router.layer(LoopLayer::new()),
         routes: Vec::new(),
+        registered: register_now(),
         shutdown: None,
     }
 }
 
-/// Registers every `#[pagegen::route(path = ...)]` with the current engine, so the classes and
-/// their caps exist before the first request (and before `serve` is first polled).
-fn register_annotated_paths() {
-    if let Some(engine) = Engine::current() {
-        for a in crate::route::annotated_paths() {
-            if let Some(p) = a.path {
-                engine.annotate_path(p, a.class, &a.spec());
-            }
+/// Registers every `#[pagegen::route(path = ...)]` with `engine`, so the classes and their caps
+/// exist before the first request.
+fn register_annotated_paths(engine: &Engine) {
+    for a in crate::route::annotated_paths() {
+        if let Some(p) = a.path {
+            engine.annotate_path(p, a.class, &a.spec());
         }
     }
+}
+
+/// [`register_annotated_paths`] with the current engine, if any (when `serve` is built, so before
+/// it is first polled); whether there was one.
+fn register_now() -> bool {
+    Engine::current()
+        .map(|e| register_annotated_paths(&e))
+        .is_some()
 }
 
 /// Serves any tower service (not an axum router) with the request loop; `classifier` names each
@@ -99,11 +109,11 @@ pub fn serve_with<S, C>(
 where
     C: Classifier,
 {
-    register_annotated_paths();
     Serve {
         listener,
         service: tower::Layer::layer(&LoopLayer::with_classifier(classifier), service),
         routes: Vec::new(),
+        registered: register_now(),
         shutdown: None,
     }
 }
@@ -112,10 +122,12 @@ impl<S> Serve<S> {
     /// Registers a route's budgets before the first request (the builder form of
     /// `#[pagegen::route(path = ...)]`).
     pub fn route(mut self, route: Route) -> Self {
-        if let Some(engine) = Engine::current() {
-            engine.annotate_path(&route.path, route.class.as_deref(), &route.spec);
+        match Engine::current() {
+            Some(engine) => {
+                engine.annotate_path(&route.path, route.class.as_deref(), &route.spec);
+            }
+            None => self.routes.push(route),
         }
-        self.routes.push(route);
         self
     }
     /// Stops accepting when `signal` completes, then drains (default: SIGTERM or ctrl-c).
@@ -239,11 +251,9 @@ where
                     "pagegen::http::serve must run inside a pagegen runtime (#[pagegen::main])",
                 )
             })?;
-            // Again, for a `Serve` built outside the runtime it runs in (idempotent).
-            for a in crate::route::annotated_paths() {
-                if let Some(p) = a.path {
-                    engine.annotate_path(p, a.class, &a.spec());
-                }
+            // A `Serve` built outside the runtime it runs in registers now.
+            if !self.registered {
+                register_annotated_paths(&engine);
             }
             for r in &self.routes {
                 engine.annotate_path(&r.path, r.class.as_deref(), &r.spec);

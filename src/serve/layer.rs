@@ -55,12 +55,7 @@ pub(crate) fn bind_current(a: &'static RouteAnnotation) {
             let method = key.as_ref().map_or("GET", |k| &k.method);
             engine.bind(&ctx, method, path, a.class, &spec);
         }
-        _ => {
-            let mut g = ctx.grant().get();
-            if crate::policy::grant::apply_caps(&mut g, &spec) {
-                ctx.grant().set(g);
-            }
-        }
+        _ => crate::policy::grant::cap_live(ctx.grant(), &spec),
     }
 }
 
@@ -139,15 +134,6 @@ impl<F: Future> Future for Guarded<F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                // Wakes this task (registered below): the executor drops it at its next poll
-                // boundary with the reason, before polling the handler again.
-                this.ctx.request_cancel(CancelReason::Deadline);
-                return Poll::Pending;
-            }
-        }
         let prev = ROUTE.with(|r| r.replace(Some(this.route.clone())));
         let out = this.fut.as_mut().poll(cx);
         ROUTE.with(|r| *r.borrow_mut() = prev);
@@ -161,6 +147,7 @@ impl<F: Future> Future for Guarded<F> {
             // A cancel raced the registration: be polled again, so the executor sees it.
             cx.waker().wake_by_ref();
         }
+        // (Re-)arm when the budget changed (an annotation binding on this call may lower it).
         let wall = this.ctx.grant().wall_ns();
         if wall != this.armed_ns {
             this.armed_ns = wall;
@@ -169,11 +156,13 @@ impl<F: Future> Future for Guarded<F> {
                     this.start + Duration::from_nanos(wall),
                 ))
             });
-            if let Some(d) = this.deadline.as_mut() {
-                if d.as_mut().poll(cx).is_ready() {
-                    this.deadline = None;
-                    this.ctx.request_cancel(CancelReason::Deadline);
-                }
+        }
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                // Wakes this task (registered above): the executor drops it at its next poll
+                // boundary with the reason, before polling the handler again.
+                this.ctx.request_cancel(CancelReason::Deadline);
             }
         }
         Poll::Pending
