@@ -24,6 +24,8 @@
 //! | `header_read_timeout_ms` | 10000 | a connection that has not sent its headers by then is closed |
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
+//! | `predictor` | `model` | who predicts: `model` (the gate picks among the recurrent model and the baselines), or one pinned: `recurrent`, `ewma`, `histogram`, `static` (annotations and prior only) |
+//! | `shares` | `outstanding` | CPU shares between classes: `outstanding` (weight ∝ a class's admitted requests, [`OutstandingShares`](crate::policy::OutstandingShares)) or `equal` (every class its registered shares, glommio-style static shares) |
 //! | `metrics_addr` | off | where to serve Prometheus metrics (`GET /metrics`, [`crate::metrics`]); see below |
 //!
 //! Sizes take `B`, `KiB`, `MiB`, `GiB` (or a plain byte count).
@@ -42,6 +44,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use pagegen_model::Serving;
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "PAGEGEN_CONFIG";
@@ -87,6 +91,20 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where to serve Prometheus metrics (`None`: no endpoint).
     pub metrics_addr: Option<SocketAddr>,
+    /// Who predicts (`None`: the gate picks; `Some`: pinned).
+    pub predictor: Option<Serving>,
+    /// How CPU shares between classes are set.
+    pub shares: SharesMode,
+}
+
+/// The `shares` knob.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SharesMode {
+    /// A class's weight follows its outstanding requests.
+    #[default]
+    Outstanding,
+    /// Every class keeps its registered shares (no policy adjusts them).
+    Equal,
 }
 
 impl Default for Config {
@@ -119,6 +137,8 @@ impl Default for Config {
             body_limit: 2 << 20,
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
+            predictor: None,
+            shares: SharesMode::Outstanding,
         }
     }
 }
@@ -312,6 +332,29 @@ impl Config {
                     )
                 })?
             }
+            "predictor" => {
+                self.predictor = match v {
+                    "model" => None,
+                    "recurrent" => Some(Serving::Recurrent),
+                    "ewma" => Some(Serving::Ewma),
+                    "histogram" => Some(Serving::Histogram),
+                    "static" => Some(Serving::Static),
+                    _ => {
+                        return Err(bad(
+                            knob,
+                            value,
+                            "model, recurrent, ewma, histogram or static",
+                        ))
+                    }
+                }
+            }
+            "shares" => {
+                self.shares = match v {
+                    "outstanding" => SharesMode::Outstanding,
+                    "equal" => SharesMode::Equal,
+                    _ => return Err(bad(knob, value, "outstanding or equal")),
+                }
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -346,6 +389,8 @@ pub const KNOBS: &[&str] = &[
     "body_limit",
     "drain_timeout_ms",
     "metrics_addr",
+    "predictor",
+    "shares",
 ];
 
 /// Parses a `metrics_addr` value (module docs): `Some(None)` for off, `None` when it does not parse.
@@ -403,6 +448,8 @@ mod tests {
             "trainer" => "false",
             "mem_margin" => "2.0",
             "metrics_addr" => "127.0.0.1:0",
+            "predictor" => "ewma",
+            "shares" => "equal",
             _ => "3",
         };
         let mut c = Config::default();
@@ -411,6 +458,12 @@ mod tests {
         }
         assert_eq!(c.body_limit, 8 << 20);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.predictor, Some(Serving::Ewma));
+        assert_eq!(c.shares, SharesMode::Equal);
+        c.set("predictor", "model").unwrap();
+        assert_eq!(c.predictor, None);
+        let e = c.set("predictor", "oracle").unwrap_err();
+        assert!(e.to_string().contains("`predictor`"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub use pagegen_executor::{
 };
 
 pub use crate::config::Config;
+use crate::config::SharesMode;
 use crate::engine::{Engine, Parts};
 use crate::policy::{Admission, Decisions, EnforceHook, GrantPolicy, OutstandingShares};
 use crate::profile::{ProfileHook, Recorder};
@@ -262,7 +263,8 @@ impl<U: PollHook> Builder<U> {
         registry.subscribe(io.classes().clone());
         registry.subscribe(Arc::new(ClassArenas::heavy_only(HEAVY_CLASS_BYTES)));
 
-        let model_cfg = ModelConfig::default();
+        let mut model_cfg = ModelConfig::default();
+        model_cfg.deployed.pin = cfg.predictor;
         let recent = recent_profiles(&dir, &model_cfg);
         let mut model =
             ModelRuntime::open(dir, clock.clone(), model_cfg).map_err(io::Error::other)?;
@@ -334,10 +336,12 @@ impl<U: PollHook> Builder<U> {
             .hook((hooks, self.user))
             .driver(Arc::new(io.clone()))
             .class_registry(registry)
-            .shares_policy(OutstandingShares::new(admission))
             .thread_name(self.thread_name)
             .tokio_compat(self.tokio_compat)
             .poll_timing(self.poll_timing);
+        if cfg.shares == SharesMode::Outstanding {
+            b = b.shares_policy(OutstandingShares::new(admission));
+        }
         for p in specs {
             b = b.pool(p);
         }

@@ -323,8 +323,6 @@ fn hooks_see_polls_cancel_by_verdict_and_panics_are_contained() {
     let rt = Builder::new()
         .temporary_state()
         .trainer(false)
-        .temporary_state()
-        .trainer(false)
         .workers(1)
         .hook(hook.clone())
         .build()
@@ -445,4 +443,30 @@ fn every_poll_is_instrumented_and_summarised() {
     );
     assert_eq!(summary.first_poll_delay_ns.len(), 1);
     assert_eq!(summary.busy_ns.len(), 3);
+}
+
+#[test]
+fn the_predictor_knob_pins_who_serves() {
+    let built = |predictor: &str| {
+        let mut cfg = pagegen::config::Config::default();
+        cfg.set("predictor", predictor).unwrap();
+        Builder::with_config(cfg)
+            .temporary_state()
+            .trainer(false)
+            .workers(1)
+            .build()
+            .expect("runtime")
+    };
+    let rt = built("ewma");
+    let deployed = rt.model().predictor();
+    assert_eq!(deployed.serving(), pagegen::model::Serving::Ewma);
+    // A gate round's decision (or an imported model) does not override the pin.
+    deployed.set_serving(pagegen::model::Serving::Recurrent);
+    assert_eq!(deployed.serving(), pagegen::model::Serving::Ewma);
+    drop(rt);
+    let rt = built("static");
+    assert_eq!(
+        rt.model().predictor().serving(),
+        pagegen::model::Serving::Static
+    );
 }

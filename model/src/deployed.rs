@@ -63,6 +63,10 @@ pub struct DeployedConfig {
     pub recurrent: RecurrentConfig,
     /// Exploration.
     pub explore: ExploreConfig,
+    /// Pins who serves (`None`: the gate decides). A pinned deployment ignores
+    /// [`Deployed::set_serving`] — gate rounds still score every predictor, but never hand serving
+    /// over — so an operator (or a benchmark comparing predictors) gets exactly the one it named.
+    pub pin: Option<Serving>,
 }
 
 /// The gated predictor.
@@ -98,7 +102,7 @@ impl Deployed {
                 clock.clone(),
                 weights,
             ),
-            serving: AtomicU8::new(serving as u8),
+            serving: AtomicU8::new(config.pin.unwrap_or(serving) as u8),
             clock,
         }
     }
@@ -110,9 +114,11 @@ impl Deployed {
     pub fn serving(&self) -> Serving {
         Serving::from_u8(self.serving.load(Ordering::Acquire))
     }
-    /// Changes who serves.
+    /// Changes who serves, unless [`DeployedConfig::pin`] names one (then this does nothing).
     pub fn set_serving(&self, s: Serving) {
-        self.serving.store(s as u8, Ordering::Release);
+        if self.config.pin.is_none() {
+            self.serving.store(s as u8, Ordering::Release);
+        }
     }
     /// Records a class's annotation (for the static baseline).
     pub fn annotate(&self, class: ClassId, route: &RouteSpec) {
@@ -214,6 +220,26 @@ mod tests {
         assert_eq!((explored, plain), (2, 6), "{uppers:?}");
         let off = deployed(0);
         assert!((0..8).all(|_| off.predict(c, &Features::default()) == base));
+    }
+
+    #[test]
+    fn a_pinned_deployment_serves_what_it_names_whatever_the_gate_says() {
+        let cfg = DeployedConfig {
+            pin: Some(Serving::Ewma),
+            ..DeployedConfig::default()
+        };
+        let d = Deployed::new(
+            cfg,
+            Arc::new(VirtualClock::new()),
+            Arc::new(NetWeights::zeros()),
+            Serving::Recurrent,
+        );
+        assert_eq!(d.serving(), Serving::Ewma);
+        d.set_serving(Serving::Recurrent);
+        assert_eq!(d.serving(), Serving::Ewma);
+        let free = deployed(0);
+        free.set_serving(Serving::Histogram);
+        assert_eq!(free.serving(), Serving::Histogram);
     }
 
     #[test]
