@@ -44,7 +44,9 @@ pub use pagegen_executor::{
 pub use crate::config::Config;
 use crate::config::SharesMode;
 use crate::engine::{Engine, Parts};
-use crate::policy::{Admission, Decisions, EnforceHook, GrantPolicy, OutstandingShares};
+use crate::policy::{
+    Admission, Checkpoints, Decisions, EnforceHook, GrantPolicy, OutstandingShares,
+};
 use crate::profile::{ProfileHook, Recorder};
 
 /// Classes annotated with at least this much memory get a jemalloc arena of their own (an arena
@@ -65,6 +67,9 @@ struct EngineHook(Arc<Engine>);
 impl PollHook for EngineHook {
     fn thread_started(&self, _worker: &WorkerInfo) {
         std::mem::forget(self.0.enter());
+    }
+    fn thread_stopping(&self, _worker: &WorkerInfo) {
+        Engine::leave_thread();
     }
 }
 
@@ -312,6 +317,12 @@ impl<U: PollHook> Builder<U> {
             mem_floor: cfg.mem_floor,
             default_wall_ns: cfg.timeout.map_or(u64::MAX, |d| d.as_nanos() as u64),
         };
+        let checkpoints = Arc::new(Checkpoints::new(
+            grants,
+            decisions.clone(),
+            admission.memory().clone(),
+            Some(registry.clone()),
+        ));
         let engine = Engine::new(Parts {
             clock: clock.clone(),
             registry: registry.clone(),
@@ -320,6 +331,7 @@ impl<U: PollHook> Builder<U> {
             admission: admission.clone(),
             decisions: decisions.clone(),
             recorder,
+            checkpoints: checkpoints.clone(),
             wait: cfg.admission_wait,
             config: cfg.clone(),
         })?;
@@ -328,7 +340,7 @@ impl<U: PollHook> Builder<U> {
             AllocHook::new(),
             ProfileHook,
             (
-                EnforceHook::new(clock, decisions, has_bulk),
+                EnforceHook::new(clock, decisions, has_bulk).with_checkpoints(checkpoints),
                 EngineHook(engine.clone()),
             ),
         );

@@ -24,7 +24,7 @@
 //!
 //! **Cardinality** is bounded by the class registry: a class appears only once it has a non-zero
 //! decision count or an outstanding request (requests that match no route share one class), each
-//! with 14 `decision` values; pools and quantiles are fixed at startup.
+//! with 17 `decision` values; pools and quantiles are fixed at startup.
 //!
 //! The poll quantiles are over everything published since the runtime started (the executor's
 //! histograms are cumulative), not a rolling window.
