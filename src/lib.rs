@@ -44,6 +44,7 @@ pub mod rt;
 pub mod runtime;
 mod serve;
 pub mod task;
+pub mod tracing;
 pub mod trainer;
 
 /// The HTTP edge: serve an axum router (or any tower service) on pagegen with the request loop.

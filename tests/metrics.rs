@@ -228,7 +228,16 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
     rt.block_on(async {
         let gate = Gate::new();
         let app = Router::new()
-            .route("/hello", get(|| async { "hi" }))
+            .route(
+                "/hello",
+                get(|| async {
+                    // Two calls of a traced function per request: the function-call profile.
+                    for _ in 0..2 {
+                        tracing::info_span!("greet").in_scope(|| std::hint::black_box(1));
+                    }
+                    "hi"
+                }),
+            )
             .route(
                 "/stuck",
                 get(|| async {
@@ -348,6 +357,12 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
         let want: std::collections::BTreeSet<_> =
             expect.iter().map(|(p, _)| class_name(p)).collect();
         assert_eq!(classes, want);
+
+        // `serve` installed pagegen's span layer (this program set no subscriber of its own).
+        let hello = class_name("/hello");
+        let span = [("class", hello.as_str()), ("span", "greet")];
+        assert_eq!(value(&samples, "pagegen_span_calls_total", &span), 6.0);
+        assert!(value(&samples, "pagegen_span_seconds_total", &span) > 0.0);
 
         let gauge = |name: &str, with: &[(&str, &str)]| value(&samples, name, with);
         assert_eq!(

@@ -251,6 +251,8 @@ where
                     "pagegen::http::serve must run inside a pagegen runtime (#[pagegen::main])",
                 )
             })?;
+            // By now the program has set up its own subscriber, if it has one.
+            crate::tracing::install_default();
             // A `Serve` built outside the runtime it runs in registers now.
             if !self.registered {
                 register_annotated_paths(&engine);
