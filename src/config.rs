@@ -24,6 +24,7 @@
 //! | `header_read_timeout_ms` | 10000 | a connection that has not sent its headers by then is closed |
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
+//! | `tokio_workers` | 2 | threads of the tokio compatibility runtime (timers, sockets, and what libraries `tokio::spawn`); 2 keeps timers on time beside a busy spawned task, 1 = one current-thread runtime |
 //! | `predictor` | `model` | who predicts: `model` (the gate picks among the recurrent model and the baselines), or one pinned: `recurrent`, `ewma`, `histogram`, `static` (annotations and prior only) |
 //! | `shares` | `outstanding` | CPU shares between classes: `outstanding` (weight ∝ a class's admitted requests, [`OutstandingShares`](crate::policy::OutstandingShares)) or `equal` (every class its registered shares, glommio-style static shares) |
 //! | `metrics_addr` | off | where to serve Prometheus metrics (`GET /metrics`, [`crate::metrics`]); see below |
@@ -91,6 +92,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where to serve Prometheus metrics (`None`: no endpoint).
     pub metrics_addr: Option<SocketAddr>,
+    /// Threads of the tokio compatibility runtime.
+    pub tokio_workers: usize,
     /// Who predicts (`None`: the gate picks; `Some`: pinned).
     pub predictor: Option<Serving>,
     /// How CPU shares between classes are set.
@@ -137,6 +140,7 @@ impl Default for Config {
             body_limit: 2 << 20,
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
+            tokio_workers: 2,
             predictor: None,
             shares: SharesMode::Outstanding,
         }
@@ -332,6 +336,13 @@ impl Config {
                     )
                 })?
             }
+            "tokio_workers" => {
+                let n = int("an integer ≥ 1")?;
+                if n == 0 {
+                    return Err(bad(knob, value, "an integer ≥ 1"));
+                }
+                self.tokio_workers = n as usize;
+            }
             "predictor" => {
                 self.predictor = match v {
                     "model" => None,
@@ -389,6 +400,7 @@ pub const KNOBS: &[&str] = &[
     "body_limit",
     "drain_timeout_ms",
     "metrics_addr",
+    "tokio_workers",
     "predictor",
     "shares",
 ];

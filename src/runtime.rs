@@ -350,6 +350,7 @@ impl<U: PollHook> Builder<U> {
             .class_registry(registry)
             .thread_name(self.thread_name)
             .tokio_compat(self.tokio_compat)
+            .tokio_workers(cfg.tokio_workers)
             .poll_timing(self.poll_timing);
         if cfg.shares == SharesMode::Outstanding {
             b = b.shares_policy(OutstandingShares::new(admission));

@@ -21,6 +21,8 @@
 //! | `pagegen_polls_total`, `pagegen_long_polls_total` | counter | — | [`PollSummary`](crate::runtime::PollSummary) |
 //! | `pagegen_poll_busy_seconds`, `pagegen_poll_scheduled_delay_seconds`, `pagegen_poll_first_poll_delay_seconds` | gauge | `quantile` (0.5, 0.9, 0.99, 0.999, 1) | [`PollSummary`](crate::runtime::PollSummary) |
 //! | `pagegen_span_calls_total`, `pagegen_span_seconds_total` | counter | `class`, `span` | [`crate::tracing::stats`] (spans closed inside requests, with [`crate::tracing::layer`] installed) |
+//! | `pagegen_tokio_workers`, `pagegen_tokio_alive_tasks`, `pagegen_tokio_global_queue_depth` | gauge | — | the tokio compatibility runtime (what libraries `tokio::spawn`) |
+//! | `pagegen_tokio_busy_seconds_total` | counter | — | its threads' busy time |
 //! | `pagegen_poll_clock_info` | info | `source` (`tsc`, `instant`) | [`PollSummary`](crate::runtime::PollSummary) |
 //!
 //! **Cardinality** is bounded by the class registry: a class appears only once it has a non-zero
