@@ -478,13 +478,13 @@ fn a_tokio_spawned_task_that_never_yields_does_not_stop_pagegen_timers() {
     let spinning = Arc::new(AtomicBool::new(false));
     let (r, s) = (release.clone(), spinning.clone());
     // What a library's background task does at its worst: holds its tokio thread until told.
-    let _bg = rt.block_on(async move {
-        tokio::spawn(async move {
+    rt.block_on(async move {
+        drop(tokio::spawn(async move {
             s.store(true, Ordering::SeqCst);
             while !r.load(Ordering::SeqCst) {
                 std::hint::spin_loop();
             }
-        })
+        }));
     });
     while !spinning.load(Ordering::SeqCst) {
         std::thread::yield_now();
