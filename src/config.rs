@@ -25,6 +25,7 @@
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
 //! | `tokio_workers` | 2 | threads of the tokio compatibility runtime (timers, sockets, and what libraries `tokio::spawn`); 2 keeps timers on time beside a busy spawned task, 1 = one current-thread runtime |
+//! | `perf_sample_every` | 64 | one poll in N reads the hardware counters (instruction mix), where the kernel has them; 1 = every poll |
 //! | `predictor` | `model` | who predicts: `model` (the gate picks among the recurrent model and the baselines), or one pinned: `recurrent`, `ewma`, `histogram`, `static` (annotations and prior only) |
 //! | `shares` | `outstanding` | CPU shares between classes: `outstanding` (weight ∝ a class's admitted requests, [`OutstandingShares`](crate::policy::OutstandingShares)) or `equal` (every class its registered shares, glommio-style static shares) |
 //! | `metrics_addr` | off | where to serve Prometheus metrics (`GET /metrics`, [`crate::metrics`]); see below |
@@ -94,6 +95,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Threads of the tokio compatibility runtime.
     pub tokio_workers: usize,
+    /// One poll in this many reads the hardware counters.
+    pub perf_sample_every: u32,
     /// Who predicts (`None`: the gate picks; `Some`: pinned).
     pub predictor: Option<Serving>,
     /// How CPU shares between classes are set.
@@ -141,6 +144,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
             tokio_workers: 2,
+            perf_sample_every: crate::profile::perf::DEFAULT_EVERY,
             predictor: None,
             shares: SharesMode::Outstanding,
         }
@@ -343,6 +347,13 @@ impl Config {
                 }
                 self.tokio_workers = n as usize;
             }
+            "perf_sample_every" => {
+                let n = int("an integer ≥ 1")?;
+                if n == 0 || n > u64::from(u32::MAX) {
+                    return Err(bad(knob, value, "an integer ≥ 1"));
+                }
+                self.perf_sample_every = n as u32;
+            }
             "predictor" => {
                 self.predictor = match v {
                     "model" => None,
@@ -401,6 +412,7 @@ pub const KNOBS: &[&str] = &[
     "drain_timeout_ms",
     "metrics_addr",
     "tokio_workers",
+    "perf_sample_every",
     "predictor",
     "shares",
 ];

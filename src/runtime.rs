@@ -338,7 +338,7 @@ impl<U: PollHook> Builder<U> {
 
         let hooks: Hooks = (
             AllocHook::new(),
-            ProfileHook,
+            ProfileHook::new(cfg.perf_sample_every),
             (
                 EnforceHook::new(clock, decisions, has_bulk).with_checkpoints(checkpoints),
                 EngineHook(engine.clone()),
