@@ -29,6 +29,7 @@ use pagegen_model::{Deployed, Predictor};
 
 use crate::config::Config;
 use crate::policy::{Admission, Checkpoints, Decision, Decisions, GrantPolicy, Refusal, Ticket};
+use crate::profile::histograms::RequestHistograms;
 use crate::profile::record::shed_record;
 use crate::profile::{finish_record, Recorder};
 
@@ -105,6 +106,7 @@ pub struct Engine {
     decisions: Arc<Decisions>,
     recorder: Recorder,
     checkpoints: Arc<Checkpoints>,
+    histograms: Arc<RequestHistograms>,
     routes: RwLock<Routes>,
     unmatched: ClassId,
     unmatched_route: Arc<RouteInfo>,
@@ -134,6 +136,7 @@ pub(crate) struct Parts {
     pub decisions: Arc<Decisions>,
     pub recorder: Recorder,
     pub checkpoints: Arc<Checkpoints>,
+    pub histograms: Arc<RequestHistograms>,
     pub wait: Duration,
     pub config: Config,
 }
@@ -153,6 +156,7 @@ impl Engine {
             decisions: p.decisions,
             recorder: p.recorder,
             checkpoints: p.checkpoints,
+            histograms: p.histograms,
             routes: RwLock::new(Routes::default()),
             unmatched,
             unmatched_route: Arc::new(RouteInfo {
@@ -194,6 +198,10 @@ impl Engine {
     /// The checkpoint policy (extensions of running requests).
     pub fn checkpoints(&self) -> &Arc<Checkpoints> {
         &self.checkpoints
+    }
+    /// Per-class distributions of predictions, usage and grants (fed by the recorder).
+    pub fn histograms(&self) -> &Arc<RequestHistograms> {
+        &self.histograms
     }
     /// The admission controller (memory pool, pool load).
     pub fn admission(&self) -> &Arc<Admission> {

@@ -47,6 +47,7 @@ use crate::engine::{Engine, Parts};
 use crate::policy::{
     Admission, Checkpoints, Decisions, EnforceHook, GrantPolicy, OutstandingShares,
 };
+use crate::profile::histograms::RequestHistograms;
 use crate::profile::{ProfileHook, Recorder};
 
 /// Classes annotated with at least this much memory get a jemalloc arena of their own (an arena
@@ -309,7 +310,8 @@ impl<U: PollHook> Builder<U> {
         let workers: Vec<usize> = specs.iter().map(|p| p.workers).collect();
         let pool_names: Vec<String> = specs.iter().map(|p| p.name.clone()).collect();
         let admission = Admission::new(memory, &workers, decisions.clone());
-        let recorder = Recorder::start(model.clone(), decisions.clone())?;
+        let histograms = Arc::new(RequestHistograms::default());
+        let recorder = Recorder::start(model.clone(), decisions.clone(), histograms.clone())?;
         let grants = GrantPolicy {
             bulk_threshold_ns: cfg.bulk_threshold.as_nanos() as u64,
             has_bulk,
@@ -332,6 +334,7 @@ impl<U: PollHook> Builder<U> {
             decisions: decisions.clone(),
             recorder,
             checkpoints: checkpoints.clone(),
+            histograms,
             wait: cfg.admission_wait,
             config: cfg.clone(),
         })?;
