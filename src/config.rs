@@ -25,6 +25,7 @@
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
 //! | `tokio_workers` | 2 | threads of the tokio compatibility runtime (timers, sockets, and what libraries `tokio::spawn`); 2 keeps timers on time beside a busy spawned task, 1 = one current-thread runtime |
+//! | `profile` | true | the behavioural profile beyond what budgets and the model need: checkpoints, hardware counters, span profiling (the default subscriber `serve` installs), per-class histograms; false = the loop predicts, grants, enforces and records usage only (for measuring what the profile costs) |
 //! | `perf_sample_every` | 64 | one poll in N reads the hardware counters (instruction mix), where the kernel has them; 1 = every poll |
 //! | `predictor` | `model` | who predicts: `model` (the gate picks among the recurrent model and the baselines), or one pinned: `recurrent`, `ewma`, `histogram`, `static` (annotations and prior only) |
 //! | `shares` | `outstanding` | CPU shares between classes: `outstanding` (weight ∝ a class's admitted requests, [`OutstandingShares`](crate::policy::OutstandingShares)) or `equal` (every class its registered shares, glommio-style static shares) |
@@ -95,6 +96,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Threads of the tokio compatibility runtime.
     pub tokio_workers: usize,
+    /// The behavioural profile (checkpoints, counters, spans, histograms).
+    pub profile: bool,
     /// One poll in this many reads the hardware counters.
     pub perf_sample_every: u32,
     /// Who predicts (`None`: the gate picks; `Some`: pinned).
@@ -144,6 +147,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
             tokio_workers: 2,
+            profile: true,
             perf_sample_every: crate::profile::perf::DEFAULT_EVERY,
             predictor: None,
             shares: SharesMode::Outstanding,
@@ -347,6 +351,7 @@ impl Config {
                 }
                 self.tokio_workers = n as usize;
             }
+            "profile" => self.profile = boolean()?,
             "perf_sample_every" => {
                 let n = int("an integer ≥ 1")?;
                 if n == 0 || n > u64::from(u32::MAX) {
@@ -412,6 +417,7 @@ pub const KNOBS: &[&str] = &[
     "drain_timeout_ms",
     "metrics_addr",
     "tokio_workers",
+    "profile",
     "perf_sample_every",
     "predictor",
     "shares",
@@ -469,7 +475,7 @@ mod tests {
         let sample = |k: &str| match k {
             "state_dir" => "/tmp/x",
             "memory_pool" | "mem_floor" | "body_limit" => "8MiB",
-            "trainer" => "false",
+            "trainer" | "profile" => "false",
             "mem_margin" => "2.0",
             "metrics_addr" => "127.0.0.1:0",
             "predictor" => "ewma",

@@ -311,7 +311,11 @@ impl<U: PollHook> Builder<U> {
         let pool_names: Vec<String> = specs.iter().map(|p| p.name.clone()).collect();
         let admission = Admission::new(memory, &workers, decisions.clone());
         let histograms = Arc::new(RequestHistograms::default());
-        let recorder = Recorder::start(model.clone(), decisions.clone(), histograms.clone())?;
+        let recorder = Recorder::start(
+            model.clone(),
+            decisions.clone(),
+            cfg.profile.then(|| histograms.clone()),
+        )?;
         let grants = GrantPolicy {
             bulk_threshold_ns: cfg.bulk_threshold.as_nanos() as u64,
             has_bulk,
@@ -341,9 +345,17 @@ impl<U: PollHook> Builder<U> {
 
         let hooks: Hooks = (
             AllocHook::new(),
-            ProfileHook::new(cfg.perf_sample_every),
+            if cfg.profile {
+                ProfileHook::new(cfg.perf_sample_every)
+            } else {
+                ProfileHook::without_counters()
+            },
             (
-                EnforceHook::new(clock, decisions, has_bulk).with_checkpoints(checkpoints),
+                if cfg.profile {
+                    EnforceHook::new(clock, decisions, has_bulk).with_checkpoints(checkpoints)
+                } else {
+                    EnforceHook::new(clock, decisions, has_bulk)
+                },
                 EngineHook(engine.clone()),
             ),
         );

@@ -177,9 +177,11 @@ pub fn is_installed() -> bool {
 pub fn install_default() -> bool {
     static ONCE: OnceLock<bool> = OnceLock::new();
     *ONCE.get_or_init(|| {
-        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::layer::{Layer as _, SubscriberExt};
         if !::tracing::dispatcher::has_been_set() {
-            let subscriber = tracing_subscriber::registry().with(layer());
+            // Spans only: events would otherwise all become enabled, for nobody to print.
+            let spans_only = tracing_subscriber::filter::filter_fn(|m| m.is_span());
+            let subscriber = tracing_subscriber::registry().with(layer().with_filter(spans_only));
             // Lost a race with the program setting its own: judged below like any other.
             let _ = ::tracing::subscriber::set_global_default(subscriber);
         }

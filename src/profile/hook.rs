@@ -14,16 +14,31 @@ use pagegen_core::{BlockingStats, PollHook, PollStats, RequestCtx, Verdict, Work
 use crate::profile::perf::{self, PerfCounters};
 
 /// The profiler's poll hook; its state is per thread, so it is `Copy`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ProfileHook {
     perf: PerfCounters,
+    counters: bool,
+}
+
+impl Default for ProfileHook {
+    fn default() -> Self {
+        ProfileHook::new(crate::profile::perf::DEFAULT_EVERY)
+    }
 }
 
 impl ProfileHook {
+    /// A hook that charges time only: no hardware counters are opened or read.
+    pub fn without_counters() -> Self {
+        ProfileHook {
+            perf: PerfCounters::default(),
+            counters: false,
+        }
+    }
     /// A hook sampling hardware counters on one poll in `perf_every`.
     pub fn new(perf_every: u32) -> Self {
         ProfileHook {
             perf: PerfCounters::every(perf_every),
+            counters: true,
         }
     }
 }
@@ -31,7 +46,7 @@ impl ProfileHook {
 impl PollHook for ProfileHook {
     fn thread_started(&self, worker: &WorkerInfo) {
         // Workers poll; blocking threads run closures charged by time alone.
-        if worker.pool.is_some() {
+        if self.counters && worker.pool.is_some() {
             let _ = perf::open_for_thread();
         }
     }
@@ -68,7 +83,7 @@ mod tests {
 
     #[test]
     fn polls_and_blocking_time_are_charged_to_admitted_requests_only() {
-        let h = ProfileHook::default();
+        let h = ProfileHook::new(64);
         let ctx = RequestCtx::new(RequestId(3), Grant::unlimited(ClassId::from_raw(2)), 1);
         let poll = |i, cpu| PollStats {
             busy_ns: cpu + 5,

@@ -47,7 +47,7 @@ impl Recorder {
     pub fn start(
         model: Arc<ModelRuntime>,
         decisions: Arc<Decisions>,
-        histograms: Arc<RequestHistograms>,
+        histograms: Option<Arc<RequestHistograms>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
         let d = decisions.clone();
@@ -71,7 +71,9 @@ impl Recorder {
                             Ok(Msg::Record(r)) => {
                                 any = true;
                                 model.record(&r);
-                                histograms.observe(&r);
+                                if let Some(h) = &histograms {
+                                    h.observe(&r);
+                                }
                                 d.count(r.class, Decision::Recorded);
                             }
                             Ok(Msg::Sync(done)) => {

@@ -252,7 +252,9 @@ where
                 )
             })?;
             // By now the program has set up its own subscriber, if it has one.
-            crate::tracing::install_default();
+            if engine.config().profile {
+                crate::tracing::install_default();
+            }
             // A `Serve` built outside the runtime it runs in registers now.
             if !self.registered {
                 register_annotated_paths(&engine);
