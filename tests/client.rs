@@ -16,7 +16,7 @@ use tower::Service;
 
 mod support;
 
-use support::{engine, get_once, start, Gate};
+use support::{engine, get_once, start, stored_records, Gate};
 
 fn runtime(dir: &std::path::Path) -> Runtime {
     Builder::with_config(Config {
@@ -149,10 +149,7 @@ fn a_pages_backend_calls_are_in_its_profile_and_each_class_is_limited() {
         (e.classify("GET", Some("/page")).0, fan_class)
     });
     drop(rt);
-    let state = pagegen::model::StateDir::open(dir.path()).unwrap();
-    let (mut store, _) =
-        pagegen::model::ProfileStore::open(state.profiles(), Default::default()).unwrap();
-    let (records, _) = store.read_recent(100).unwrap();
+    let records = stored_records(dir.path());
     let page = records.iter().find(|r| r.class == page_class).unwrap();
     assert_eq!(page.usage.net.requests, 2);
     assert_eq!(page.usage.net.bytes_in, 2000);

@@ -8,7 +8,7 @@ use pagegen::runtime::{Builder, Config};
 
 mod support;
 
-use support::{engine, get_once, start};
+use support::{engine, get_once, start, stored_records};
 
 #[test]
 fn requests_carry_hardware_counters_where_the_kernel_has_them_and_none_where_it_does_not() {
@@ -43,10 +43,7 @@ fn requests_carry_hardware_counters_where_the_kernel_has_them_and_none_where_it_
     });
     let supported = pagegen::profile::perf::supported();
     drop(rt);
-    let state = pagegen::model::StateDir::open(dir.path()).unwrap();
-    let (mut store, _) =
-        pagegen::model::ProfileStore::open(state.profiles(), Default::default()).unwrap();
-    let (records, _) = store.read_recent(100).unwrap();
+    let records = stored_records(dir.path());
     let ours: Vec<_> = records.iter().filter(|r| r.class == class).collect();
     assert_eq!(ours.len(), 3);
     match supported {

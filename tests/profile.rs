@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 mod support;
 
-use support::{engine, get_once, start};
+use support::{engine, get_once, start, stored_records};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -94,10 +94,7 @@ fn one_page_request_carries_every_signal_of_the_behavioural_profile() {
     let counters = pagegen::profile::perf::supported();
     drop(rt);
 
-    let state = pagegen::model::StateDir::open(dir.path()).unwrap();
-    let (mut store, _) =
-        pagegen::model::ProfileStore::open(state.profiles(), Default::default()).unwrap();
-    let (records, _) = store.read_recent(100).unwrap();
+    let records = stored_records(dir.path());
     let r = records
         .iter()
         .find(|r| r.class == class)

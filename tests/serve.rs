@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
-use support::{engine, get_once, start, Gate};
+use support::{engine, get_once, start, stored_records, Gate};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -719,10 +719,7 @@ fn a_request_growing_past_its_prediction_is_extended_at_a_checkpoint_within_its_
     // Dropping the runtime releases the state directory (nothing of it outlives the drop).
     drop(rt);
     // Both decisions are in the requests' profiles.
-    let state = pagegen::model::StateDir::open(dir.path()).unwrap();
-    let (mut store, _) =
-        pagegen::model::ProfileStore::open(state.profiles(), Default::default()).unwrap();
-    let (records, _) = store.read_recent(100).unwrap();
+    let records = stored_records(dir.path());
     let ours: Vec<_> = records.iter().filter(|r| r.class == class).collect();
     assert_eq!(ours.len(), 22);
     let extended = ours

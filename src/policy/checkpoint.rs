@@ -37,7 +37,7 @@ use pagegen_core::{
 };
 
 use crate::policy::counters::{Decision, Decisions};
-use crate::policy::grant::GrantPolicy;
+use crate::policy::grant::{ns, scale, GrantPolicy};
 
 /// How far past its admission budget (upper × margin) a request's memory may be extended.
 const MAX_MEM_GROWTH: u64 = 4;
@@ -224,19 +224,6 @@ pub fn project(used: u64, est: Estimate) -> u64 {
         (est.upper as f64 / est.central as f64).clamp(1.25, 2.0)
     };
     est.upper.max(scale(used, spread))
-}
-
-fn scale(v: u64, by: f64) -> u64 {
-    let x = v as f64 * by;
-    if x >= u64::MAX as f64 {
-        u64::MAX
-    } else {
-        x as u64
-    }
-}
-
-fn ns(d: std::time::Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 #[cfg(test)]
