@@ -1,0 +1,220 @@
+//! One open-loop run against one server: a dispatcher thread releases each request at its
+//! intended time, the async side sends it on the pool and records it from that intended time.
+//!
+//! The dispatcher is a plain thread sleeping with the kernel's high-resolution timers (tokio's
+//! timer wheel has 1 ms ticks, which would bunch arrivals and add up to a millisecond to every
+//! latency); how late it hands each request over is measured and reported as the generator's
+//! own lag, so a generator that falls behind is visible rather than silently lowering the rate.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::{sync::mpsc, task::JoinSet, time::Instant};
+
+use crate::{
+    client::Pool,
+    latency::{ClassRecorder, ClassSummary},
+    mix::Workload,
+    schedule::Rng,
+    sys,
+};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSpec {
+    /// Mean offered rate, requests per second.
+    pub rate: f64,
+    /// Run this long before recording (same rate; lets caches and learned state settle).
+    pub warmup: Duration,
+    /// Recorded window.
+    pub measure: Duration,
+    /// Seed of the arrival schedule and the request parameters.
+    pub seed: u64,
+    /// Most connections the pool may open.
+    pub pool_cap: usize,
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Offered mean rate, requests/s.
+    pub rate: f64,
+    /// Measured window, s.
+    pub seconds: f64,
+    /// Per class, in mix order.
+    pub classes: Vec<ClassSummary>,
+    /// Requests scheduled in the window, all classes.
+    pub scheduled: u64,
+    /// 2xx within deadline ÷ scheduled, all classes.
+    pub goodput: f64,
+    /// 503 ÷ scheduled, all classes.
+    pub shed_rate: f64,
+    /// Errors, unsent and timed out, all classes.
+    pub failed: u64,
+    /// p99 of the light class, ms.
+    pub light_p99_ms: f64,
+    /// How late the dispatcher handed requests over, p99, ms (the generator's own lag).
+    pub dispatch_lag_p99_ms: f64,
+    /// The generator's CPU time over the run ÷ wall time (1.0 = one core).
+    pub generator_cpu: f64,
+    /// Most connections open at once.
+    pub peak_connections: usize,
+    /// Connections opened.
+    pub connections_opened: usize,
+}
+
+struct Job {
+    intended: Instant,
+    class: usize,
+    path: String,
+    measured: bool,
+}
+
+/// Runs `workload` at `spec.rate` against `addr`. `on_tick` is called about every 100 ms with
+/// the fraction of the run done (for a progress bar).
+pub async fn run(
+    workload: &Workload,
+    addr: SocketAddr,
+    spec: RunSpec,
+    mut on_tick: impl FnMut(f64),
+) -> RunResult {
+    let classes = &workload.mix.classes;
+    let deadlines: Vec<Duration> = classes
+        .iter()
+        .map(|c| Duration::from_millis(c.deadline_ms))
+        .collect();
+    let max_deadline = deadlines.iter().max().copied().unwrap_or_default();
+    // Answers still missing this long after the last arrival are recorded as timed out.
+    let drain = max_deadline + Duration::from_secs(1);
+    let total = spec.warmup + spec.measure;
+
+    let cpu0 = sys::own_cpu_time();
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + spec.warmup;
+    let hard_deadline = start + total + drain;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let dispatcher = {
+        let workload = workload.clone();
+        let start_std = start.into_std();
+        std::thread::Builder::new()
+            .name("bench-dispatch".into())
+            .spawn(move || {
+                let schedule = workload.schedule(spec.rate, spec.seed);
+                let mut params = Rng::new(spec.seed ^ 0x5eed_0f9a_7a55);
+                for a in schedule {
+                    if a.at >= total {
+                        break;
+                    }
+                    let path = workload.path(a.class, &mut params, a.at.as_secs_f64());
+                    let due = start_std + a.at;
+                    let now = std::time::Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let job = Job {
+                        intended: Instant::from_std(due),
+                        class: a.class,
+                        path,
+                        measured: a.at >= spec.warmup,
+                    };
+                    if tx.send(job).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the dispatcher thread")
+    };
+
+    let pool = Arc::new(Pool::new(addr, spec.pool_cap));
+    let recorders: Arc<Mutex<Vec<ClassRecorder>>> =
+        Arc::new(Mutex::new(vec![ClassRecorder::default(); classes.len()]));
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("static bounds");
+    let mut tasks = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut open = true;
+    while open || !tasks.is_empty() {
+        tokio::select! {
+            job = rx.recv(), if open => match job {
+                Some(job) => {
+                    let now = Instant::now();
+                    if job.measured {
+                        lag.saturating_record(
+                            (now.saturating_duration_since(job.intended).as_micros() as u64).max(1),
+                        );
+                    }
+                    let pool = Arc::clone(&pool);
+                    let recorders = Arc::clone(&recorders);
+                    let deadline = deadlines[job.class];
+                    tasks.spawn(async move {
+                        let sent = pool
+                            .get(&job.path, job.intended + deadline, hard_deadline)
+                            .await;
+                        if job.measured {
+                            let done = Instant::now().min(hard_deadline);
+                            let rel = |t: Instant| t.saturating_duration_since(measure_from);
+                            recorders.lock().expect("recorder lock")[job.class].record(
+                                rel(job.intended),
+                                sent.at.map(rel),
+                                rel(done),
+                                sent.outcome,
+                                deadline,
+                            );
+                        }
+                    });
+                }
+                None => open = false,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = tick.tick() => {
+                let done = Instant::now().saturating_duration_since(start).as_secs_f64()
+                    / total.as_secs_f64();
+                on_tick(done.min(1.0));
+            }
+        }
+    }
+    dispatcher.join().expect("dispatcher thread panicked");
+    let wall = Instant::now()
+        .saturating_duration_since(start)
+        .as_secs_f64();
+    let cpu = (sys::own_cpu_time().saturating_sub(cpu0)).as_secs_f64();
+
+    let seconds = spec.measure.as_secs_f64();
+    let recorders = recorders.lock().expect("recorder lock");
+    let summaries: Vec<ClassSummary> = recorders
+        .iter()
+        .zip(classes)
+        .map(|(r, c)| r.summary(&c.name, seconds))
+        .collect();
+    let scheduled: u64 = summaries.iter().map(|s| s.scheduled).sum();
+    let good: u64 = summaries.iter().map(|s| s.good).sum();
+    let shed: u64 = summaries.iter().map(|s| s.shed).sum();
+    let failed: u64 = summaries
+        .iter()
+        .map(|s| s.errors + s.unsent + s.timed_out)
+        .sum();
+    let light_p99_ms = summaries[workload.mix.light()].p99_ms;
+    RunResult {
+        rate: spec.rate,
+        seconds,
+        scheduled,
+        goodput: good as f64 / scheduled.max(1) as f64,
+        shed_rate: shed as f64 / scheduled.max(1) as f64,
+        failed,
+        light_p99_ms,
+        dispatch_lag_p99_ms: if lag.is_empty() {
+            f64::NAN
+        } else {
+            lag.value_at_quantile(0.99) as f64 / 1000.0
+        },
+        generator_cpu: cpu / wall.max(1e-9),
+        peak_connections: pool.peak(),
+        connections_opened: pool.opened(),
+        classes: summaries,
+    }
+}
