@@ -218,3 +218,155 @@ pub async fn run(
         classes: summaries,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mix::{Mix, Workload};
+    use std::path::Path;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    const MIX: &str = r#"
+name = "t"
+[[class]]
+name = "light"
+weight = 3
+path = "/"
+light = true
+deadline_ms = 60
+[[class]]
+name = "other"
+weight = 1
+path = "/p/{id}"
+params = { id = { uniform = [1, 9] } }
+deadline_ms = 60
+"#;
+
+    /// A minimal HTTP/1.1 responder: answers every request on a connection with `status`, or
+    /// never answers when `status` is `None`.
+    async fn serve(listener: TcpListener, status: Option<u16>) {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut pending = Vec::new();
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let Some(code) = status else { continue };
+                        let reply = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\n\r\nok");
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn spec(pool_cap: usize) -> RunSpec {
+        RunSpec {
+            rate: 400.0,
+            warmup: Duration::from_millis(100),
+            measure: Duration::from_millis(300),
+            seed: 9,
+            pool_cap,
+        }
+    }
+
+    /// Requests of the schedule that fall in the measured window, per class.
+    fn expected(w: &Workload, s: RunSpec) -> Vec<u64> {
+        let mut n = vec![0u64; w.mix.classes.len()];
+        for a in w.schedule(s.rate, s.seed) {
+            if a.at >= s.warmup + s.measure {
+                break;
+            }
+            if a.at >= s.warmup {
+                n[a.class] += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn every_scheduled_request_is_accounted_for() {
+        let w = Workload::new(Mix::parse(MIX).unwrap(), Path::new("/x"), 1.0).unwrap();
+        let s = spec(64);
+        let result = runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, Some(200)));
+            run(&w, addr, s, |_| {}).await
+        });
+        let want = expected(&w, s);
+        let got: Vec<u64> = result.classes.iter().map(|c| c.scheduled).collect();
+        assert_eq!(
+            got, want,
+            "the run records exactly the schedule's measured arrivals"
+        );
+        for c in &result.classes {
+            assert_eq!(c.ok, c.scheduled, "{c:?}");
+            assert_eq!(c.errors + c.unsent + c.timed_out + c.shed, 0);
+        }
+        assert_eq!(result.failed, 0);
+        assert!(result.peak_connections >= 1 && result.peak_connections <= 64);
+    }
+
+    #[test]
+    fn statuses_are_counted_per_class() {
+        let w = Workload::new(Mix::parse(MIX).unwrap(), Path::new("/x"), 1.0).unwrap();
+        let s = spec(64);
+        let result = runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, Some(503)));
+            run(&w, addr, s, |_| {}).await
+        });
+        for c in &result.classes {
+            assert_eq!(c.shed, c.scheduled);
+            assert_eq!(c.good, 0);
+        }
+        assert_eq!(result.goodput, 0.0);
+        assert_eq!(result.shed_rate, 1.0);
+    }
+
+    #[test]
+    fn a_full_pool_counts_requests_it_could_not_send() {
+        // A server that never answers and a pool of one connection: the first request holds it
+        // until the drain limit; every later one waits for a connection past its 60 ms deadline
+        // (the drain limit is a second later) and is counted as never sent, not silently dropped.
+        let w = Workload::new(Mix::parse(MIX).unwrap(), Path::new("/x"), 1.0).unwrap();
+        let s = RunSpec {
+            warmup: Duration::ZERO,
+            ..spec(1)
+        };
+        let result = runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, None));
+            run(&w, addr, s, |_| {}).await
+        });
+        let total: u64 = expected(&w, s).iter().sum();
+        let unsent: u64 = result.classes.iter().map(|c| c.unsent).sum();
+        let timed_out: u64 = result.classes.iter().map(|c| c.timed_out).sum();
+        assert_eq!(result.scheduled, total);
+        assert_eq!(timed_out, 1);
+        assert_eq!(unsent, total - 1);
+        assert_eq!(result.peak_connections, 1);
+    }
+}
