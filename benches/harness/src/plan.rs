@@ -240,6 +240,9 @@ impl Plan {
                         },
                     )
                 }
+                // A server that cannot start at all (a wrong path, a bad flag) fails the run at
+                // once rather than reading as "capacity 0".
+                Err(e) if probes.is_empty() => return Err(e),
                 Err(e) => (
                     false,
                     ProbeRecord {

@@ -211,7 +211,7 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
     let _ = writeln!(md, "# pagegen-bench report\n");
     let _ = writeln!(
         md,
-        "- run: {} → {} UTC ({:.0} s){}\n- command: `{}`\n- machine: {} CPUs, kernel {}, load average at start {}\n- memory limits: {}\n- load generator CPU: {:.1} s over the run ({:.0} % of one core)\n- independent generator: {}\n- capacity objective: light p99 ≤ {} ms and goodput ≥ {} % (2xx within the class deadline)\n",
+        "- run: {} → {} ({:.0} s){}\n- command: `{}`\n- machine: {} CPUs, kernel {}, load average at start {}\n- memory limits: {}\n- load generator CPU: {:.1} s over the run ({:.0} % of one core)\n- independent generator: {}\n- capacity objective: light p99 ≤ {} ms and goodput ≥ {} % (2xx within the class deadline)\n",
         c.started_utc,
         c.finished_utc,
         c.wall_s,
