@@ -28,6 +28,12 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// An axis label without trailing zeros: 2, 2.5, 0.25.
+fn tidy(v: &f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn draw<Y>(
     path: &Path,
@@ -57,6 +63,8 @@ where
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_label_formatter(&tidy)
+        .y_label_formatter(&tidy)
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, points)) in series.iter().enumerate() {
@@ -73,15 +81,18 @@ where
         }
     }
     if let Some((v, label)) = hline {
-        let grey = RGBColor(120, 120, 120);
+        // A limit, not a series: red and dashed, so it does not read as a mesh line.
+        let red = RGBColor(200, 30, 30);
         chart
-            .draw_series(LineSeries::new(
+            .draw_series(DashedLineSeries::new(
                 vec![(x.start, v), (x.end, v)],
-                grey.stroke_width(1),
+                8,
+                5,
+                red.stroke_width(2),
             ))
             .map_err(|e| err(&e))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], red.stroke_width(2)));
     }
     chart
         .configure_series_labels()
