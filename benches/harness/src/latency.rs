@@ -35,6 +35,9 @@ pub struct ClassRecorder {
     pub latency: Histogram<u64>,
     /// Actual send time → response, µs.
     pub service: Histogram<u64>,
+    /// Intended → actual send time, µs: how long the request waited in the generator (its
+    /// dispatcher's lag, or a busy pool), every sent request.
+    pub send_delay: Histogram<u64>,
     /// Scheduled requests recorded (every outcome).
     pub scheduled: u64,
     /// 2xx responses.
@@ -66,6 +69,7 @@ impl Default for ClassRecorder {
         Self {
             latency: histogram(),
             service: histogram(),
+            send_delay: histogram(),
             scheduled: 0,
             ok: 0,
             good: 0,
@@ -116,6 +120,8 @@ impl ClassRecorder {
         if let Some(sent) = sent {
             self.service
                 .saturating_record(micros(done.saturating_sub(sent)));
+            self.send_delay
+                .saturating_record(micros(sent.saturating_sub(intended)));
         }
     }
 
@@ -154,6 +160,7 @@ impl ClassRecorder {
             },
             service_p50_ms: q(&self.service, 0.50),
             service_p99_ms: q(&self.service, 0.99),
+            send_delay_p99_ms: q(&self.send_delay, 0.99),
         }
     }
 }
@@ -199,6 +206,8 @@ pub struct ClassSummary {
     pub service_p50_ms: f64,
     /// Latency from the actual send, 99th percentile, ms.
     pub service_p99_ms: f64,
+    /// Intended → actual send, 99th percentile, ms (time spent in the generator).
+    pub send_delay_p99_ms: f64,
 }
 
 #[cfg(test)]
@@ -226,6 +235,8 @@ mod tests {
         assert!((51_900..=52_100).contains(&lat), "latency {lat} µs");
         let svc = r.service.max();
         assert!((1_990..=2_010).contains(&svc), "service {svc} µs");
+        let delay = r.send_delay.max();
+        assert!((49_900..=50_100).contains(&delay), "send delay {delay} µs");
     }
 
     #[test]
