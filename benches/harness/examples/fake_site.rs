@@ -86,7 +86,11 @@ async fn handle(
         )
     } else if let Some(year) = path.strip_prefix("/report/") {
         // As the site: ~6.4 MiB per year from `year` to 2025.
-        let mb = 2026u64.saturating_sub(year.parse::<u64>().unwrap_or(2025)).clamp(1, 36) * 64 / 10;
+        let mb = 2026u64
+            .saturating_sub(year.parse::<u64>().unwrap_or(2025))
+            .clamp(1, 36)
+            * 64
+            / 10;
         let x = hold(mb * 1024, Duration::from_millis(2));
         (
             StatusCode::OK,

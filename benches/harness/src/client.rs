@@ -100,63 +100,93 @@ impl Pool {
         None
     }
 
+    /// A new connection before `hard_deadline`, or what the request becomes without one.
+    async fn fresh(&self, hard_deadline: Instant) -> Result<Sender, Sent> {
+        match tokio::time::timeout_at(hard_deadline, self.connect()).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(Sent {
+                at: None,
+                outcome: Outcome::Error,
+            }),
+            Err(_) => Err(Sent {
+                at: None,
+                outcome: Outcome::Unsent,
+            }),
+        }
+    }
+
     /// Sends `GET path`. Waits for a connection until `unsent_after`, then gives up unsent;
     /// gives up on the response at `hard_deadline` (timed out).
     pub async fn get(&self, path: &str, unsent_after: Instant, hard_deadline: Instant) -> Sent {
-        let unsent = Sent {
-            at: None,
-            outcome: Outcome::Unsent,
-        };
         let Ok(Ok(_permit)) =
             tokio::time::timeout_at(unsent_after.min(hard_deadline), self.slots.acquire()).await
         else {
-            return unsent;
+            return Sent {
+                at: None,
+                outcome: Outcome::Unsent,
+            };
         };
-        let sender = match self.take_idle() {
-            Some(s) => Some(s),
-            None => match tokio::time::timeout_at(hard_deadline, self.connect()).await {
-                Ok(s) => s,
-                Err(_) => return unsent,
+        // A kept-alive connection the server has just closed fails before the request leaves; such
+        // a request is retried once on a fresh connection (as hyper-util's pooled client retries
+        // canceled requests), so a server's idle-connection policy does not read as errors.
+        let (mut sender, mut reused) = match self.take_idle() {
+            Some(s) => (s, true),
+            None => match self.fresh(hard_deadline).await {
+                Ok(s) => (s, false),
+                Err(sent) => return sent,
             },
         };
-        let Some(mut sender) = sender else {
-            return Sent {
-                at: None,
-                outcome: Outcome::Error,
-            };
-        };
-        if sender.ready().await.is_err() {
-            return Sent {
-                at: None,
-                outcome: Outcome::Error,
-            };
-        }
-        let request = Request::get(path)
-            .header(HOST, &self.host)
-            .body(Empty::new())
-            .expect("a path from a validated mix is a valid URI");
-        let at = Instant::now();
-        let exchange = async {
-            let response = sender.send_request(request).await.ok()?;
-            let status = response.status().as_u16();
-            // Read the whole body: the connection can take the next request only after it.
-            response.into_body().collect().await.ok()?;
-            Some(status)
-        };
-        let outcome = match tokio::time::timeout_at(hard_deadline, exchange).await {
-            Ok(Some(status)) => {
-                if !sender.is_closed() {
-                    self.idle.lock().expect("pool lock").push(sender);
+        loop {
+            let written = if sender.ready().await.is_err() {
+                Err(true)
+            } else {
+                let request = Request::get(path)
+                    .header(HOST, &self.host)
+                    .body(Empty::new())
+                    .expect("a path from a validated mix is a valid URI");
+                let at = Instant::now();
+                let exchange = async {
+                    let response = match sender.send_request(request).await {
+                        Ok(r) => r,
+                        // Canceled: never written (the connection closed first).
+                        Err(e) => return Err(e.is_canceled()),
+                    };
+                    let status = response.status().as_u16();
+                    // Read the whole body: the connection takes the next request only after it.
+                    response.into_body().collect().await.map_err(|_| false)?;
+                    Ok(status)
+                };
+                match tokio::time::timeout_at(hard_deadline, exchange).await {
+                    Ok(Ok(status)) => Ok((at, Outcome::Status(status))),
+                    Ok(Err(unwritten)) => Err(unwritten),
+                    // The connection is dropped with the request: it may still carry a late answer.
+                    Err(_) => Ok((at, Outcome::TimedOut)),
                 }
-                Outcome::Status(status)
+            };
+            match written {
+                Ok((at, outcome)) => {
+                    if matches!(outcome, Outcome::Status(_)) && !sender.is_closed() {
+                        self.idle.lock().expect("pool lock").push(sender);
+                    }
+                    return Sent {
+                        at: Some(at),
+                        outcome,
+                    };
+                }
+                Err(true) if reused => {
+                    reused = false;
+                    sender = match self.fresh(hard_deadline).await {
+                        Ok(s) => s,
+                        Err(sent) => return sent,
+                    };
+                }
+                Err(_) => {
+                    return Sent {
+                        at: None,
+                        outcome: Outcome::Error,
+                    }
+                }
             }
-            Ok(None) => Outcome::Error,
-            // The connection is dropped with the request: it may still carry a late answer.
-            Err(_) => Outcome::TimedOut,
-        };
-        Sent {
-            at: Some(at),
-            outcome,
         }
     }
 }

@@ -248,6 +248,11 @@ deadline_ms = 60
     /// A minimal HTTP/1.1 responder: answers every request on a connection with `status`, or
     /// never answers when `status` is `None`.
     async fn serve(listener: TcpListener, status: Option<u16>) {
+        serve_with(listener, status, false).await
+    }
+
+    /// As [`serve`]; with `close`, each answer says `connection: close` and the connection ends.
+    async fn serve_with(listener: TcpListener, status: Option<u16>, close: bool) {
         loop {
             let (mut s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
@@ -262,8 +267,10 @@ deadline_ms = 60
                     while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                         pending.drain(..end + 4);
                         let Some(code) = status else { continue };
-                        let reply = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\n\r\nok");
-                        if s.write_all(reply.as_bytes()).await.is_err() {
+                        let connection = if close { "connection: close\r\n" } else { "" };
+                        let reply =
+                            format!("HTTP/1.1 {code} X\r\n{connection}content-length: 2\r\n\r\nok");
+                        if s.write_all(reply.as_bytes()).await.is_err() || close {
                             return;
                         }
                     }
@@ -325,6 +332,23 @@ deadline_ms = 60
         }
         assert_eq!(result.failed, 0);
         assert!(result.peak_connections >= 1 && result.peak_connections <= 64);
+    }
+
+    #[test]
+    fn a_server_closing_every_connection_costs_no_errors() {
+        let w = Workload::new(Mix::parse(MIX).unwrap(), Path::new("/x"), 1.0).unwrap();
+        let s = spec(64);
+        let result = runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve_with(listener, Some(200), true));
+            run(&w, addr, s, |_| {}).await
+        });
+        let want: u64 = expected(&w, s).iter().sum();
+        assert_eq!(result.scheduled, want);
+        assert_eq!(result.failed, 0, "{:?}", result.classes);
+        // One connection per request (warm-up included): none was reused.
+        assert!(result.connections_opened as u64 > want);
     }
 
     #[test]
