@@ -99,6 +99,8 @@ pub struct PointSummary {
     pub dispatch_lag_p99_ms: Spread,
     /// Per class p99, ms.
     pub class_p99_ms: BTreeMap<String, Spread>,
+    /// Per class 503 rate (fraction of the class's scheduled requests).
+    pub class_shed_rate: BTreeMap<String, Spread>,
 }
 
 /// Groups phases by (mix, load, runtime), keeping the mix, load and runtime orders of the run.
@@ -122,11 +124,16 @@ pub fn summarise(phases: &[PhaseRecord]) -> Vec<PointSummary> {
                 Spread::of(runs.iter().map(|r| f(r)).collect())
             };
             let mut class_p99_ms = BTreeMap::new();
+            let mut class_shed_rate = BTreeMap::new();
             if let Some(first) = runs.first() {
                 for (i, c) in first.classes.iter().enumerate() {
                     class_p99_ms.insert(
                         c.class.clone(),
                         Spread::of(runs.iter().map(|r| r.classes[i].p99_ms).collect()),
+                    );
+                    class_shed_rate.insert(
+                        c.class.clone(),
+                        Spread::of(runs.iter().map(|r| r.classes[i].shed_rate).collect()),
                     );
                 }
             }
@@ -143,6 +150,7 @@ pub fn summarise(phases: &[PhaseRecord]) -> Vec<PointSummary> {
                 generator_cpu: spread(&|r| r.generator_cpu),
                 dispatch_lag_p99_ms: spread(&|r| r.dispatch_lag_p99_ms),
                 class_p99_ms,
+                class_shed_rate,
                 mix,
                 load_pct: load,
                 runtime,
@@ -345,6 +353,31 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
                     p.runtime,
                     cells.join(" | ")
                 );
+            }
+            if points
+                .iter()
+                .any(|p| p.class_shed_rate.values().any(|s| s.max > 0.0))
+            {
+                let _ = writeln!(md, "\n503 per class, % of the class's requests:\n");
+                let _ = writeln!(md, "| load | runtime | {} |", classes.join(" | "));
+                let _ = writeln!(md, "|---|---|{}", "---|".repeat(classes.len()));
+                for p in &points {
+                    let cells: Vec<String> = classes
+                        .iter()
+                        .map(|c| {
+                            p.class_shed_rate
+                                .get(c)
+                                .map_or("–".into(), |s| s.show(100.0, 1))
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        md,
+                        "| {:.0} % | {} | {} |",
+                        p.load_pct,
+                        p.runtime,
+                        cells.join(" | ")
+                    );
+                }
             }
         }
         let ends: Vec<String> = report
