@@ -1,0 +1,387 @@
+//! The experiment: capacity searches, then every mix at every load point for every runtime,
+//! runtimes interleaved (A, B, A, B…) inside each load point and the whole sweep repeated, each
+//! phase on a freshly started server (state kept per runtime across phases, as a deployment
+//! keeps it across restarts).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    capacity::{Objective, Search},
+    cgroup::{Mechanism, MemoryCgroup},
+    mix::Workload,
+    runner::{self, RunResult, RunSpec},
+    server::{self, RuntimeSpec, Server, ServerEnd},
+};
+
+/// The lowest rate the capacity search tries, requests/s.
+const MIN_RATE: f64 = 10.0;
+
+/// Everything a run needs, resolved from the options.
+#[derive(Debug)]
+pub struct Plan {
+    /// Runtimes, in interleaving order.
+    pub runtimes: Vec<RuntimeSpec>,
+    /// Index of the runtime whose capacity sets the load points.
+    pub reference: usize,
+    /// Mixes to sweep.
+    pub mixes: Vec<Workload>,
+    /// The mix capacities are searched with.
+    pub capacity_mix: Workload,
+    /// Load points, % of the reference capacity.
+    pub loads: Vec<f64>,
+    /// Sweep repeats.
+    pub repeats: usize,
+    /// Measured window per phase.
+    pub phase: Duration,
+    /// Warm-up per phase and probe.
+    pub warmup: Duration,
+    /// Measured window per capacity probe.
+    pub probe: Duration,
+    /// Bisection steps.
+    pub bisect_steps: usize,
+    /// First and highest rates of the search.
+    pub capacity_start: f64,
+    /// Highest rate the search tries.
+    pub capacity_max: f64,
+    /// Known reference capacity (skips its search).
+    pub capacity_override: Option<f64>,
+    /// Search every runtime's capacity.
+    pub capacity_all: bool,
+    /// The capacity objective.
+    pub objective: Objective,
+    /// `--workers` for the servers.
+    pub workers: usize,
+    /// Connection pool cap.
+    pub pool_cap: usize,
+    /// Base seed.
+    pub seed: u64,
+    /// Output folder.
+    pub out: PathBuf,
+    /// How memory limits are applied (probed when a mix asks for one).
+    pub mechanism: Mechanism,
+    /// Overrides the mixes' memory limits, MiB.
+    pub memory_limit_override: Option<u64>,
+}
+
+/// One capacity probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Offered rate.
+    pub rate: f64,
+    /// Objective met.
+    pub pass: bool,
+    /// Light p99, ms.
+    pub light_p99_ms: f64,
+    /// Goodput.
+    pub goodput: f64,
+    /// How the server ended.
+    pub server: String,
+}
+
+/// A runtime's capacity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapacityResult {
+    /// Runtime name.
+    pub runtime: String,
+    /// Highest passing rate, requests/s (0: none passed).
+    pub capacity: f64,
+    /// False when given with `--capacity`.
+    pub searched: bool,
+    /// The probes in order.
+    pub probes: Vec<ProbeRecord>,
+}
+
+/// One phase: a runtime, a mix, a load point, a repeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// Runtime name.
+    pub runtime: String,
+    /// Mix name.
+    pub mix: String,
+    /// Repeat index (0-based).
+    pub repeat: usize,
+    /// Load, % of the reference capacity.
+    pub load_pct: f64,
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    /// Memory limit the server ran in, MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// Load figures (absent when the server did not start).
+    pub run: Option<RunResult>,
+    /// How the server ended.
+    pub server: Option<ServerEnd>,
+    /// Why the phase could not run.
+    pub error: Option<String>,
+}
+
+/// Output of the whole plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Capacity per searched runtime (reference first).
+    pub capacities: Vec<CapacityResult>,
+    /// The reference capacity the load points are relative to.
+    pub reference_capacity: f64,
+    /// Set when the reference capacity is not a measured one (no rate met the objective).
+    pub reference_note: Option<String>,
+    /// Every phase in the order run.
+    pub phases: Vec<PhaseRecord>,
+}
+
+/// Prints a line without breaking the progress bar (or to stderr when the bar is hidden).
+pub fn say(pb: &ProgressBar, msg: &str) {
+    if pb.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        pb.println(msg);
+    }
+}
+
+impl Plan {
+    fn sample_every(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+
+    fn limit_mb(&self, w: &Workload) -> Option<u64> {
+        w.mix
+            .memory_limit_mb
+            .map(|m| self.memory_limit_override.unwrap_or(m))
+    }
+
+    /// Starts a server, runs the load, stops the server.
+    #[allow(clippy::too_many_arguments)]
+    async fn measure(
+        &self,
+        rt: &RuntimeSpec,
+        workload: &Workload,
+        rate: f64,
+        measure: Duration,
+        seed: u64,
+        label: &str,
+        pb: &ProgressBar,
+    ) -> Result<(RunResult, ServerEnd)> {
+        let logs = self.out.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{label}.log"));
+        let cgroup = match self.limit_mb(workload) {
+            Some(mb) => MemoryCgroup::create(
+                &self.mechanism,
+                &format!("pagegen-bench-{}-{label}", std::process::id()),
+                mb * 1024 * 1024,
+            )?,
+            None => None,
+        };
+        let mut server = Server::start(
+            rt,
+            &server::state_dir(&self.out, &rt.name),
+            self.workers,
+            &log,
+            cgroup,
+            Duration::from_secs(60),
+            self.sample_every(),
+        )
+        .await?;
+        let spec = RunSpec {
+            rate,
+            warmup: self.warmup,
+            measure,
+            seed,
+            pool_cap: self.pool_cap,
+        };
+        pb.set_message(label.to_string());
+        let run = runner::run(workload, server.addr, spec, |_| pb.tick()).await;
+        let early = server.exited();
+        let end = server.stop(Duration::from_secs(15)).await;
+        if early {
+            say(
+                pb,
+                &format!("  {label}: server died during the run: {}", end.status),
+            );
+        }
+        Ok((run, end))
+    }
+
+    async fn search(&self, idx: usize, pb: &ProgressBar) -> Result<CapacityResult> {
+        let rt = &self.runtimes[idx];
+        let mut search = Search::new(
+            self.capacity_start,
+            MIN_RATE,
+            self.capacity_max,
+            self.bisect_steps,
+        );
+        let mut probes = Vec::new();
+        while let Some(rate) = search.next_rate() {
+            let label = format!("capacity-{}-{:.0}rps", rt.name, rate);
+            let (pass, record) = match self
+                .measure(
+                    rt,
+                    &self.capacity_mix,
+                    rate,
+                    self.probe,
+                    self.seed,
+                    &label,
+                    pb,
+                )
+                .await
+            {
+                Ok((run, end)) => {
+                    let pass = !end.died_early && self.objective.met(run.light_p99_ms, run.goodput);
+                    (
+                        pass,
+                        ProbeRecord {
+                            rate,
+                            pass,
+                            light_p99_ms: run.light_p99_ms,
+                            goodput: run.goodput,
+                            server: end.status,
+                        },
+                    )
+                }
+                // A server that cannot start at all (a wrong path, a bad flag) fails the run at
+                // once rather than reading as "capacity 0".
+                Err(e) if probes.is_empty() => return Err(e),
+                Err(e) => (
+                    false,
+                    ProbeRecord {
+                        rate,
+                        pass: false,
+                        light_p99_ms: f64::NAN,
+                        goodput: 0.0,
+                        server: format!("{e:#}"),
+                    },
+                ),
+            };
+            say(
+                pb,
+                &format!(
+                    "  capacity {}: {:.0} req/s → light p99 {:.2} ms, goodput {:.2} % → {}",
+                    rt.name,
+                    rate,
+                    record.light_p99_ms,
+                    record.goodput * 100.0,
+                    if pass { "pass" } else { "fail" }
+                ),
+            );
+            probes.push(record);
+            search.report(pass);
+            pb.inc(1);
+        }
+        Ok(CapacityResult {
+            runtime: rt.name.clone(),
+            capacity: search.capacity(),
+            searched: true,
+            probes,
+        })
+    }
+
+    /// Runs everything.
+    pub async fn execute(&self, pb: &ProgressBar) -> Result<Outcome> {
+        let mut capacities = Vec::new();
+        let reference = match self.capacity_override {
+            Some(c) => {
+                capacities.push(CapacityResult {
+                    runtime: self.runtimes[self.reference].name.clone(),
+                    capacity: c,
+                    searched: false,
+                    probes: Vec::new(),
+                });
+                c
+            }
+            None => {
+                let r = self.search(self.reference, pb).await?;
+                let c = r.capacity;
+                capacities.push(r);
+                c
+            }
+        };
+        say(
+            pb,
+            &format!(
+                "reference capacity ({}): {reference:.0} req/s",
+                self.runtimes[self.reference].name
+            ),
+        );
+        let mut reference = reference;
+        let mut reference_note = None;
+        if reference <= 0.0 {
+            // A noisy machine (or a slow server) can miss the objective everywhere; the sweep still
+            // runs, relative to the search's floor, and the report says so instead of stopping.
+            let note = format!(
+                "{} met the objective at no rate down to {MIN_RATE} req/s; load points are relative to {MIN_RATE} req/s instead (server logs under {})",
+                self.runtimes[self.reference].name,
+                self.out.join("logs").display()
+            );
+            say(pb, &format!("warning: {note}"));
+            reference = MIN_RATE;
+            reference_note = Some(note);
+        }
+        if self.capacity_all {
+            for i in (0..self.runtimes.len()).filter(|&i| i != self.reference) {
+                capacities.push(self.search(i, pb).await?);
+            }
+        }
+
+        let mut phases = Vec::new();
+        for repeat in 0..self.repeats {
+            for w in &self.mixes {
+                for (li, &load) in self.loads.iter().enumerate() {
+                    let rate = reference * load / 100.0;
+                    // Same schedule for every runtime at this point; a new one per repeat.
+                    let seed = self.seed ^ ((repeat as u64) << 32) ^ ((li as u64) << 16);
+                    for rt in &self.runtimes {
+                        let label =
+                            format!("{}-{}-{:.0}pct-r{}", w.mix.name, rt.name, load, repeat);
+                        let mut record = PhaseRecord {
+                            runtime: rt.name.clone(),
+                            mix: w.mix.name.clone(),
+                            repeat,
+                            load_pct: load,
+                            rate,
+                            memory_limit_mb: self.limit_mb(w),
+                            run: None,
+                            server: None,
+                            error: None,
+                        };
+                        match self
+                            .measure(rt, w, rate, self.phase, seed, &label, pb)
+                            .await
+                        {
+                            Ok((run, end)) => {
+                                say(
+                                    pb,
+                                    &format!(
+                                        "  {label}: {:.0} req/s, light p99 {:.2} ms, goodput {:.1} %, 503 {:.1} %, peak RSS {:.0} MiB, {}{}",
+                                        rate,
+                                        run.light_p99_ms,
+                                        run.goodput * 100.0,
+                                        run.shed_rate * 100.0,
+                                        end.peak_rss_mb,
+                                        end.status,
+                                        if end.oom_killed { " (OOM-killed)" } else { "" }
+                                    ),
+                                );
+                                record.run = Some(run);
+                                record.server = Some(end);
+                            }
+                            Err(e) => {
+                                say(pb, &format!("  {label}: {e:#}"));
+                                record.error = Some(format!("{e:#}"));
+                            }
+                        }
+                        phases.push(record);
+                        pb.inc(1);
+                    }
+                }
+            }
+        }
+        Ok(Outcome {
+            capacities,
+            reference_capacity: reference,
+            reference_note,
+            phases,
+        })
+    }
+}
