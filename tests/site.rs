@@ -399,6 +399,17 @@ fn tokio_limits_serves_within_its_limits() {
 }
 
 #[test]
+fn pinned_pagegen_variants_serve_and_still_cap_the_report() {
+    for variant in [Variant::PagegenEwma, Variant::PagegenStatic] {
+        let site = Running::start(variant);
+        for path in ["/", "/product/3", "/search?q=oak", "/feed", "/fortunes"] {
+            assert_eq!(site.get(path).status, 200, "{variant:?} {path}");
+        }
+        assert_eq!(site.get("/report/1990").status, 503, "{variant:?}");
+    }
+}
+
+#[test]
 fn the_fortunes_expected_here_are_techempowers() {
     if let Some(file) = expected_fortunes_file() {
         assert_eq!(normalize(&file), normalize(EXPECTED_FORTUNES));
