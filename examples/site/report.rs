@@ -46,15 +46,28 @@ fn shape(category: usize, hour: usize) -> f64 {
     daily * weekend * seasonal
 }
 
+/// [`shape`] for every category and hour, computed once per process: the curves do not change,
+/// only the year's totals do, and recomputing two cosines per cell would make the report
+/// CPU-bound when it is meant to be memory-bound.
+fn shapes() -> &'static [f64] {
+    static SHAPES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    SHAPES.get_or_init(|| {
+        (0..CATEGORIES.len())
+            .flat_map(|c| (0..HOURS).map(move |h| shape(c, h)))
+            .collect()
+    })
+}
+
 impl Cube {
     /// Spreads a year's sales over its hours.
     pub fn build(year: u32, sales: &YearSales) -> Cube {
         let hours = if is_leap(year) { HOURS } else { HOURS - 24 };
         let mut cells = vec![0.0; HOURS * CATEGORIES.len() * REGIONS];
         for (category, regions) in sales.iter().enumerate() {
-            let total: f64 = (0..hours).map(|h| shape(category, h)).sum();
-            for hour in 0..hours {
-                let share = shape(category, hour) / total;
+            let curve = &shapes()[category * HOURS..category * HOURS + hours];
+            let total: f64 = curve.iter().sum();
+            for (hour, s) in curve.iter().enumerate() {
+                let share = s / total;
                 let base = (hour * CATEGORIES.len() + category) * REGIONS;
                 for (region, units) in regions.iter().enumerate() {
                     cells[base + region] = units * share;
@@ -129,6 +142,8 @@ fn correlation(a: &Cube, b: &Cube, category: usize) -> f64 {
 /// The report's lines from every year's cube, oldest first.
 pub fn lines(cubes: &[Cube]) -> Vec<Line> {
     let mut out = Vec::with_capacity(cubes.len() * CATEGORIES.len());
+    // Each category's units in the year before, for the growth column.
+    let mut last_units = [0.0; CATEGORIES.len()];
     for (i, cube) in cubes.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| &cubes[p]);
         for (category, name) in CATEGORIES.iter().enumerate() {
@@ -150,8 +165,8 @@ pub fn lines(cubes: &[Cube]) -> Vec<Line> {
             let top_region = (0..REGIONS)
                 .max_by(|&a, &b| per_region[a].total_cmp(&per_region[b]))
                 .unwrap_or(0);
-            let growth = prev.map(|p| {
-                let before: f64 = (0..HOURS).map(|h| p.hour_total(category, h)).sum();
+            let before = std::mem::replace(&mut last_units[category], units);
+            let growth = prev.map(|_| {
                 if before > 0.0 {
                     (units - before) / before * 100.0
                 } else {
