@@ -90,6 +90,8 @@ fn load(addr: SocketAddr, path: &'static str, secs: f64) -> f64 {
 enum Server {
     Tokio,
     PagegenLoop,
+    /// The loop with the behavioural profile off (`profile = false`): what the profile costs.
+    PagegenLoopNoProfile,
     PagegenBare,
 }
 
@@ -116,8 +118,12 @@ fn start(server: Server) -> (SocketAddr, Box<dyn FnOnce()>) {
                     .unwrap();
             });
         }
-        Server::PagegenLoop | Server::PagegenBare => {
-            let rt = pagegen::runtime::Builder::new()
+        Server::PagegenLoop | Server::PagegenLoopNoProfile | Server::PagegenBare => {
+            let cfg = pagegen::runtime::Config {
+                profile: server != Server::PagegenLoopNoProfile,
+                ..pagegen::runtime::Config::default()
+            };
+            let rt = pagegen::runtime::Builder::with_config(cfg)
                 .workers(WORKERS)
                 .bulk_workers(WORKERS)
                 .state_dir(dir.path())
@@ -127,7 +133,7 @@ fn start(server: Server) -> (SocketAddr, Box<dyn FnOnce()>) {
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(l.local_addr().unwrap()).unwrap();
-                if server == Server::PagegenLoop {
+                if server != Server::PagegenBare {
                     pagegen::http::serve(l, app())
                         .with_graceful_shutdown(async {
                             let _ = stop_rx.await;
@@ -235,17 +241,27 @@ fn main() {
     }
     if let Some(o) = &only {
         let (s, path) = o.split_once(':').expect("PAGEGEN_SERVE_ONLY=Server:/path");
-        let server = [Server::Tokio, Server::PagegenLoop, Server::PagegenBare]
-            .into_iter()
-            .find(|x| format!("{x:?}") == s)
-            .expect("Tokio, PagegenLoop or PagegenBare");
+        let server = [
+            Server::Tokio,
+            Server::PagegenLoop,
+            Server::PagegenLoopNoProfile,
+            Server::PagegenBare,
+        ]
+        .into_iter()
+        .find(|x| format!("{x:?}") == s)
+        .expect("Tokio, PagegenLoop, PagegenLoopNoProfile or PagegenBare");
         let path: &'static str = if path == "/" { "/" } else { "/work" };
         let (addr, stop) = start(server);
         println!("{s} {path}: {:.0} req/s", load(addr, path, secs * 4.0));
         stop();
         return;
     }
-    let servers = [Server::Tokio, Server::PagegenLoop, Server::PagegenBare];
+    let servers = [
+        Server::Tokio,
+        Server::PagegenLoop,
+        Server::PagegenLoopNoProfile,
+        Server::PagegenBare,
+    ];
     for path in ["/", "/work"] {
         let mut got: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         for _ in 0..rounds {
@@ -259,15 +275,28 @@ fn main() {
         println!(
             "route {path}: {rounds} rounds x {secs} s, {CONNS} connections, {WORKERS} workers"
         );
+        let mut medians = Vec::new();
         for (i, s) in servers.iter().enumerate() {
-            let m = median(&mut got[i]);
+            let m = median(&mut got[i].clone());
+            medians.push(m);
             println!(
-                "  {:<14} {:>9.0} req/s  {:.2}x tokio+axum",
+                "  {:<22} {:>9.0} req/s  {:.2}x tokio+axum",
                 format!("{s:?}"),
                 m,
                 m / base
             );
         }
+        // Goal: the whole behavioural profile costs at most 5 % of requests/s.
+        println!(
+            "  profile on / off: {:.3}x (per round: {})",
+            medians[1] / medians[2],
+            got[1]
+                .iter()
+                .zip(&got[2])
+                .map(|(on, off)| format!("{:.3}", on / off))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     let n = if quick { 20_000 } else { 200_000 };
     let (mut path, mut record): (Vec<f64>, Vec<f64>) =

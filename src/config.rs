@@ -24,6 +24,9 @@
 //! | `header_read_timeout_ms` | 10000 | a connection that has not sent its headers by then is closed |
 //! | `body_limit` | `2MiB` | largest request body; past it 413 |
 //! | `drain_timeout_ms` | 10000 | graceful shutdown: how long open requests may finish |
+//! | `tokio_workers` | 2 | threads of the tokio compatibility runtime (timers, sockets, and what libraries `tokio::spawn`); 2 keeps timers on time beside a busy spawned task, 1 = one current-thread runtime |
+//! | `profile` | true | the behavioural profile beyond what budgets and the model need: checkpoints, hardware counters, span profiling (the default subscriber `serve` installs), per-class histograms; false = the loop predicts, grants, enforces and records usage only (for measuring what the profile costs) |
+//! | `perf_sample_every` | 64 | one poll in N reads the hardware counters (instruction mix), where the kernel has them; 1 = every poll |
 //! | `predictor` | `model` | who predicts: `model` (the gate picks among the recurrent model and the baselines), or one pinned: `recurrent`, `ewma`, `histogram`, `static` (annotations and prior only) |
 //! | `shares` | `outstanding` | CPU shares between classes: `outstanding` (weight ∝ a class's admitted requests, [`OutstandingShares`](crate::policy::OutstandingShares)) or `equal` (every class its registered shares, glommio-style static shares) |
 //! | `metrics_addr` | off | where to serve Prometheus metrics (`GET /metrics`, [`crate::metrics`]); see below |
@@ -91,6 +94,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where to serve Prometheus metrics (`None`: no endpoint).
     pub metrics_addr: Option<SocketAddr>,
+    /// Threads of the tokio compatibility runtime.
+    pub tokio_workers: usize,
+    /// The behavioural profile (checkpoints, counters, spans, histograms).
+    pub profile: bool,
+    /// One poll in this many reads the hardware counters.
+    pub perf_sample_every: u32,
     /// Who predicts (`None`: the gate picks; `Some`: pinned).
     pub predictor: Option<Serving>,
     /// How CPU shares between classes are set.
@@ -137,6 +146,9 @@ impl Default for Config {
             body_limit: 2 << 20,
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
+            tokio_workers: 2,
+            profile: true,
+            perf_sample_every: crate::profile::perf::DEFAULT_EVERY,
             predictor: None,
             shares: SharesMode::Outstanding,
         }
@@ -332,6 +344,21 @@ impl Config {
                     )
                 })?
             }
+            "tokio_workers" => {
+                let n = int("an integer ≥ 1")?;
+                if n == 0 {
+                    return Err(bad(knob, value, "an integer ≥ 1"));
+                }
+                self.tokio_workers = n as usize;
+            }
+            "profile" => self.profile = boolean()?,
+            "perf_sample_every" => {
+                let n = int("an integer ≥ 1")?;
+                if n == 0 || n > u64::from(u32::MAX) {
+                    return Err(bad(knob, value, "an integer ≥ 1"));
+                }
+                self.perf_sample_every = n as u32;
+            }
             "predictor" => {
                 self.predictor = match v {
                     "model" => None,
@@ -389,6 +416,9 @@ pub const KNOBS: &[&str] = &[
     "body_limit",
     "drain_timeout_ms",
     "metrics_addr",
+    "tokio_workers",
+    "profile",
+    "perf_sample_every",
     "predictor",
     "shares",
 ];
@@ -445,7 +475,7 @@ mod tests {
         let sample = |k: &str| match k {
             "state_dir" => "/tmp/x",
             "memory_pool" | "mem_floor" | "body_limit" => "8MiB",
-            "trainer" => "false",
+            "trainer" | "profile" => "false",
             "mem_margin" => "2.0",
             "metrics_addr" => "127.0.0.1:0",
             "predictor" => "ewma",

@@ -28,7 +28,8 @@ use pagegen_core::{
 use pagegen_model::{Deployed, Predictor};
 
 use crate::config::Config;
-use crate::policy::{Admission, Decision, Decisions, GrantPolicy, Refusal, Ticket};
+use crate::policy::{Admission, Checkpoints, Decision, Decisions, GrantPolicy, Refusal, Ticket};
+use crate::profile::histograms::RequestHistograms;
 use crate::profile::record::shed_record;
 use crate::profile::{finish_record, Recorder};
 
@@ -104,6 +105,8 @@ pub struct Engine {
     admission: Arc<Admission>,
     decisions: Arc<Decisions>,
     recorder: Recorder,
+    checkpoints: Arc<Checkpoints>,
+    histograms: Arc<RequestHistograms>,
     routes: RwLock<Routes>,
     unmatched: ClassId,
     unmatched_route: Arc<RouteInfo>,
@@ -132,6 +135,8 @@ pub(crate) struct Parts {
     pub admission: Arc<Admission>,
     pub decisions: Arc<Decisions>,
     pub recorder: Recorder,
+    pub checkpoints: Arc<Checkpoints>,
+    pub histograms: Arc<RequestHistograms>,
     pub wait: Duration,
     pub config: Config,
 }
@@ -150,6 +155,8 @@ impl Engine {
             admission: p.admission,
             decisions: p.decisions,
             recorder: p.recorder,
+            checkpoints: p.checkpoints,
+            histograms: p.histograms,
             routes: RwLock::new(Routes::default()),
             unmatched,
             unmatched_route: Arc::new(RouteInfo {
@@ -176,9 +183,25 @@ impl Engine {
         EngineGuard(CURRENT.with(|c| c.replace(Some(self.clone()))))
     }
 
+    /// Forgets this thread's current engine (a runtime thread stopping: its thread-local would
+    /// otherwise keep the engine — and the state directory's lock — alive until the OS thread
+    /// finished exiting, after the runtime's drop had returned).
+    pub(crate) fn leave_thread() {
+        let engine = CURRENT.try_with(|c| c.borrow_mut().take()).ok().flatten();
+        drop(engine);
+    }
+
     /// The decision counters.
     pub fn decisions(&self) -> &Arc<Decisions> {
         &self.decisions
+    }
+    /// The checkpoint policy (extensions of running requests).
+    pub fn checkpoints(&self) -> &Arc<Checkpoints> {
+        &self.checkpoints
+    }
+    /// Per-class distributions of predictions, usage and grants (fed by the recorder).
+    pub fn histograms(&self) -> &Arc<RequestHistograms> {
+        &self.histograms
     }
     /// The admission controller (memory pool, pool load).
     pub fn admission(&self) -> &Arc<Admission> {
@@ -392,6 +415,9 @@ impl Engine {
         };
         self.decisions.count(class, d);
         let record = finish_record(&admitted.ctx, admitted.features, outcome, self.clock.now());
+        // Extensions first, then the ticket (whose release wakes the admission waiters).
+        self.checkpoints.release(&admitted.ctx);
+        admitted.ctx.clear_cancel_waker();
         drop(admitted);
         self.recorder.record(record);
     }

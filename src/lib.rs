@@ -44,10 +44,13 @@ pub mod rt;
 pub mod runtime;
 mod serve;
 pub mod task;
+pub mod tracing;
 pub mod trainer;
 
 /// The HTTP edge: serve an axum router (or any tower service) on pagegen with the request loop.
 pub mod http {
+    pub use crate::serve::client;
+    pub use crate::serve::client::Client;
     pub use crate::serve::{
         serve, serve_with, Classifier, LoopLayer, LoopService, MatchedPathClassifier, Serve,
     };

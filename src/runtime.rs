@@ -44,7 +44,10 @@ pub use pagegen_executor::{
 pub use crate::config::Config;
 use crate::config::SharesMode;
 use crate::engine::{Engine, Parts};
-use crate::policy::{Admission, Decisions, EnforceHook, GrantPolicy, OutstandingShares};
+use crate::policy::{
+    Admission, Checkpoints, Decisions, EnforceHook, GrantPolicy, OutstandingShares,
+};
+use crate::profile::histograms::RequestHistograms;
 use crate::profile::{ProfileHook, Recorder};
 
 /// Classes annotated with at least this much memory get a jemalloc arena of their own (an arena
@@ -65,6 +68,9 @@ struct EngineHook(Arc<Engine>);
 impl PollHook for EngineHook {
     fn thread_started(&self, _worker: &WorkerInfo) {
         std::mem::forget(self.0.enter());
+    }
+    fn thread_stopping(&self, _worker: &WorkerInfo) {
+        Engine::leave_thread();
     }
 }
 
@@ -304,7 +310,12 @@ impl<U: PollHook> Builder<U> {
         let workers: Vec<usize> = specs.iter().map(|p| p.workers).collect();
         let pool_names: Vec<String> = specs.iter().map(|p| p.name.clone()).collect();
         let admission = Admission::new(memory, &workers, decisions.clone());
-        let recorder = Recorder::start(model.clone(), decisions.clone())?;
+        let histograms = Arc::new(RequestHistograms::default());
+        let recorder = Recorder::start(
+            model.clone(),
+            decisions.clone(),
+            cfg.profile.then(|| histograms.clone()),
+        )?;
         let grants = GrantPolicy {
             bulk_threshold_ns: cfg.bulk_threshold.as_nanos() as u64,
             has_bulk,
@@ -312,6 +323,12 @@ impl<U: PollHook> Builder<U> {
             mem_floor: cfg.mem_floor,
             default_wall_ns: cfg.timeout.map_or(u64::MAX, |d| d.as_nanos() as u64),
         };
+        let checkpoints = Arc::new(Checkpoints::new(
+            grants,
+            decisions.clone(),
+            admission.memory().clone(),
+            Some(registry.clone()),
+        ));
         let engine = Engine::new(Parts {
             clock: clock.clone(),
             registry: registry.clone(),
@@ -320,15 +337,25 @@ impl<U: PollHook> Builder<U> {
             admission: admission.clone(),
             decisions: decisions.clone(),
             recorder,
+            checkpoints: checkpoints.clone(),
+            histograms,
             wait: cfg.admission_wait,
             config: cfg.clone(),
         })?;
 
         let hooks: Hooks = (
             AllocHook::new(),
-            ProfileHook,
+            if cfg.profile {
+                ProfileHook::new(cfg.perf_sample_every)
+            } else {
+                ProfileHook::without_counters()
+            },
             (
-                EnforceHook::new(clock, decisions, has_bulk),
+                if cfg.profile {
+                    EnforceHook::new(clock, decisions, has_bulk).with_checkpoints(checkpoints)
+                } else {
+                    EnforceHook::new(clock, decisions, has_bulk)
+                },
                 EngineHook(engine.clone()),
             ),
         );
@@ -338,6 +365,7 @@ impl<U: PollHook> Builder<U> {
             .class_registry(registry)
             .thread_name(self.thread_name)
             .tokio_compat(self.tokio_compat)
+            .tokio_workers(cfg.tokio_workers)
             .poll_timing(self.poll_timing);
         if cfg.shares == SharesMode::Outstanding {
             b = b.shares_policy(OutstandingShares::new(admission));

@@ -49,7 +49,15 @@ fn real_run(dir: &Path) {
     .unwrap();
     rt.block_on(async {
         let app = Router::new()
-            .route("/hello", get(|| async { "hello" }))
+            .route(
+                "/hello",
+                get(|| async {
+                    // Two traced calls per request: the function-call profile.
+                    tracing::info_span!("greet").in_scope(|| {});
+                    tracing::info_span!("greet").in_scope(|| {});
+                    "hello"
+                }),
+            )
             .route(
                 "/heap",
                 get(|| async {
@@ -87,12 +95,13 @@ fn a_missing_state_directory_is_an_empty_profile() {
     assert!(!dir.exists(), "profile creates nothing");
 }
 
-/// The `"name":"…"` object of `json`'s classes array, as text up to its last field.
+/// The `"name":"…"` object of `json`'s classes array, as text up to its last field (the
+/// `behaviour` object).
 fn class_json<'a>(json: &'a str, name: &str) -> &'a str {
     let start = json
         .find(&format!(r#""name":"{name}""#))
         .unwrap_or_else(|| panic!("class {name} in {json}"));
-    let end = json[start..].find("\"last_grant\"").unwrap() + start;
+    let end = json[start..].find("\"extension_refused\"").unwrap() + start;
     &json[start..end]
 }
 
@@ -121,8 +130,13 @@ fn the_profile_of_a_real_run_counts_each_route() {
     let hello = class_json(&json, "GET /hello");
     assert!(hello.contains(r#""requests":12,"#), "{hello}");
     assert!(hello.contains(r#""completed":12,"#), "{hello}");
+    assert!(
+        hello.contains(r#""behaviour":{"spans":{"p50":2,"p99":2}"#),
+        "{hello}"
+    );
     let heap = class_json(&json, "GET /heap");
     assert!(heap.contains(r#""requests":8,"#), "{heap}");
+    assert!(heap.contains(r#""spans":{"p50":0,"p99":0}"#), "{heap}");
 
     // Beside a live holder of the directory's lock, as beside a running server.
     let held = pagegen::model::StateDir::open(tmp.path()).unwrap();
@@ -132,6 +146,7 @@ fn the_profile_of_a_real_run_counts_each_route() {
     let table = text(&out.stdout);
     assert!(table.contains("GET /hello") && table.contains("GET /heap"));
     assert!(table.contains("LAST RECORDED grant"));
+    assert!(table.contains("spans/req") && table.contains("extended"));
 
     let after = (listing(tmp.path()), listing(&tmp.path().join("profiles")));
     assert_eq!(

@@ -177,7 +177,7 @@ fn parse(text: &str) -> Vec<Sample> {
                 .parse()
                 .unwrap_or_else(|_| panic!("bad value {v:?} in {line:?}")),
         };
-        let family = ["_total", "_info", ""]
+        let family = ["_total", "_info", "_bucket", "_sum", "_count", ""]
             .iter()
             .find_map(|s| {
                 let f = name.strip_suffix(s)?;
@@ -187,6 +187,14 @@ fn parse(text: &str) -> Vec<Sample> {
         match families[family].as_str() {
             "counter" => assert!(name.ends_with("_total") && value >= 0.0, "{line:?}"),
             "info" => assert!(name.ends_with("_info") && value == 1.0, "{line:?}"),
+            "histogram" => {
+                assert!(
+                    name.ends_with("_sum")
+                        || name.ends_with("_count")
+                        || (name.ends_with("_bucket") && labels.contains_key("le")),
+                    "{line:?}"
+                )
+            }
             _ => {}
         }
         samples.push(Sample {
@@ -228,7 +236,16 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
     rt.block_on(async {
         let gate = Gate::new();
         let app = Router::new()
-            .route("/hello", get(|| async { "hi" }))
+            .route(
+                "/hello",
+                get(|| async {
+                    // Two calls of a traced function per request: the function-call profile.
+                    for _ in 0..2 {
+                        tracing::info_span!("greet").in_scope(|| std::hint::black_box(1));
+                    }
+                    "hi"
+                }),
+            )
             .route(
                 "/stuck",
                 get(|| async {
@@ -348,6 +365,38 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
         let want: std::collections::BTreeSet<_> =
             expect.iter().map(|(p, _)| class_name(p)).collect();
         assert_eq!(classes, want);
+
+        // Predicted against actual, per class: one observation per finished request.
+        let hello = class_name("/hello");
+        for kind in ["actual", "predicted"] {
+            let with = [("class", hello.as_str()), ("kind", kind)];
+            let n = value(&samples, "pagegen_request_cpu_seconds_count", &with);
+            assert_eq!(n, 3.0, "{kind}");
+            let inf = [("class", hello.as_str()), ("kind", kind), ("le", "+Inf")];
+            assert_eq!(
+                value(&samples, "pagegen_request_memory_bytes_bucket", &inf),
+                3.0
+            );
+        }
+        let by_class = [("class", hello.as_str())];
+        assert_eq!(
+            value(&samples, "pagegen_grant_memory_bytes_count", &by_class),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "pagegen_request_queue_delay_seconds_count",
+                &by_class
+            ),
+            3.0
+        );
+        assert_eq!(value(&samples, "pagegen_model_version", &[]), 0.0);
+
+        // `serve` installed pagegen's span layer (this program set no subscriber of its own).
+        let span = [("class", hello.as_str()), ("span", "greet")];
+        assert_eq!(value(&samples, "pagegen_span_calls_total", &span), 6.0);
+        assert!(value(&samples, "pagegen_span_seconds_total", &span) > 0.0);
 
         let gauge = |name: &str, with: &[(&str, &str)]| value(&samples, name, with);
         assert_eq!(

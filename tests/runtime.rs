@@ -470,3 +470,47 @@ fn the_predictor_knob_pins_who_serves() {
         pagegen::model::Serving::Static
     );
 }
+
+#[test]
+fn a_tokio_spawned_task_that_never_yields_does_not_stop_pagegen_timers() {
+    let rt = rt(2);
+    let release = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let (r, s) = (release.clone(), spinning.clone());
+    // What a library's background task does at its worst: holds its tokio thread until told.
+    rt.block_on(async move {
+        drop(tokio::spawn(async move {
+            s.store(true, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }));
+    });
+    while !spinning.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let metrics = rt
+        .handle()
+        .tokio_metrics()
+        .expect("tokio compatibility is on");
+    assert_eq!(metrics.num_workers(), 2);
+    assert!(
+        metrics.num_alive_tasks() >= 1,
+        "the spawned task is visible"
+    );
+    // A pagegen task's timer still fires (with one tokio thread it could not: the spinning task
+    // would hold the only thread that runs the timer wheel, and this would never finish).
+    let (tx, rx) = mpsc::channel();
+    let release2 = release.clone();
+    drop(rt.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        release2.store(true, Ordering::SeqCst);
+        let _ = tx.send(());
+    }));
+    let fired = rx.recv_timeout(Duration::from_secs(60));
+    release.store(true, Ordering::SeqCst);
+    assert!(
+        fired.is_ok(),
+        "the timer never fired beside the spawned task"
+    );
+}

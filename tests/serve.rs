@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
-use support::{engine, get_once, start, Gate};
+use support::{engine, get_once, start, stored_records, Gate};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -672,4 +672,68 @@ fn a_peer_that_never_finishes_its_headers_is_disconnected() {
         assert_eq!(get_once(addr, "/").await.0, StatusCode::OK);
         let _ = stop.send(());
     });
+}
+
+#[test]
+fn a_request_growing_past_its_prediction_is_extended_at_a_checkpoint_within_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), |c| c.mem_floor = 4 << 20);
+    let class = rt.block_on(async {
+        let app = Router::new().route(
+            "/grow/{mib}",
+            get(|Path(mib): Path<usize>| async move {
+                let v = hog(mib).await;
+                format!("{}", v.len())
+            }),
+        );
+        let (addr, stop) = start(app, vec![]).await;
+        // Teach the class that it holds 2 MiB: budgets of ~4 MiB (the floor).
+        for _ in 0..20 {
+            let (s, _, _) = get_once(addr, "/grow/2").await;
+            assert_eq!(s, StatusCode::OK);
+        }
+        let e = engine();
+        e.sync_records();
+        let (class, spec) = e.classify("GET", Some("/grow/{mib}"));
+        let f = pagegen::model::features::extract(class, "/grow/12", None, 0, 1);
+        let hard = e.grant_for(class, &spec, &f).mem_hard;
+        assert!(hard < 12 * MIB as u64, "granted {hard}: 12 MiB is past it");
+        // 12 MiB: past the soft limit early, extended at checkpoints (at most 4× its budget) → 200.
+        let (s, _, body) = get_once(addr, "/grow/12").await;
+        assert_eq!((s, &body[..]), (StatusCode::OK, &b"12"[..]));
+        let d = e.decisions().class(class);
+        assert!(d.get(Decision::Extended) >= 1, "{d:?}");
+        assert_eq!(d.get(Decision::CancelledMemory), 0);
+        // 200 MiB: past every bound → refused, then cancelled at its hard limit with a 503.
+        let (s, _, _) = get_once(addr, "/grow/200").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        let d = e.decisions().class(class);
+        assert_eq!(d.get(Decision::CancelledMemory), 1);
+        assert!(d.get(Decision::ExtensionRefused) >= 1, "{d:?}");
+        assert_eq!(e.checkpoints().extended_bytes(), 0, "extensions released");
+        assert_eq!(e.admission().memory().reserved(), 0);
+        e.sync_records();
+        let _ = stop.send(());
+        class
+    });
+    // Dropping the runtime releases the state directory (nothing of it outlives the drop).
+    drop(rt);
+    // Both decisions are in the requests' profiles.
+    let records = stored_records(dir.path());
+    let ours: Vec<_> = records.iter().filter(|r| r.class == class).collect();
+    assert_eq!(ours.len(), 22);
+    let extended = ours
+        .iter()
+        .find(|r| r.usage.mem.peak_net_bytes >= 12 * MIB as i64)
+        .expect("the 12 MiB request's record");
+    assert!(extended
+        .checkpoints
+        .extended(pagegen::core::Resource::Memory));
+    assert_eq!(extended.outcome, pagegen::core::Outcome::Completed);
+    assert!(extended.grant.unwrap().mem_hard >= 12 * MIB as u64);
+    let refused = ours
+        .iter()
+        .find(|r| matches!(r.outcome, pagegen::core::Outcome::Cancelled(_)))
+        .expect("the cancelled request's record");
+    assert!(refused.checkpoints.refused(pagegen::core::Resource::Memory));
 }

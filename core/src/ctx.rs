@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -81,6 +81,36 @@ impl CheckpointLevel {
     }
 }
 
+/// What the checkpoints of one request saw and did, as recorded in its profile.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CheckpointLog {
+    /// Levels reached: bit `resource × 4 + level` (level 0 = 50 %, 1 = 90 %, 2 = soft limit).
+    pub reached: u32,
+    /// Resources whose grant was extended at a checkpoint: bit `resource`.
+    pub extended: u8,
+    /// Resources for which an extension was wanted but refused (caps or pool): bit `resource`.
+    pub refused: u8,
+}
+
+impl CheckpointLog {
+    /// Whether `resource` crossed `level`.
+    pub fn reached(&self, resource: Resource, level: CheckpointLevel) -> bool {
+        self.reached & level.bit(resource) != 0
+    }
+    /// Whether `resource`'s grant was extended.
+    pub fn extended(&self, resource: Resource) -> bool {
+        self.extended & (1 << resource as u8) != 0
+    }
+    /// Whether an extension of `resource` was refused.
+    pub fn refused(&self, resource: Resource) -> bool {
+        self.refused & (1 << resource as u8) != 0
+    }
+    /// Whether any checkpoint fired.
+    pub fn any(&self) -> bool {
+        self.reached != 0
+    }
+}
+
 /// One request's identity, grant, accounts and control flags.
 pub struct RequestCtx {
     id: RequestId,
@@ -104,6 +134,8 @@ pub struct RequestCtx {
     cancel: AtomicU8,
     cancel_waker: Mutex<Option<Waker>>,
     checkpoints: AtomicU32,
+    /// Bits 0..8: extended resources; bits 8..16: refused extensions.
+    actions: AtomicU16,
     demoted: AtomicBool,
 }
 
@@ -140,6 +172,7 @@ impl RequestCtx {
             cancel: AtomicU8::new(0),
             cancel_waker: Mutex::new(None),
             checkpoints: AtomicU32::new(0),
+            actions: AtomicU16::new(0),
             demoted: AtomicBool::new(false),
         })
     }
@@ -215,6 +248,17 @@ impl RequestCtx {
             _ => *slot = Some(waker.clone()),
         }
     }
+    /// Drops the registered cancel waker (the request ended). A waker is a reference to the task
+    /// that registered it, and that task may hold this context: clearing it breaks the cycle, so a
+    /// finished request never keeps its connection's task — and what that task holds — alive.
+    pub fn clear_cancel_waker(&self) {
+        let w = self
+            .cancel_waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(w);
+    }
     /// Records that the request was moved to another pool while it ran; `true` only the first time.
     pub fn mark_demoted(&self) -> bool {
         !self.demoted.swap(true, Ordering::Relaxed)
@@ -240,6 +284,26 @@ impl RequestCtx {
     /// Whether `resource` has crossed `level`.
     pub fn checkpoint_reached(&self, resource: Resource, level: CheckpointLevel) -> bool {
         self.checkpoints.load(Ordering::Relaxed) & level.bit(resource) != 0
+    }
+
+    /// Records that `resource`'s grant was extended at a checkpoint; `true` the first time.
+    pub fn mark_extended(&self, resource: Resource) -> bool {
+        let bit = 1u16 << resource as u16;
+        self.actions.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+    /// Records that an extension of `resource` was wanted and refused; `true` the first time.
+    pub fn mark_refused(&self, resource: Resource) -> bool {
+        let bit = 1u16 << (8 + resource as u16);
+        self.actions.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+    /// Everything the checkpoints saw and did so far.
+    pub fn checkpoint_log(&self) -> CheckpointLog {
+        let actions = self.actions.load(Ordering::Relaxed);
+        CheckpointLog {
+            reached: self.checkpoints.load(Ordering::Relaxed),
+            extended: actions as u8,
+            refused: (actions >> 8) as u8,
+        }
     }
 
     /// Snapshot of everything used so far. `now_ns` (same clock as admission) gives the wall time.
@@ -354,6 +418,13 @@ mod tests {
         assert!(!c.checkpoint_reached(Resource::IoBytes, CheckpointLevel::Soft));
         assert!(c.mark_checkpoint(Resource::IoBytes, CheckpointLevel::Soft));
         assert!(c.checkpoint_reached(Resource::IoBytes, CheckpointLevel::Soft));
+        assert!(c.mark_extended(Resource::Memory) && !c.mark_extended(Resource::Memory));
+        assert!(c.mark_refused(Resource::Cpu));
+        let log = c.checkpoint_log();
+        assert!(log.reached(Resource::Memory, CheckpointLevel::Ninety));
+        assert!(!log.reached(Resource::Wall, CheckpointLevel::Half));
+        assert!(log.extended(Resource::Memory) && !log.extended(Resource::Cpu));
+        assert!(log.refused(Resource::Cpu) && !log.refused(Resource::Memory));
     }
 
     #[test]

@@ -130,6 +130,23 @@ impl GrantCell {
     pub fn set_pool(&self, pool: PoolId) {
         self.pool.store(pool.0, Relaxed);
     }
+    /// Changes the CPU budget alone (a checkpoint's extension), leaving every other field as it is
+    /// — a concurrent [`set_pool`](Self::set_pool) is never undone.
+    pub fn set_cpu_ns(&self, cpu_ns: u64) {
+        self.cpu_ns.store(cpu_ns, Relaxed);
+    }
+    /// Changes both memory limits (a checkpoint's extension or refusal). `soft` is capped at `hard`;
+    /// the limits are stored in the order that keeps a concurrent reader's soft ≤ hard when raising.
+    pub fn set_memory(&self, soft: u64, hard: u64) {
+        let soft = soft.min(hard);
+        if hard >= self.mem_hard.load(Relaxed) {
+            self.mem_hard.store(hard, Relaxed);
+            self.mem_soft.store(soft, Relaxed);
+        } else {
+            self.mem_soft.store(soft, Relaxed);
+            self.mem_hard.store(hard, Relaxed);
+        }
+    }
     /// Soft memory limit, read alone.
     pub fn mem_soft(&self) -> u64 {
         self.mem_soft.load(Relaxed)
@@ -155,6 +172,23 @@ impl GrantCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_setters_change_one_field_and_keep_soft_below_hard() {
+        let cell = GrantCell::new(Grant::unlimited(ClassId::from_raw(3)));
+        cell.set_pool(PoolId::BULK);
+        cell.set_cpu_ns(7);
+        cell.set_memory(200, 100);
+        let g = cell.get();
+        assert_eq!(
+            (g.pool, g.cpu_ns, g.mem_soft, g.mem_hard),
+            (PoolId::BULK, 7, 100, 100)
+        );
+        cell.set_memory(150, 300);
+        assert_eq!((cell.mem_soft(), cell.mem_hard()), (150, 300));
+        cell.set_memory(10, 20);
+        assert_eq!((cell.mem_soft(), cell.mem_hard()), (10, 20));
+    }
 
     #[test]
     fn cell_round_trips_and_keeps_soft_below_hard() {

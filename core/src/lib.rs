@@ -50,7 +50,7 @@ pub use account::{
 pub use cancel::CancelReason;
 pub use class::{ClassId, ClassSpec, PoolId, RouteSpec, Shares};
 pub use clock::{Clock, Nanos, RealClock, VirtualClock};
-pub use ctx::{CheckpointLevel, CtxGuard, RequestCtx, RequestId};
+pub use ctx::{CheckpointLevel, CheckpointLog, CtxGuard, RequestCtx, RequestId};
 pub use demand::{Demand, Estimate, Resource};
 pub use driver::{Driver, DriverFactory, Unpark, WorkerInfo};
 pub use error::{DecodeError, RegistryError};

@@ -16,6 +16,7 @@
 //!   extractor. Width never depends on cardinality (hashed buckets), so records stay fixed-size.
 
 use crate::class::{ClassId, PoolId};
+use crate::ctx::CheckpointLog;
 use crate::demand::{Demand, Estimate};
 use crate::error::DecodeError;
 use crate::grant::Grant;
@@ -25,7 +26,7 @@ use crate::usage::{
 };
 
 /// Version of the record encoding written by this build.
-pub const PROFILE_SCHEMA_VERSION: u16 = 1;
+pub const PROFILE_SCHEMA_VERSION: u16 = 2;
 /// Number of request features.
 pub const FEATURE_WIDTH: usize = 32;
 const MAGIC: &[u8; 4] = b"PGPR";
@@ -108,6 +109,8 @@ pub struct ProfileRecord {
     pub outcome: Outcome,
     /// Whether a checkpoint moved it to another pool while it ran.
     pub demoted: bool,
+    /// What its checkpoints saw and did (schema 2; zero in records of schema 1).
+    pub checkpoints: CheckpointLog,
 }
 
 impl ProfileRecord {
@@ -123,6 +126,7 @@ impl ProfileRecord {
             usage,
             outcome: Outcome::Completed,
             demoted: false,
+            checkpoints: CheckpointLog::default(),
         }
     }
 
@@ -218,6 +222,9 @@ impl ProfileRecord {
         w.u8(tag);
         w.u8(reason);
         w.u8(u8::from(self.demoted));
+        w.u32(self.checkpoints.reached);
+        w.u8(self.checkpoints.extended);
+        w.u8(self.checkpoints.refused);
     }
 
     /// The encoding as a new vector.
@@ -345,6 +352,15 @@ impl ProfileRecord {
         let reason = r.u8()?;
         let outcome = Outcome::decode(tag, reason)?;
         let demoted = r.flag("demoted")?;
+        let checkpoints = if version >= 2 {
+            CheckpointLog {
+                reached: r.u32()?,
+                extended: r.u8()?,
+                refused: r.u8()?,
+            }
+        } else {
+            CheckpointLog::default()
+        };
         if r.pos != bytes.len() {
             return Err(DecodeError::TrailingBytes(bytes.len() - r.pos));
         }
@@ -365,6 +381,7 @@ impl ProfileRecord {
             },
             outcome,
             demoted,
+            checkpoints,
         })
     }
 }
@@ -491,6 +508,25 @@ mod tests {
         assert_eq!(ProfileRecord::decode(&bytes), Ok(r));
         let plain = ProfileRecord::new(1, ClassId::DEFAULT, Usage::default());
         assert_eq!(ProfileRecord::decode(&plain.to_bytes()), Ok(plain));
+    }
+
+    #[test]
+    fn schema_1_records_still_decode_with_an_empty_checkpoint_log() {
+        let mut r = sample();
+        r.checkpoints = CheckpointLog {
+            reached: 0b101,
+            extended: 1 << 2,
+            refused: 1,
+        };
+        let v2 = r.to_bytes();
+        assert_eq!(ProfileRecord::decode(&v2), Ok(r));
+        // Schema 1 is schema 2 without the trailing log (4 + 1 + 1 bytes).
+        let mut v1 = v2[..v2.len() - 6].to_vec();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let old = ProfileRecord::decode(&v1).unwrap();
+        assert_eq!(old.checkpoints, CheckpointLog::default());
+        assert_eq!(old.usage, r.usage);
+        assert_eq!(old.outcome, r.outcome);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::worker::{run_worker, WorkerStart};
 
 /// Blocking threads at most: tokio's default (512), sized for blocking file I/O fan-out.
 const DEFAULT_MAX_BLOCKING: usize = 512;
+/// Threads of the tokio compatibility runtime (see [`crate::compat`]).
+const DEFAULT_TOKIO_WORKERS: usize = 2;
 /// Idle blocking threads exit after this: tokio's default.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
@@ -35,6 +37,7 @@ pub struct Builder<H = NoHook> {
     driver: Option<Arc<dyn DriverFactory>>,
     thread_name: String,
     tokio_compat: bool,
+    tokio_workers: usize,
     max_blocking: usize,
     keep_alive: Duration,
     stack_size: Option<usize>,
@@ -65,6 +68,7 @@ impl Builder<NoHook> {
             driver: None,
             thread_name: "pagegen".to_owned(),
             tokio_compat: true,
+            tokio_workers: DEFAULT_TOKIO_WORKERS,
             max_blocking: DEFAULT_MAX_BLOCKING,
             keep_alive: DEFAULT_KEEP_ALIVE,
             stack_size: None,
@@ -110,6 +114,7 @@ impl<H: PollHook> Builder<H> {
             driver: self.driver,
             thread_name: self.thread_name,
             tokio_compat: self.tokio_compat,
+            tokio_workers: self.tokio_workers,
             max_blocking: self.max_blocking,
             keep_alive: self.keep_alive,
             stack_size: self.stack_size,
@@ -169,6 +174,13 @@ impl<H: PollHook> Builder<H> {
         self.tokio_compat = on;
         self
     }
+    /// Threads of the tokio compatibility runtime (default 2; at least 1): with 2 or more, work a
+    /// library `tokio::spawn`s runs beside the thread that fires timers and reports socket
+    /// readiness instead of on it (see [`crate::compat`]); 1 is a single current-thread runtime.
+    pub fn tokio_workers(mut self, n: usize) -> Self {
+        self.tokio_workers = n.max(1);
+        self
+    }
     /// Cap on blocking-pool threads.
     ///
     /// # Panics
@@ -218,7 +230,7 @@ impl<H: PollHook> Builder<H> {
         }
         let cold_hook: Arc<dyn PollHook> = hook.clone();
         let tokio = if self.tokio_compat {
-            Some(TokioDriver::start(&self.thread_name)?)
+            Some(TokioDriver::start(&self.thread_name, self.tokio_workers)?)
         } else {
             None
         };

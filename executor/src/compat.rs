@@ -1,19 +1,31 @@
-//! tokio compatibility: a tokio current-thread runtime (I/O and time drivers) on a dedicated driver
-//! thread, whose `Handle` every pagegen thread enters for its life, so `tokio::net`, `tokio::time`,
-//! `tokio::sync` and the crates built on them (hyper, reqwest-style clients) work inside pagegen tasks.
+//! tokio compatibility: a tokio runtime (I/O and time drivers) on threads of its own, whose `Handle`
+//! every pagegen thread enters for its life, so `tokio::net`, `tokio::time`, `tokio::sync` and the
+//! crates built on them (hyper, reqwest-style clients) work inside pagegen tasks.
 //!
 //! How it works: tokio's I/O resources and timers register with the driver of the runtime whose
 //! handle is entered, and wake the task's waker when ready — a pagegen waker, which schedules the task
-//! on pagegen. The driver thread only runs tokio's reactor and timer wheel (and whatever is passed to
-//! `tokio::spawn`).
+//! on pagegen. The tokio threads run tokio's reactor and timer wheel, and whatever is passed to
+//! `tokio::spawn`.
+//!
+//! **Why more than one tokio thread** ([`Builder::tokio_workers`](crate::Builder::tokio_workers),
+//! default 2): libraries call `tokio::spawn` for their background work (connection pools, HTTP
+//! clients, tower's `Buffer`). With one current-thread runtime, a spawned task that computes 5 ms
+//! between yields holds the only thread that fires timers and reports socket readiness, so every
+//! pagegen task's `tokio::time::sleep(1 ms)` woke 4.1 ms late at p50 (`benches/timers.rs`). A
+//! multi-thread runtime's idle worker parks *on* the drivers (tokio's own design: whichever worker
+//! parks last polls the reactor and the timer wheel), so while one tokio thread runs spawned work
+//! another keeps the timers on time — as on tokio itself with two workers. The threads are idle
+//! when nothing is `tokio::spawn`ed: one waits in the reactor, the other on a condition variable.
+//! `tokio_workers(1)` keeps the single current-thread runtime.
 //!
 //! Limits, and why:
-//! - **`tokio::spawn` lands on the driver thread** and bypasses pagegen (no classes, shares, hooks,
-//!   budgets): it spawns on the runtime whose handle is entered, and the only tokio runtime here is
-//!   the current-thread one that drives I/O. The same holds for everything that calls it internally:
-//!   `axum::serve`, `hyper_util::rt::TokioExecutor`, some client connection pools. Use
-//!   `pagegen::spawn` and pagegen's `HyperExecutor` instead; a serve loop written with `pagegen::spawn`
-//!   per connection keeps every request on pagegen.
+//! - **`tokio::spawn` lands on the tokio threads** and bypasses pagegen (no classes, shares, hooks,
+//!   budgets, and no request to charge it to: tokio's task hooks are unstable): it spawns on the
+//!   runtime whose handle is entered. The same holds for everything that calls it internally:
+//!   `axum::serve`, `hyper_util::rt::TokioExecutor`, some client connection pools. Its volume shows
+//!   in the root crate's metrics (tokio's alive tasks and busy time). Use `pagegen::spawn` and
+//!   pagegen's `HyperExecutor` instead where you can; a serve loop written with `pagegen::spawn` per
+//!   connection keeps every request on pagegen.
 //! - **tokio's cooperative budget cannot be set by another executor**: tokio resources inside pagegen
 //!   tasks run with tokio's budget unset (unconstrained); pagegen's own budget bounds pagegen
 //!   primitives (`consume_budget`).
@@ -61,23 +73,34 @@ impl std::fmt::Debug for TokioDriver {
 impl TokioDriver {
     /// Under loom there is no tokio: the runtime is built without compatibility.
     #[cfg(loom)]
-    pub(crate) fn start(_name: &str) -> io::Result<Self> {
+    pub(crate) fn start(_name: &str, _workers: usize) -> io::Result<Self> {
         Err(io::Error::other(
             "tokio compatibility is not built under --cfg loom",
         ))
     }
 
-    /// Starts the driver thread.
+    /// Starts the tokio runtime: `workers` ≥ 2 tokio worker threads (multi-thread), or with 1 a
+    /// current-thread runtime on the driver thread. The driver thread owns the runtime either way
+    /// (and drops it at [`stop`](Self::stop), which drops whatever was `tokio::spawn`ed).
     #[cfg(not(loom))]
-    pub(crate) fn start(name: &str) -> io::Result<Self> {
+    pub(crate) fn start(name: &str, workers: usize) -> io::Result<Self> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let tokio_name = format!("{name}-tokio");
         let thread = thread::Builder::new()
             .name(format!("{name}-tokio-driver"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
+                let rt = if workers <= 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(workers)
+                        .thread_name(tokio_name)
+                        .enable_all()
+                        .build()
+                };
                 match rt {
                     Ok(rt) => {
                         let _ = handle_tx.send(Ok(rt.handle().clone()));

@@ -327,6 +327,12 @@ impl Handle {
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
     }
+    /// The tokio compatibility runtime's metrics (what libraries `tokio::spawn`ed: alive tasks,
+    /// busy time); `None` without tokio compatibility.
+    #[cfg(not(loom))]
+    pub fn tokio_metrics(&self) -> Option<tokio::runtime::RuntimeMetrics> {
+        self.shared.tokio.as_ref().map(|h| h.metrics())
+    }
     /// Poll statistics published by the workers so far (each worker publishes every 16 384 polls and
     /// whenever it goes idle); empty when instrumentation is off.
     pub fn poll_summary(&self) -> PollSummary {

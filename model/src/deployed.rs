@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pagegen_core::{
     ClassId, ClassObserver, ClassSpec, Clock, Demand, Features, ProfileRecord, Resource, RouteSpec,
@@ -20,7 +20,7 @@ use pagegen_core::{
 use crate::baseline::{
     EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
 };
-use crate::gate::Serving;
+use crate::gate::{Decision, Serving};
 use crate::net::NetWeights;
 use crate::predictor::Predictor;
 use crate::published::Prior;
@@ -78,6 +78,8 @@ pub struct Deployed {
     histogram: HistogramPredictor,
     recurrent: RecurrentPredictor,
     serving: AtomicU8,
+    /// The last gate round's scores and decision.
+    last_gate: Mutex<Option<Decision>>,
     /// The clock the histogram and the recurrent model read (read once per completion for both).
     clock: Arc<dyn Clock>,
 }
@@ -103,6 +105,7 @@ impl Deployed {
                 weights,
             ),
             serving: AtomicU8::new(config.pin.unwrap_or(serving) as u8),
+            last_gate: Mutex::new(None),
             clock,
         }
     }
@@ -119,6 +122,19 @@ impl Deployed {
         if self.config.pin.is_none() {
             self.serving.store(s as u8, Ordering::Release);
         }
+    }
+    /// Keeps a gate round's scores (each predictor's error on the round's recent records) and
+    /// hands serving to its choice (unless pinned).
+    pub fn gate_round(&self, decision: Decision) {
+        self.set_serving(decision.serve);
+        *self.last_gate.lock().unwrap_or_else(|e| e.into_inner()) = Some(decision);
+    }
+    /// The last gate round's scores and decision (`None` before the first round).
+    pub fn last_gate(&self) -> Option<Decision> {
+        self.last_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Records a class's annotation (for the static baseline).
     pub fn annotate(&self, class: ClassId, route: &RouteSpec) {
@@ -236,6 +252,12 @@ mod tests {
         );
         assert_eq!(d.serving(), Serving::Ewma);
         d.set_serving(Serving::Recurrent);
+        assert_eq!(d.serving(), Serving::Ewma);
+        // A gate round's scores are kept for the metrics; its hand-over is ignored under a pin.
+        assert_eq!(d.last_gate(), None);
+        let round = crate::gate::decide(0.5, None, &[(Serving::Ewma, 0.9)]);
+        d.gate_round(round.clone());
+        assert_eq!(d.last_gate(), Some(round));
         assert_eq!(d.serving(), Serving::Ewma);
         let free = deployed(0);
         free.set_serving(Serving::Histogram);

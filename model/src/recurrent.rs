@@ -213,6 +213,8 @@ pub struct RecurrentPredictor {
     /// The weights before the last swap, for classes not yet rebuilt under the new ones.
     previous: ArcSwap<NetWeights>,
     classes: ClassTable<Slot>,
+    /// Weight replacements so far.
+    version: AtomicU64,
 }
 
 impl std::fmt::Debug for RecurrentPredictor {
@@ -240,7 +242,14 @@ impl RecurrentPredictor {
             previous: ArcSwap::new(weights.clone()),
             weights: ArcSwap::new(weights),
             classes: ClassTable::new(),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the weights were replaced since this predictor was built (0: the weights it
+    /// started with, loaded or fresh) — the model version the metrics report.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// The weights now serving.
@@ -254,6 +263,7 @@ impl RecurrentPredictor {
     pub fn set_weights(&self, weights: Arc<NetWeights>) {
         self.previous.store(self.weights.load_full());
         self.weights.store(weights);
+        self.version.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rebuilds every class state under the current weights now (trainer thread).

@@ -322,7 +322,7 @@ impl Trainer {
             // no class lock, see `crate::recurrent`).
             deployed.recurrent().set_weights(challenger.clone());
         }
-        deployed.set_serving(decision.serve);
+        deployed.gate_round(decision.clone());
         Ok(Some(RoundReport {
             train_rows,
             train_loss,

@@ -96,6 +96,39 @@ pub struct ClassProfile {
     pub mem_accuracy: Accuracy,
     /// The grant of the newest record that had one.
     pub last_grant: Option<Grant>,
+    /// How it behaves beyond how much: calls, backends, blocking, scheduling, instruction mix.
+    pub behaviour: Behaviour,
+}
+
+/// The behavioural profile of one class: how its requests use what they use.
+#[derive(Clone, Debug, Default)]
+pub struct Behaviour {
+    /// `tracing` spans closed per request.
+    pub spans: Spread,
+    /// Time inside spans per request, ns.
+    pub span_ns: Spread,
+    /// Outgoing backend calls per request.
+    pub net_calls: Spread,
+    /// Bytes received from backends per request.
+    pub net_bytes_in: Spread,
+    /// Backend latency per request (sum over its calls), ns.
+    pub net_latency_ns: Spread,
+    /// `spawn_blocking` time per request, ns.
+    pub blocking_ns: Spread,
+    /// Wake-to-first-poll delay of the request's root task, ns.
+    pub first_poll_delay_ns: Spread,
+    /// Share of file reads that were sequential (over all the class's reads; `None`: no reads).
+    pub sequential_reads: Option<f64>,
+    /// Instructions per request, where the records carry hardware counters (`None`: none did).
+    pub instructions: Option<Spread>,
+    /// Median instructions per cycle of the records with counters.
+    pub ipc: Option<f64>,
+    /// Requests that crossed 90 % of a grant (or memory's soft limit).
+    pub checkpointed: u64,
+    /// Requests whose grant a checkpoint extended.
+    pub extended: u64,
+    /// Requests for which a wanted extension was refused.
+    pub refused: u64,
 }
 
 /// Reads `dir` (see the module docs). Never fails: what cannot be read becomes a warning.
@@ -200,7 +233,55 @@ fn class_profile(name: String, id: u32, recs: &[&ProfileRecord]) -> ClassProfile
     c.mem_accuracy = accuracy(recs, |d| d.peak_bytes, peak);
     // Store order is append order: the newest record is last.
     c.last_grant = recs.iter().rev().find_map(|r| r.grant);
+    c.behaviour = behaviour(recs);
     c
+}
+
+fn behaviour(recs: &[&ProfileRecord]) -> Behaviour {
+    use pagegen_core::{CheckpointLevel, IoOpKind, Resource};
+    let ran: Vec<&ProfileRecord> = recs
+        .iter()
+        .copied()
+        .filter(|r| r.outcome != Outcome::Shed)
+        .collect();
+    let spread = |f: &dyn Fn(&ProfileRecord) -> u64| spread(ran.iter().map(|r| f(r)).collect());
+    let counted: Vec<_> = ran.iter().filter_map(|r| r.usage.counters).collect();
+    let reads: u64 = ran
+        .iter()
+        .map(|r| r.usage.io.ops[IoOpKind::Read as usize])
+        .sum();
+    let sequential: u64 = ran.iter().map(|r| r.usage.io.sequential_reads).sum();
+    let mut ipc: Vec<f64> = counted
+        .iter()
+        .filter(|c| c.cycles > 0)
+        .map(|c| c.instructions as f64 / c.cycles as f64)
+        .collect();
+    ipc.sort_by(f64::total_cmp);
+    let any = |f: &dyn Fn(Resource) -> bool| Resource::ALL.iter().any(|&x| f(x));
+    Behaviour {
+        spans: spread(&|r| r.usage.spans.spans),
+        span_ns: spread(&|r| r.usage.spans.span_ns),
+        net_calls: spread(&|r| r.usage.net.requests),
+        net_bytes_in: spread(&|r| r.usage.net.bytes_in),
+        net_latency_ns: spread(&|r| r.usage.net.latency_ns),
+        blocking_ns: spread(&|r| r.usage.cpu.blocking_ns),
+        first_poll_delay_ns: spread(&|r| r.usage.cpu.first_poll_delay_ns),
+        sequential_reads: (reads > 0).then(|| sequential as f64 / reads as f64),
+        instructions: (!counted.is_empty())
+            .then(|| spread_of(counted.iter().map(|c| c.instructions).collect())),
+        ipc: (!ipc.is_empty()).then(|| ipc[ipc.len() / 2]),
+        checkpointed: ran
+            .iter()
+            .filter(|r| {
+                let log = r.checkpoints;
+                any(&|x| {
+                    log.reached(x, CheckpointLevel::Ninety) || log.reached(x, CheckpointLevel::Soft)
+                })
+            })
+            .count() as u64,
+        extended: ran.iter().filter(|r| r.checkpoints.extended != 0).count() as u64,
+        refused: ran.iter().filter(|r| r.checkpoints.refused != 0).count() as u64,
+    }
 }
 
 fn peak(r: &ProfileRecord) -> u64 {
@@ -214,6 +295,10 @@ fn rank(sorted: &[u64], q: f64) -> u64 {
     }
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[i - 1]
+}
+
+fn spread_of(v: Vec<u64>) -> Spread {
+    spread(v)
 }
 
 fn spread(mut v: Vec<u64>) -> Spread {
@@ -294,6 +379,28 @@ fn accuracy_json(a: Accuracy) -> Value {
     ])
 }
 
+fn behaviour_json(b: &Behaviour) -> Value {
+    let opt = |v: Option<f64>| v.map_or(Value::Null, Value::Num);
+    Value::Obj(vec![
+        ("spans", spread_json(b.spans)),
+        ("span_ns", spread_json(b.span_ns)),
+        ("net_calls", spread_json(b.net_calls)),
+        ("net_bytes_in", spread_json(b.net_bytes_in)),
+        ("net_latency_ns", spread_json(b.net_latency_ns)),
+        ("blocking_ns", spread_json(b.blocking_ns)),
+        ("first_poll_delay_ns", spread_json(b.first_poll_delay_ns)),
+        ("sequential_read_share", opt(b.sequential_reads)),
+        (
+            "instructions",
+            b.instructions.map_or(Value::Null, spread_json),
+        ),
+        ("ipc", opt(b.ipc)),
+        ("checkpointed", Value::UInt(b.checkpointed)),
+        ("extended", Value::UInt(b.extended)),
+        ("extension_refused", Value::UInt(b.refused)),
+    ])
+}
+
 impl Profile {
     /// Whether nothing was learned yet (no records, no class besides `default`).
     pub fn is_empty(&self) -> bool {
@@ -352,6 +459,7 @@ impl Profile {
                 ("cpu_accuracy", accuracy_json(c.cpu_accuracy)),
                 ("mem_accuracy", accuracy_json(c.mem_accuracy)),
                 ("last_grant", grant),
+                ("behaviour", behaviour_json(&c.behaviour)),
             ])
         });
         Value::Obj(vec![

@@ -45,6 +45,43 @@ pub(super) fn render(p: &Profile) -> String {
         "mem soft/hard",
         "io depth",
     ])];
+    let mut how = vec![row(&[
+        "class",
+        "spans/req",
+        "span time",
+        "backend calls",
+        "backend bytes in",
+        "backend time",
+        "blocking",
+        "first poll",
+        "seq reads",
+        "instructions",
+        "ipc",
+        "checkpointed",
+        "extended",
+        "refused",
+    ])];
+    for c in &p.classes {
+        let b = &c.behaviour;
+        how.push(vec![
+            c.name.clone(),
+            spread(b.spans, |v| v.to_string()),
+            spread(b.span_ns, ns),
+            spread(b.net_calls, |v| v.to_string()),
+            spread(b.net_bytes_in, bytes),
+            spread(b.net_latency_ns, ns),
+            spread(b.blocking_ns, ns),
+            spread(b.first_poll_delay_ns, ns),
+            b.sequential_reads
+                .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
+            b.instructions
+                .map_or("n/a".into(), |s| spread(s, |v| v.to_string())),
+            b.ipc.map_or("n/a".into(), |v| format!("{v:.2}")),
+            b.checkpointed.to_string(),
+            b.extended.to_string(),
+            b.refused.to_string(),
+        ]);
+    }
     for c in &p.classes {
         let cancelled: u64 = c.cancelled.values().sum();
         usage.push(vec![
@@ -91,6 +128,15 @@ pub(super) fn render(p: &Profile) -> String {
     aligned(&usage, &mut out);
     out.push('\n');
     aligned(&model, &mut out);
+    out.push('\n');
+    aligned(&how, &mut out);
+    if p.classes.iter().all(|c| c.behaviour.instructions.is_none()) {
+        let _ = writeln!(
+            out,
+            "(instructions n/a: no record carries hardware counters — none on this machine, or \
+             perf_event_open refused)"
+        );
+    }
     for c in p.classes.iter().filter(|c| !c.cancelled.is_empty()) {
         let why: Vec<String> = c
             .cancelled

@@ -20,11 +20,18 @@
 //! | `pagegen_predictor_info` | info | `serving` (`static`, `ewma`, `histogram`, `recurrent`) | `Deployed::serving` |
 //! | `pagegen_polls_total`, `pagegen_long_polls_total` | counter | — | [`PollSummary`](crate::runtime::PollSummary) |
 //! | `pagegen_poll_busy_seconds`, `pagegen_poll_scheduled_delay_seconds`, `pagegen_poll_first_poll_delay_seconds` | gauge | `quantile` (0.5, 0.9, 0.99, 0.999, 1) | [`PollSummary`](crate::runtime::PollSummary) |
+//! | `pagegen_request_cpu_seconds`, `pagegen_request_memory_bytes`, `pagegen_request_io_bytes` | histogram | `class`, `kind` (`actual`, `predicted`) | [`RequestHistograms`](crate::profile::histograms::RequestHistograms), fed by the recorder |
+//! | `pagegen_grant_cpu_seconds`, `pagegen_grant_memory_bytes`, `pagegen_request_queue_delay_seconds` | histogram | `class` | same |
+//! | `pagegen_predictor_score` | gauge | `predictor` | the last gate round's error of each predictor on recent records (lower is better; `recurrent` = the challenger, `champion` = the serving model's weights) |
+//! | `pagegen_model_version` | gauge | — | weight replacements since start (0: as loaded) |
+//! | `pagegen_span_calls_total`, `pagegen_span_seconds_total` | counter | `class`, `span` | [`crate::tracing::stats`] (spans closed inside requests, with [`crate::tracing::layer`] installed) |
+//! | `pagegen_tokio_workers`, `pagegen_tokio_alive_tasks`, `pagegen_tokio_global_queue_depth` | gauge | — | the tokio compatibility runtime (what libraries `tokio::spawn`) |
+//! | `pagegen_tokio_busy_seconds_total` | counter | — | its threads' busy time |
 //! | `pagegen_poll_clock_info` | info | `source` (`tsc`, `instant`) | [`PollSummary`](crate::runtime::PollSummary) |
 //!
 //! **Cardinality** is bounded by the class registry: a class appears only once it has a non-zero
 //! decision count or an outstanding request (requests that match no route share one class), each
-//! with 14 `decision` values; pools and quantiles are fixed at startup.
+//! with 17 `decision` values; pools and quantiles are fixed at startup.
 //!
 //! The poll quantiles are over everything published since the runtime started (the executor's
 //! histograms are cumulative), not a rolling window.
@@ -35,9 +42,11 @@
 mod capacity;
 mod classes;
 pub mod endpoint;
+mod histograms;
 mod polls;
 mod predictor;
 mod registry;
+mod spans;
 
 pub use endpoint::CONTENT_TYPE;
 pub use registry::{encode, registry};

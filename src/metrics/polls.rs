@@ -110,6 +110,41 @@ impl Collector for PollCollector {
                 s.first_poll_delay_ns.value_at_quantile(q)
             }),
         )?;
+        if let Some(t) = self.handle.tokio_metrics() {
+            // What libraries `tokio::spawn`ed: it runs beside pagegen, outside its classes.
+            let busy: u64 = (0..t.num_workers())
+                .map(|w| t.worker_total_busy_duration(w).as_nanos() as u64)
+                .sum();
+            let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
+                let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v).encode(m)
+            };
+            gauge(
+                &mut enc,
+                "tokio_workers",
+                "Threads of the tokio compatibility runtime (timers, sockets, tokio::spawn).",
+                t.num_workers() as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "tokio_alive_tasks",
+                "Tasks spawned with tokio::spawn (by libraries) and not yet finished.",
+                t.num_alive_tasks() as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "tokio_global_queue_depth",
+                "tokio::spawned tasks waiting in the tokio runtime's global queue.",
+                t.global_queue_depth() as i64,
+            )?;
+            let m = enc.encode_descriptor(
+                "tokio_busy",
+                "Time the tokio compatibility runtime's threads spent running tokio::spawned tasks                  and drivers.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            prometheus_client::metrics::counter::ConstCounter::new(seconds(busy)).encode(m)?;
+        }
         let source = match s.clock {
             ClockSource::Tsc => "tsc",
             ClockSource::Instant => "instant",

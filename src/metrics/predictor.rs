@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use pagegen_model::gate::Serving;
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 use crate::engine::Engine;
 use crate::metrics::registry::family;
@@ -40,7 +42,41 @@ impl PredictorCollector {
 
 impl Collector for PredictorCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let serving = self.engine.predictor().serving();
+        let deployed = self.engine.predictor();
+        let serving = deployed.serving();
+        if let Some(g) = deployed.last_gate() {
+            let mut scores: Vec<(&'static str, f64)> = g
+                .baselines
+                .iter()
+                .filter_map(|&(s, v)| {
+                    let name = PREDICTORS.iter().find(|p| p.0 == s)?.1;
+                    Some((name, f64::from(v)))
+                })
+                .collect();
+            scores.push(("recurrent", f64::from(g.challenger)));
+            if let Some(c) = g.champion {
+                scores.push(("champion", f64::from(c)));
+            }
+            family(
+                &mut enc,
+                "predictor_score",
+                "The last gate round's error of each predictor on recent records (lower is \
+                 better): the baselines, the recurrent challenger and the serving champion.",
+                None,
+                scores
+                    .into_iter()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(name, v)| (Predictor { predictor: name }, ConstGauge::new(v))),
+            )?;
+        }
+        let m = enc.encode_descriptor(
+            "model_version",
+            "Times the recurrent model's weights were replaced since the runtime started (0: as \
+             loaded or fresh).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(deployed.recurrent().version() as i64).encode(m)?;
         family(
             &mut enc,
             "predictor_serving",

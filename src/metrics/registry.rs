@@ -13,8 +13,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::metrics::capacity::CapacityCollector;
 use crate::metrics::classes::ClassCollector;
+use crate::metrics::histograms::HistogramCollector;
 use crate::metrics::polls::PollCollector;
 use crate::metrics::predictor::PredictorCollector;
+use crate::metrics::spans::SpanCollector;
 use crate::runtime::Runtime;
 
 /// Every metric name starts with this (`pagegen_decisions_total`).
@@ -33,6 +35,8 @@ pub fn registry(rt: &Runtime) -> Registry {
         handle.clone(),
         pools,
     )));
+    r.register_collector(Box::new(SpanCollector::new(engine.clone())));
+    r.register_collector(Box::new(HistogramCollector::new(engine.clone())));
     r.register_collector(Box::new(PredictorCollector::new(engine)));
     r.register_collector(Box::new(PollCollector::new(handle)));
     r

@@ -38,10 +38,16 @@ pub enum Decision {
     Recorded,
     /// A profile was dropped because the recorder's queue was full.
     RecordDropped,
+    /// Usage crossed 90 % of a grant (or memory its soft limit): a checkpoint re-predicted it.
+    Checkpoint,
+    /// A checkpoint extended a grant (CPU kept in the latency pool, or more memory reserved).
+    Extended,
+    /// A checkpoint wanted to extend a grant, but the annotation's cap or the pool refused.
+    ExtensionRefused,
 }
 
 /// Number of [`Decision`] kinds.
-pub const DECISIONS: usize = 14;
+pub const DECISIONS: usize = 17;
 
 impl Decision {
     /// Every kind, in counter order.
@@ -60,6 +66,9 @@ impl Decision {
         Decision::Demoted,
         Decision::Recorded,
         Decision::RecordDropped,
+        Decision::Checkpoint,
+        Decision::Extended,
+        Decision::ExtensionRefused,
     ];
     /// A stable snake_case name (metric label).
     pub fn name(self) -> &'static str {
@@ -78,6 +87,9 @@ impl Decision {
             Decision::Demoted => "demoted",
             Decision::Recorded => "recorded",
             Decision::RecordDropped => "record_dropped",
+            Decision::Checkpoint => "checkpoint",
+            Decision::Extended => "extended",
+            Decision::ExtensionRefused => "extension_refused",
         }
     }
 }

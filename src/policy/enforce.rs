@@ -9,12 +9,15 @@
 //!   is parked is not polled, so the HTTP edge also arms a timer that calls
 //!   [`RequestCtx::request_cancel`], which wakes the request's root task (see `core::ctx`).
 //!
-//! Memory is enforced by pagegen-alloc's hook (`AllocHook`), earlier in the same tuple.
+//! Memory is enforced by pagegen-alloc's hook (`AllocHook`), earlier in the same tuple. With
+//! [`Checkpoints`] attached ([`EnforceHook::with_checkpoints`]) the checkpoints run first, so a
+//! grant extended at 90 % is the one enforced.
 
 use std::sync::Arc;
 
 use pagegen_core::{CancelReason, Clock, PollHook, PollStats, PoolId, RequestCtx, Verdict};
 
+use crate::policy::checkpoint::Checkpoints;
 use crate::policy::counters::{Decision, Decisions};
 
 /// The CPU and wall-clock enforcer; see the module docs.
@@ -23,6 +26,7 @@ pub struct EnforceHook {
     clock: Arc<dyn Clock>,
     decisions: Arc<Decisions>,
     has_bulk: bool,
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 impl EnforceHook {
@@ -32,13 +36,24 @@ impl EnforceHook {
             clock,
             decisions,
             has_bulk,
+            checkpoints: None,
         }
+    }
+
+    /// Runs `checkpoints` at every poll boundary, before enforcing.
+    pub fn with_checkpoints(mut self, checkpoints: Arc<Checkpoints>) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
     }
 
     /// The decision for `ctx` now: demotes in place, returns a cancel past the deadline.
     pub fn judge(&self, ctx: &RequestCtx) -> Verdict {
         if ctx.id().is_background() {
             return Verdict::Continue;
+        }
+        let now = self.clock.now();
+        if let Some(c) = &self.checkpoints {
+            c.check(ctx, now);
         }
         let grant = ctx.grant();
         if self.has_bulk
@@ -50,7 +65,7 @@ impl EnforceHook {
             self.decisions.count(ctx.class(), Decision::Demoted);
         }
         let wall = grant.wall_ns();
-        if wall != u64::MAX && self.clock.now().saturating_sub(ctx.admitted_ns()) > wall {
+        if wall != u64::MAX && now.saturating_sub(ctx.admitted_ns()) > wall {
             return Verdict::Cancel(CancelReason::Deadline);
         }
         Verdict::Continue

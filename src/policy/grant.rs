@@ -49,11 +49,12 @@ impl Default for GrantPolicy {
 }
 
 /// A duration in ns, saturating at `u64::MAX`.
-fn ns(d: Duration) -> u64 {
+pub(crate) fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-fn scale(v: u64, margin: f64) -> u64 {
+/// `v × margin`, saturating at `u64::MAX`.
+pub(crate) fn scale(v: u64, margin: f64) -> u64 {
     let x = v as f64 * margin;
     if x >= u64::MAX as f64 {
         u64::MAX

@@ -6,17 +6,60 @@
 //! the first poll of a task also offers its delay as the request's first-poll delay (the first one
 //! recorded wins: the root task's). After a `spawn_blocking` closure run on the request's behalf, its
 //! time is charged to the request. Background contexts — shared by unrelated work — are skipped.
+//! Where the kernel has hardware counters, sampled polls also charge the instruction mix
+//! ([`crate::profile::perf`]); each worker opens its counters when it starts.
 
-use pagegen_core::{BlockingStats, PollHook, PollStats, RequestCtx, Verdict};
+use pagegen_core::{BlockingStats, PollHook, PollStats, RequestCtx, Verdict, WorkerInfo};
 
-/// The profiler's poll hook; stateless, so it is `Copy`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProfileHook;
+use crate::profile::perf::{self, PerfCounters};
+
+/// The profiler's poll hook; its state is per thread, so it is `Copy`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProfileHook {
+    perf: PerfCounters,
+    counters: bool,
+}
+
+impl Default for ProfileHook {
+    fn default() -> Self {
+        ProfileHook::new(crate::profile::perf::DEFAULT_EVERY)
+    }
+}
+
+impl ProfileHook {
+    /// A hook that charges time only: no hardware counters are opened or read.
+    pub fn without_counters() -> Self {
+        ProfileHook {
+            perf: PerfCounters::default(),
+            counters: false,
+        }
+    }
+    /// A hook sampling hardware counters on one poll in `perf_every`.
+    pub fn new(perf_every: u32) -> Self {
+        ProfileHook {
+            perf: PerfCounters::every(perf_every),
+            counters: true,
+        }
+    }
+}
 
 impl PollHook for ProfileHook {
+    fn thread_started(&self, worker: &WorkerInfo) {
+        // Workers poll; blocking threads run closures charged by time alone.
+        if self.counters && worker.pool.is_some() {
+            let _ = perf::open_for_thread();
+        }
+    }
+    #[inline]
+    fn before_poll(&self, ctx: &RequestCtx) {
+        if !ctx.id().is_background() {
+            self.perf.before_poll();
+        }
+    }
     #[inline]
     fn after_poll(&self, ctx: &RequestCtx, stats: &PollStats) -> Verdict {
         if !ctx.id().is_background() {
+            self.perf.after_poll(ctx);
             ctx.cpu
                 .record_poll(stats.cpu_ns, stats.busy_ns, stats.sched_delay_ns);
             if stats.poll_index == 0 {
@@ -40,7 +83,7 @@ mod tests {
 
     #[test]
     fn polls_and_blocking_time_are_charged_to_admitted_requests_only() {
-        let h = ProfileHook;
+        let h = ProfileHook::new(64);
         let ctx = RequestCtx::new(RequestId(3), Grant::unlimited(ClassId::from_raw(2)), 1);
         let poll = |i, cpu| PollStats {
             busy_ns: cpu + 5,

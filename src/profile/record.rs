@@ -23,6 +23,7 @@ pub fn finish_record(
         usage,
         outcome,
         demoted: ctx.demoted(),
+        checkpoints: ctx.checkpoint_log(),
     }
 }
 
@@ -44,6 +45,7 @@ pub fn shed_record(
         usage: Usage::default(),
         outcome: Outcome::Shed,
         demoted: false,
+        checkpoints: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@ use pagegen_core::ProfileRecord;
 use pagegen_model::ModelRuntime;
 
 use crate::policy::{Decision, Decisions};
+use crate::profile::histograms::RequestHistograms;
 
 /// Records queued for the recorder thread at most: ~1 KiB each, 16 MiB; at 100 000 requests/s, 0.16 s
 /// of traffic (plucked from thin air; the store appends far faster than that).
@@ -43,7 +44,11 @@ impl Recorder {
     ///
     /// # Errors
     /// The OS refused the thread.
-    pub fn start(model: Arc<ModelRuntime>, decisions: Arc<Decisions>) -> std::io::Result<Self> {
+    pub fn start(
+        model: Arc<ModelRuntime>,
+        decisions: Arc<Decisions>,
+        histograms: Option<Arc<RequestHistograms>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
         let d = decisions.clone();
         let thread = std::thread::Builder::new()
@@ -66,6 +71,9 @@ impl Recorder {
                             Ok(Msg::Record(r)) => {
                                 any = true;
                                 model.record(&r);
+                                if let Some(h) = &histograms {
+                                    h.observe(&r);
+                                }
                                 d.count(r.class, Decision::Recorded);
                             }
                             Ok(Msg::Sync(done)) => {

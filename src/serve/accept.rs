@@ -251,6 +251,10 @@ where
                     "pagegen::http::serve must run inside a pagegen runtime (#[pagegen::main])",
                 )
             })?;
+            // By now the program has set up its own subscriber, if it has one.
+            if engine.config().profile {
+                crate::tracing::install_default();
+            }
             // A `Serve` built outside the runtime it runs in registers now.
             if !self.registered {
                 register_annotated_paths(&engine);

@@ -120,3 +120,12 @@ impl Gate {
         self.gate.add_permits(n);
     }
 }
+
+/// Every profile record stored in the state directory `dir` (open it only after the runtime that
+/// wrote it was dropped: the directory is locked while one runs).
+pub fn stored_records(dir: &std::path::Path) -> Vec<pagegen::core::ProfileRecord> {
+    let state = pagegen::model::StateDir::open(dir).unwrap();
+    let (mut store, _) =
+        pagegen::model::ProfileStore::open(state.profiles(), Default::default()).unwrap();
+    store.read_recent(usize::MAX).unwrap().0
+}
