@@ -430,6 +430,61 @@ fn dropping_a_stream_with_a_receive_in_the_kernel_cancels_it_and_frees_the_buffe
 }
 
 #[test]
+fn dropping_a_stream_with_a_send_in_the_kernel_keeps_its_buffer_until_the_completion() {
+    for io in backends() {
+        let base = io.live_ops();
+        let (s, mut c) = pair(&io);
+        let backend = io.backend();
+        let io2 = io.clone();
+        let accepted = io2.block_on(async move {
+            let mut s = s;
+            let chunk = vec![b'x'; 256 * 1024];
+            let (_, waker) = counting_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            // The peer never reads: the socket fills, and the ring gets the rest (uring), or the
+            // write waits for room (readiness).
+            let mut accepted = 0u64;
+            loop {
+                match tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut s), &mut cx, &chunk)
+                {
+                    Poll::Ready(Ok(n)) => accepted += n as u64,
+                    Poll::Ready(Err(e)) => panic!("{e}"),
+                    Poll::Pending => break,
+                }
+            }
+            if io.backend() == Backend::Uring {
+                assert_eq!(io.live_ops(), base + 1, "a send is in the kernel");
+            }
+            drop(s);
+            if io.backend() == Backend::Uring {
+                assert_eq!(
+                    io.live_ops(),
+                    base + 1,
+                    "its buffer is the kernel's until it completes"
+                );
+            }
+            while io.live_ops() > base {
+                yield_now().await;
+            }
+            accepted
+        });
+        // The peer reads what the socket took, then the end of the connection.
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    assert!(buf[..n].iter().all(|&b| b == b'x'));
+                    got += n as u64;
+                }
+            }
+        }
+        assert!(got > 0 && got <= accepted, "{backend}: {got} of {accepted}");
+    }
+}
+
+#[test]
 fn a_dropped_accept_future_keeps_the_connection_for_the_next_accept() {
     for io in backends() {
         let base = io.live_ops();
