@@ -4,13 +4,15 @@
 //! readiness fallback (`PAGEGEN_IO=blocking`); 2 workers each.
 //!
 //! Each server runs in a child process of this binary (`--serve KIND`; the io backend is chosen
-//! per process), the load generator in this one: hyper's client on one tokio thread, closed loop,
-//! over 1, 64 and 1,024 keep-alive connections. Per run: requests/s and the p50/p99 latency of
+//! per process), the load generator in this one: one tokio thread writing a fixed request and
+//! reading a response of known length per connection (see `load`), closed loop, over 1, 64 and
+//! 1,024 keep-alive connections. Per run: requests/s and the p50/p99 latency of
 //! every request in the measured window. Rounds interleave the servers; the report is the median
 //! over rounds and the ratio to tokio.
 //!
 //! `cargo bench --bench net` (3 rounds of 2 s per server and connection count); `-- --quick` or
-//! `PAGEGEN_NET_QUICK=1` for a smoke run (1 round of 0.3 s, 1 and 64 connections).
+//! `PAGEGEN_NET_QUICK=1` for a smoke run (1 round of 0.3 s, 1 and 64 connections);
+//! `PAGEGEN_NET_ONLY=Server:connections` for one 5 s run (for a profiler).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -20,10 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
@@ -178,51 +181,88 @@ struct Run {
     p99_us: f64,
 }
 
-/// Closed-loop load on `addr`: `conns` keep-alive connections (all connected first), each sending
-/// its next request when the last answer arrived, for `secs`.
+const REQUEST: &[u8] = b"GET /page HTTP/1.1\r\nhost: bench\r\n\r\n";
+
+/// Sends one request and reads its whole response, learning its length (head + Content-Length
+/// body). Every response to `REQUEST` has that length: same page, and a `date` header of fixed
+/// width.
+async fn first_response(s: &mut tokio::net::TcpStream) -> usize {
+    s.write_all(REQUEST).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = std::str::from_utf8(&buf[..end])
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        let total = end + 4 + len;
+        while buf.len() < total {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(buf.len(), total, "one response at a time");
+        return total;
+    }
+}
+
+/// Closed-loop load on `addr`: `conns` keep-alive connections (all connected and warmed with one
+/// request first), each sending its next request when the last answer arrived, for `secs`. The
+/// client writes a fixed request and reads a response of known length (checking its status line
+/// and last bytes) instead of running hyper's client: on 2 shared cores a hyper client thread
+/// saturated before the servers did, and every server measured the same.
 fn load(addr: SocketAddr, conns: usize, secs: f64) -> Run {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut senders = Vec::with_capacity(conns);
+        let mut streams = Vec::with_capacity(conns);
         for _ in 0..conns {
-            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                .await
-                .unwrap();
-            tokio::spawn(c);
-            senders.push(tx);
+            let len = first_response(&mut s).await;
+            streams.push((s, len));
         }
-        let start = Instant::now();
-        let until = start + Duration::from_secs_f64(secs);
-        let start_gate = Arc::new(tokio::sync::Barrier::new(conns));
-        let tasks: Vec<_> = senders
+        let start_gate = Arc::new(tokio::sync::Barrier::new(conns + 1));
+        let until = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let tasks: Vec<_> = streams
             .into_iter()
-            .map(|mut tx| {
+            .map(|(mut s, len)| {
                 let gate = Arc::clone(&start_gate);
+                let until = Arc::clone(&until);
                 tokio::spawn(async move {
                     gate.wait().await;
+                    let until = *until.get().unwrap();
                     let mut lat = Vec::new();
+                    let mut resp = vec![0u8; len];
                     while Instant::now() < until {
                         let t = Instant::now();
-                        let res = tx
-                            .send_request(
-                                Request::get("/page").body(Empty::<Bytes>::new()).unwrap(),
-                            )
-                            .await
-                            .unwrap();
-                        assert!(res.status().is_success());
-                        let body = res.into_body().collect().await.unwrap().to_bytes();
-                        assert!(body.len() > 512);
+                        s.write_all(REQUEST).await.unwrap();
+                        s.read_exact(&mut resp).await.unwrap();
+                        assert!(resp.starts_with(b"HTTP/1.1 200") && resp.ends_with(b"</html>"));
                         lat.push(t.elapsed().as_nanos() as u64);
                     }
                     lat
                 })
             })
             .collect();
+        let start = Instant::now();
+        until.set(start + Duration::from_secs_f64(secs)).unwrap();
+        start_gate.wait().await;
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.unwrap());
@@ -251,6 +291,24 @@ fn main() {
             .find(|k| Some(&format!("{k:?}")) == args.get(i + 1))
             .expect("--serve Tokio|PagegenTokioNet|PagegenUring|PagegenReady");
         serve(kind);
+    }
+    // `PAGEGEN_NET_ONLY=PagegenUring:64` runs one server at one connection count for 5 s (for a
+    // profiler).
+    if let Ok(only) = std::env::var("PAGEGEN_NET_ONLY") {
+        let (s, n) = only
+            .split_once(':')
+            .expect("PAGEGEN_NET_ONLY=Server:connections");
+        let kind = SERVERS
+            .into_iter()
+            .find(|k| format!("{k:?}") == s)
+            .expect("Tokio, PagegenTokioNet, PagegenUring or PagegenReady");
+        let child = start(kind);
+        let r = load(child.addr, n.parse().unwrap(), 5.0);
+        println!(
+            "{s} x {n}: {:.0} req/s  p50 {:.1} us  p99 {:.1} us",
+            r.rps, r.p50_us, r.p99_us
+        );
+        return;
     }
     let quick =
         args.iter().any(|a| a == "--quick") || std::env::var_os("PAGEGEN_NET_QUICK").is_some();
