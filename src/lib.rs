@@ -64,6 +64,9 @@ pub use pagegen_executor::{spawn, spawn_blocking, spawn_in, JoinError, JoinHandl
 /// File I/O with `tokio::fs`/`std::fs` names, on io_uring per worker (blocking pool fallback),
 /// bounded per class and written into each request's I/O account.
 pub use pagegen_io::fs;
+/// TCP sockets on the workers' own io_uring rings (readiness sets where io_uring is unavailable),
+/// with tokio's `AsyncRead`/`AsyncWrite`, charged to the request being served.
+pub use pagegen_io::net;
 pub use pagegen_macros::{main, route, test};
 /// Prediction: features, profile store, predictors and the trainer.
 pub use pagegen_model as model;

@@ -17,7 +17,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::usage::{
-    log2_bucket, CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, SpanUsage, LOG2_BUCKETS,
+    log2_bucket, CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, SocketUsage, SpanUsage,
+    LOG2_BUCKETS,
 };
 
 fn zeroed<const N: usize>() -> [AtomicU64; N] {
@@ -342,14 +343,23 @@ impl IoAccount {
     }
 }
 
-/// Outgoing network account, written once per outgoing request.
+/// Network account: outgoing requests (written once per request), and the socket operations of the
+/// request's own connection (written once per operation by pagegen-io's `net` sockets).
 #[derive(Debug, Default)]
 pub struct NetAccount {
     requests: AtomicU64,
     bytes_out: AtomicU64,
     bytes_in: AtomicU64,
     latency_ns: AtomicU64,
+    sock: [AtomicU64; 6],
 }
+
+const RECV_OPS: usize = 0;
+const SEND_OPS: usize = 1;
+const SOCK_IN: usize = 2;
+const SOCK_OUT: usize = 3;
+const RECV_NS: usize = 4;
+const SEND_NS: usize = 5;
 
 impl NetAccount {
     /// Records one outgoing request.
@@ -366,6 +376,31 @@ impl NetAccount {
             bytes_out: self.bytes_out.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             latency_ns: self.latency_ns.load(Relaxed),
+        }
+    }
+    /// Records one completed socket receive of `bytes` (0: end of stream) that waited
+    /// `latency_ns` (written by pagegen-io's `net` sockets, once per operation).
+    pub fn record_recv(&self, bytes: u64, latency_ns: u64) {
+        self.sock[RECV_OPS].fetch_add(1, Relaxed);
+        self.sock[SOCK_IN].fetch_add(bytes, Relaxed);
+        self.sock[RECV_NS].fetch_add(latency_ns, Relaxed);
+    }
+    /// Records one completed socket send of `bytes` that took `latency_ns`.
+    pub fn record_send(&self, bytes: u64, latency_ns: u64) {
+        self.sock[SEND_OPS].fetch_add(1, Relaxed);
+        self.sock[SOCK_OUT].fetch_add(bytes, Relaxed);
+        self.sock[SEND_NS].fetch_add(latency_ns, Relaxed);
+    }
+    /// Snapshot of the socket counters.
+    pub fn socket(&self) -> SocketUsage {
+        let c = load_all(&self.sock);
+        SocketUsage {
+            recv_ops: c[RECV_OPS],
+            send_ops: c[SEND_OPS],
+            bytes_in: c[SOCK_IN],
+            bytes_out: c[SOCK_OUT],
+            recv_ns: c[RECV_NS],
+            send_ns: c[SEND_NS],
         }
     }
 }
@@ -396,6 +431,26 @@ impl SpanAccount {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn socket_operations_are_counted_apart_from_outgoing_requests() {
+        let acct = NetAccount::default();
+        acct.record_recv(100, 5);
+        acct.record_recv(0, 7);
+        acct.record_send(40, 3);
+        assert_eq!(
+            acct.socket(),
+            SocketUsage {
+                recv_ops: 2,
+                send_ops: 1,
+                bytes_in: 100,
+                bytes_out: 40,
+                recv_ns: 12,
+                send_ns: 3,
+            }
+        );
+        assert_eq!(acct.snapshot(), NetUsage::default());
+    }
 
     #[test]
     fn mem_net_can_go_negative_and_peak_stays_non_negative() {

@@ -60,6 +60,6 @@ pub use record::{Features, Outcome, ProfileRecord, FEATURE_WIDTH, PROFILE_SCHEMA
 pub use registry::{ClassObserver, ClassRegistry};
 pub use shares::{ClassLoad, SharesPolicy, StaticShares};
 pub use usage::{
-    log2_bucket, CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, PerfCounters, SpanUsage, Usage,
-    LOG2_BUCKETS,
+    log2_bucket, CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, PerfCounters, SocketUsage,
+    SpanUsage, Usage, LOG2_BUCKETS,
 };

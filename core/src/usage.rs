@@ -145,6 +145,25 @@ pub struct NetUsage {
     pub latency_ns: u64,
 }
 
+/// Socket usage of the request's own connection (pagegen-io's `net` sockets): what the sockets
+/// received and sent while the request was current. Kept apart from [`NetUsage`], which counts
+/// outgoing requests, so the profile's features keep their meaning.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct SocketUsage {
+    /// Completed receive operations (each returned data or end of stream).
+    pub recv_ops: u64,
+    /// Completed send operations.
+    pub send_ops: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Sum of receive latencies (start of the wait to its completion), ns.
+    pub recv_ns: u64,
+    /// Sum of send latencies (submission to completion), ns.
+    pub send_ns: u64,
+}
+
 /// `tracing` span usage inside the request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct SpanUsage {

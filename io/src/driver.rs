@@ -8,7 +8,10 @@
 //! called on the ring's own thread (which is not parked then).
 //!
 //! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
-//! the driver only parks, on a token (mutex + condvar), so that `unpark` before `park` is not lost.
+//! the driver owns the thread's readiness set (`ready.rs`: the epoll instance its sockets wait in),
+//! checks it in `poll_nonblocking` and sleeps in it in `park`; its eventfd is the unpark token, so
+//! `unpark` before `park` is not lost. Where no set can be made, it parks on a token (mutex +
+//! condvar).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::Waker;
@@ -20,6 +23,7 @@ use pagegen_core::{Driver, Unpark};
 
 use crate::backend::Backend;
 use crate::handle::Io;
+use crate::ready::{self, ReadySet};
 use crate::ring::{self, Inbox, LocalRing};
 
 /// A token parker for threads without a ring.
@@ -67,6 +71,11 @@ enum Kind {
         owns: bool,
         displaced: Option<Box<LocalRing>>,
     },
+    Ready {
+        set: Arc<ReadySet>,
+        /// The set this driver displaced in the thread-local (restored when it drops).
+        displaced: Option<Arc<ReadySet>>,
+    },
     Park(Arc<Parker>),
 }
 
@@ -84,6 +93,21 @@ impl Unpark for RingUnpark {
     fn unpark(&self) {
         if std::thread::current().id() != self.owner {
             self.inbox.wake();
+        }
+    }
+}
+
+/// The same wake for a worker parked in its readiness set: an eventfd write, skipped on the set's
+/// own thread for the reason [`RingUnpark`] gives.
+struct ReadyUnpark {
+    set: Arc<ReadySet>,
+    owner: ThreadId,
+}
+
+impl Unpark for ReadyUnpark {
+    fn unpark(&self) {
+        if std::thread::current().id() != self.owner {
+            self.set.wake();
         }
     }
 }
@@ -110,7 +134,16 @@ impl IoDriver {
     /// runtime already installed here).
     pub(crate) fn new(io: &Io) -> io::Result<IoDriver> {
         let kind = match io.backend() {
-            Backend::Blocking => Kind::Park(Arc::default()),
+            Backend::Blocking => match ReadySet::new(io.id()) {
+                Ok(set) => {
+                    let displaced = ready::install(Arc::clone(&set));
+                    Kind::Ready { set, displaced }
+                }
+                Err(e) => {
+                    tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
+                    Kind::Park(Arc::default())
+                }
+            },
             Backend::Uring => match ring::with_local(io.id(), |r| Arc::clone(r.inbox())) {
                 Some(inbox) => Kind::Ring {
                     inbox,
@@ -171,6 +204,9 @@ impl Driver for IoDriver {
     fn poll_nonblocking(&mut self) -> usize {
         match &self.kind {
             Kind::Ring { .. } => self.run(|r| r.poll()),
+            // No socket waits here: no system call (file-only services pay nothing).
+            Kind::Ready { set, .. } if set.registered() == 0 => 0,
+            Kind::Ready { set, .. } => set.wait(Some(Duration::ZERO)),
             Kind::Park(_) => 0,
         }
     }
@@ -179,6 +215,9 @@ impl Driver for IoDriver {
         match &self.kind {
             Kind::Ring { .. } => {
                 self.run(|r| r.park(timeout));
+            }
+            Kind::Ready { set, .. } => {
+                set.wait(timeout);
             }
             Kind::Park(p) => p.park(timeout),
         }
@@ -190,6 +229,10 @@ impl Driver for IoDriver {
                 inbox: Arc::clone(inbox),
                 owner: self.thread,
             }),
+            Kind::Ready { set, .. } => Arc::new(ReadyUnpark {
+                set: Arc::clone(set),
+                owner: self.thread,
+            }),
             Kind::Park(p) => Arc::clone(p) as Arc<dyn Unpark>,
         }
     }
@@ -197,6 +240,14 @@ impl Driver for IoDriver {
 
 impl Drop for IoDriver {
     fn drop(&mut self) {
+        if let Kind::Ready { displaced, .. } = &mut self.kind {
+            if self.thread == std::thread::current().id() {
+                ready::uninstall();
+                if let Some(d) = displaced.take() {
+                    ready::install(d);
+                }
+            }
+        }
         if let Kind::Ring {
             owns: true,
             displaced,

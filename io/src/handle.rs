@@ -27,6 +27,7 @@ use crate::driver::IoDriver;
 use crate::error::IoError;
 use crate::op::{self, Done, Op, Res};
 use crate::pool::Pool;
+use crate::ready::{self, ReadySet};
 use crate::ring::{self, Inbox, LocalRing};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -37,17 +38,33 @@ struct Reaper {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The blocking backend's counterpart of the reaper: a thread waiting in a readiness set for the
+/// sockets of threads that have none (ready.rs).
+struct ReadyThread {
+    set: Arc<ReadySet>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
 struct Shared {
     id: u64,
     backend: Backend,
     classes: Arc<IoClasses>,
     pool: Pool,
     reaper: OnceLock<io::Result<Reaper>>,
+    ready: OnceLock<io::Result<ReadyThread>>,
     live: Arc<AtomicUsize>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some(Ok(r)) = self.ready.get_mut() {
+            r.stop.store(true, Ordering::Release);
+            r.set.wake();
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
         if let Some(Ok(r)) = self.reaper.get_mut() {
             r.stop.store(true, Ordering::Release);
             r.inbox.wake();
@@ -90,6 +107,7 @@ impl Io {
                 classes: IoClasses::new(DEFAULT_DEVICE_DEPTH),
                 pool: Pool::default(),
                 reaper: OnceLock::new(),
+                ready: OnceLock::new(),
                 live: Arc::new(AtomicUsize::new(0)),
             }),
         })
@@ -170,6 +188,42 @@ impl Io {
             ring::with_local(self.id(), |r| r.close(file.take().expect("taken once")));
         }
         drop(file);
+    }
+
+    /// The runtime's count of live operations (op.rs protocol), for operations started without
+    /// [`run_op`](Self::run_op).
+    pub(crate) fn live(&self) -> &Arc<AtomicUsize> {
+        &self.shared.live
+    }
+
+    /// The readiness set a socket polled on this thread registers in (blocking backend): the
+    /// thread's own (a worker's, or inside [`block_on`](Self::block_on)), else the runtime's
+    /// readiness thread's, started on first use.
+    pub(crate) fn ready_set(&self) -> io::Result<Arc<ReadySet>> {
+        if let Some(set) = ready::local(self.id()) {
+            return Ok(set);
+        }
+        let r = self.shared.ready.get_or_init(|| {
+            let set = ReadySet::new(self.id())?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let (set2, stop2) = (Arc::clone(&set), Arc::clone(&stop));
+            let thread = std::thread::Builder::new()
+                .name("pagegen-io-ready".into())
+                .spawn(move || {
+                    while !stop2.load(Ordering::Acquire) {
+                        set2.wait(None);
+                    }
+                })?;
+            Ok(ReadyThread {
+                set,
+                stop,
+                thread: Some(thread),
+            })
+        });
+        match r {
+            Ok(r) => Ok(Arc::clone(&r.set)),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
     }
 
     fn reaper(&self) -> io::Result<&Arc<Inbox>> {

@@ -12,6 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`fs`] | `read`, `read_to_string`, `write`, `metadata`, [`File`](fs::File) — tokio/std names |
+//! | [`net`] | [`TcpListener`](net::TcpListener), [`TcpStream`](net::TcpStream) on the worker's ring (or its readiness set), tokio's `AsyncRead`/`AsyncWrite` |
 //! | [`Io`] | one runtime: backend, class limits, reaper thread; [`Io::block_on`]; the [`DriverFactory`](pagegen_core::DriverFactory) |
 //! | [`IoDriver`] | the per-worker [`Driver`](pagegen_core::Driver): reap, park, unpark |
 //! | [`IoClasses`] | per-class depth and bandwidth, fair queue by shares; the [`ClassObserver`](pagegen_core::ClassObserver) |
@@ -19,7 +20,8 @@
 //!
 //! Internals, one concept per file: `op` (an operation's lifecycle — the memory-safety protocol,
 //! read it first), `ring` (a thread's ring, its inbox and thread-local), `pool` (blocking pool),
-//! `fair` (the admission state machine), `profile` (per-request accounting), `sys` (system calls).
+//! `fair` (the admission state machine), `profile` (per-request accounting), `ready` (the blocking
+//! backend's per-worker readiness set for sockets), `sys` (system calls).
 //!
 //! **Unsafe code** lives only in `sys` (FFI), `ring` (pushing entries that carry raw pointers) and
 //! `baseline` (the benchmarks' bare io_uring loop, not part of the API); every other module forbids
@@ -47,9 +49,11 @@ mod file;
 pub mod fs;
 mod handle;
 mod metadata;
+pub mod net;
 mod op;
 mod pool;
 mod profile;
+mod ready;
 #[allow(unsafe_code)]
 mod ring;
 #[allow(unsafe_code)]

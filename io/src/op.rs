@@ -22,10 +22,21 @@
 //!    itself. The ring submits an `AsyncCancel`; whatever the outcome, the buffer is freed only when
 //!    the ring drops its `Arc` after the final completion. An op that never reached the kernel (still
 //!    in an inbox or a backlog) is simply skipped and dropped.
+//!
+//! Socket operations (`net`) follow the same protocol with two differences. They hold **no class
+//! permit**: a receive on an idle keep-alive connection may wait for minutes, and must not hold a
+//! file-I/O depth slot meanwhile ([`start`] instead of [`run`]). And a **multishot** operation (the
+//! listener's accept) completes many times: each completion flagged `IORING_CQE_F_MORE` is
+//! delivered into the op's resources ([`Op::deliver`]) and wakes the waiter without ending the op;
+//! the last one (no `MORE`) completes it as in step 3. Its waiter is a [`Multi`], which polls the
+//! op repeatedly and, when dropped, cancels it exactly as step 4 says.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
 use std::future::Future;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,6 +79,24 @@ pub(crate) enum Res {
     },
     /// `fsync` the file.
     Fsync { file: Arc<File> },
+    /// Receive up to `len` bytes from the socket into `buf`'s spare capacity.
+    Recv {
+        sock: Arc<TcpStream>,
+        buf: Vec<u8>,
+        len: usize,
+    },
+    /// Send `buf[from..]` on the socket (`MSG_NOSIGNAL`: a reset peer is an error, not a signal).
+    Send {
+        sock: Arc<TcpStream>,
+        buf: Vec<u8>,
+        from: usize,
+    },
+    /// Multishot accept on the listener: every completion's connection (or `-errno`) is queued
+    /// in `ready`; a connection nobody collects is closed when the op is freed.
+    Accept {
+        sock: Arc<TcpListener>,
+        ready: VecDeque<Result<OwnedFd, i32>>,
+    },
 }
 
 #[derive(Debug)]
@@ -99,15 +128,16 @@ impl Drop for Op {
 }
 
 impl Op {
-    /// A new op holding `res` and the class `permit`; `live` already counts it (protocol step 1).
-    fn new(res: Res, permit: Permit, live: Arc<AtomicUsize>) -> Arc<Op> {
+    /// A new op holding `res` and the class `permit` (none for sockets); `live` already counts it
+    /// (protocol step 1).
+    fn new(res: Res, permit: Option<Permit>, live: Arc<AtomicUsize>) -> Arc<Op> {
         Arc::new(Op {
             inner: Mutex::new(OpInner {
                 res: Some(res),
                 result: None,
                 waker: None,
                 abandoned: false,
-                permit: Some(permit),
+                permit,
                 owner: None,
                 submitted: Instant::now(),
                 completed: None,
@@ -148,6 +178,16 @@ impl Op {
         g.waker.take()
     }
 
+    /// Hands one completion of a multishot op to its resources without ending the op (the
+    /// completion carried `IORING_CQE_F_MORE`); returns the waker to wake outside any lock.
+    pub(crate) fn deliver(&self, f: impl FnOnce(&mut Res)) -> Option<Waker> {
+        let mut g = self.lock();
+        if let Some(res) = g.res.as_mut() {
+            f(res);
+        }
+        g.waker.take()
+    }
+
     /// Drops an op that never reached the kernel (its future is gone): releases the permit.
     pub(crate) fn discard(&self) {
         let permit = self.lock().permit.take();
@@ -180,7 +220,7 @@ pub(crate) struct Done {
 
 /// Future that waits for an [`Op`]'s completion; cancels it when dropped early.
 #[derive(Debug)]
-struct Wait {
+pub(crate) struct Wait {
     op: Option<Arc<Op>>,
     ctx: Option<Arc<RequestCtx>>,
 }
@@ -219,20 +259,107 @@ impl Future for Wait {
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        let Some(op) = self.op.take() else { return };
-        let owner = {
-            let mut g = op.lock();
-            if g.result.is_some() {
-                return;
-            }
-            g.abandoned = true;
-            g.waker = None;
-            g.owner.take()
-        };
-        if let Some((inbox, user_data)) = owner {
-            inbox.cancel(user_data);
+        if let Some(op) = self.op.take() {
+            abandon(op);
         }
     }
+}
+
+/// Step 4 of the protocol: marks the op abandoned and sends a cancel to the ring that owns it.
+fn abandon(op: Arc<Op>) {
+    let owner = {
+        let mut g = op.lock();
+        if g.result.is_some() {
+            return;
+        }
+        g.abandoned = true;
+        g.waker = None;
+        g.owner.take()
+    };
+    if let Some((inbox, user_data)) = owner {
+        inbox.cancel(user_data);
+    }
+}
+
+/// The waiter of a multishot op (module docs): polled any number of times; dropping it cancels
+/// the op (protocol step 4), whose resources live until the kernel's last completion.
+#[derive(Debug)]
+pub(crate) struct Multi {
+    op: Option<Arc<Op>>,
+}
+
+impl Multi {
+    /// Takes what `take` finds in the op's resources; else `Err(result)` once the op has ended;
+    /// else registers the waker.
+    pub(crate) fn poll_take<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut Res) -> Option<T>,
+    ) -> Poll<Result<T, i32>> {
+        let op = self
+            .op
+            .as_ref()
+            .expect("a Multi holds its op until dropped");
+        let mut g = op.lock();
+        if let Some(v) = g.res.as_mut().and_then(take) {
+            return Poll::Ready(Ok(v));
+        }
+        if let Some(r) = g.result {
+            return Poll::Ready(Err(r));
+        }
+        match &mut g.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Multi {
+    /// Whether the op has ended (its last completion arrived) with nothing left in its
+    /// resources that `left` recognises.
+    pub(crate) fn ended_empty(&self, left: impl FnOnce(&Res) -> bool) -> bool {
+        let op = self
+            .op
+            .as_ref()
+            .expect("a Multi holds its op until dropped");
+        let g = op.lock();
+        g.result.is_some() && !g.res.as_ref().is_some_and(left)
+    }
+}
+
+impl Drop for Multi {
+    fn drop(&mut self) {
+        if let Some(op) = self.op.take() {
+            abandon(op);
+        }
+    }
+}
+
+/// Starts a socket operation (op.rs protocol, step 1, without a class permit: see the module
+/// docs): counts it in `live`, hands it to `submit`, returns the future of its completion, which
+/// charges nothing by itself (the `net` layer charges the current request).
+pub(crate) fn start(live: &Arc<AtomicUsize>, submit: impl FnOnce(Arc<Op>), res: Res) -> Wait {
+    live.fetch_add(1, Ordering::Relaxed);
+    let op = Op::new(res, None, Arc::clone(live));
+    submit(Arc::clone(&op));
+    Wait {
+        op: Some(op),
+        ctx: None,
+    }
+}
+
+/// Starts a multishot socket operation ([`start`]'s rules); its completions are collected with
+/// [`Multi::poll_take`].
+pub(crate) fn start_multi(
+    live: &Arc<AtomicUsize>,
+    submit: impl FnOnce(Arc<Op>),
+    res: Res,
+) -> Multi {
+    live.fetch_add(1, Ordering::Relaxed);
+    let op = Op::new(res, None, Arc::clone(live));
+    submit(Arc::clone(&op));
+    Multi { op: Some(op) }
 }
 
 /// Runs one operation (op.rs protocol, step 1): waits for a slot of `bytes` in `classes`, counts
@@ -248,7 +375,7 @@ pub(crate) async fn run(
     let permit = classes.acquire(bytes).await;
     let ctx = permit.ctx().cloned();
     live.fetch_add(1, Ordering::Relaxed);
-    let op = Op::new(res, permit, Arc::clone(live));
+    let op = Op::new(res, Some(permit), Arc::clone(live));
     submit(Arc::clone(&op));
     Wait { op: Some(op), ctx }.await
 }
@@ -298,7 +425,7 @@ mod tests {
         let res = Res::Fsync {
             file: Arc::new(File::open("/dev/null").unwrap()),
         };
-        Op::new(res, permit, Arc::new(AtomicUsize::new(1)))
+        Op::new(res, Some(permit), Arc::new(AtomicUsize::new(1)))
     }
 
     #[test]

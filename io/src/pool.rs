@@ -145,5 +145,16 @@ pub(crate) fn run_blocking(res: &mut Res) -> i32 {
             None => sys::statx(libc::AT_FDCWD, path.as_c_str(), 0, out),
         },
         Res::Fsync { file } => sys::fsync(file.as_raw_fd()),
+        // Sockets reach the pool only on the uring backend when no ring can serve the thread;
+        // they are blocking there (see ring.rs, `build_entry`).
+        Res::Recv { sock, buf, len } => sys::recv_spare(sock.as_raw_fd(), buf, *len),
+        Res::Send { sock, buf, from } => {
+            sys::send(sock.as_raw_fd(), &buf[(*from).min(buf.len())..])
+        }
+        Res::Accept { sock, ready } => {
+            // One connection per job; the op then ends and the listener starts another.
+            ready.push_back(sys::accept(sock.as_raw_fd(), 0));
+            0
+        }
     }
 }

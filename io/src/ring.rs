@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use pagegen_core::Unpark;
 
 use crate::op::{Op, Res};
@@ -110,7 +110,7 @@ pub(crate) struct LocalRing {
     /// The last reap consumed a wake (the eventfd read completed).
     woken: bool,
     backlog: VecDeque<Arc<Op>>,
-    cqes: Vec<(u64, i32)>,
+    cqes: Vec<(u64, i32, u32)>,
     /// Wakers of completed operations, woken by the caller once the ring is no longer borrowed.
     pub(crate) wakers: Vec<Waker>,
     shutting_down: bool,
@@ -319,13 +319,16 @@ impl LocalRing {
         let mut done = 0;
         loop {
             self.cqes.clear();
-            self.cqes
-                .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            self.cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             if self.cqes.is_empty() {
                 break;
             }
             for i in 0..self.cqes.len() {
-                let (ud, res) = self.cqes[i];
+                let (ud, res, flags) = self.cqes[i];
                 match ud {
                     EVENTFD_TAG => {
                         self.efd_armed = false;
@@ -343,17 +346,33 @@ impl LocalRing {
                         if slot.gen != gen {
                             continue;
                         }
+                        if cqueue::more(flags) {
+                            // One completion of a multishot op, which stays in flight (op.rs,
+                            // multishot operations).
+                            if let Some(w) = slot
+                                .op
+                                .as_ref()
+                                .and_then(|op| op.deliver(|r| queue_accepted(r, res)))
+                            {
+                                self.wakers.push(w);
+                            }
+                            done += 1;
+                            continue;
+                        }
                         let Some(op) = slot.op.take() else { continue };
                         slot.gen = slot.gen.wrapping_add(1);
                         self.free.push(idx as u32);
                         self.in_flight -= 1;
-                        let mark_filled = |r: &mut Res| {
-                            if let (Res::Read { buf, .. }, true) = (r, res > 0) {
-                                // SAFETY: this is the completion of the read built from this very
-                                // buffer by `build_entry`: the kernel wrote `res` bytes at its first
-                                // spare byte, and `res` <= the spare length it was given.
+                        let mark_filled = |r: &mut Res| match r {
+                            Res::Read { buf, .. } | Res::Recv { buf, .. } if res > 0 => {
+                                // SAFETY: this is the completion of the read (or receive) built
+                                // from this very buffer by `build_entry`: the kernel wrote `res`
+                                // bytes at its first spare byte, and `res` <= the spare length it
+                                // was given.
                                 unsafe { sys::assume_filled(buf, res as usize) };
                             }
+                            Res::Accept { .. } => queue_accepted(r, res),
+                            _ => {}
                         };
                         if let Some(w) = op.complete_with(res, mark_filled) {
                             self.wakers.push(w);
@@ -517,6 +536,36 @@ fn build_entry(res: &mut Res) -> squeue::Entry {
                 .build()
         }
         Res::Fsync { file } => opcode::Fsync::new(types::Fd(file.as_raw_fd())).build(),
+        Res::Recv { sock, buf, len } => {
+            let spare = (buf.capacity() - buf.len())
+                .min(*len)
+                .min(u32::MAX as usize);
+            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
+            opcode::Recv::new(types::Fd(sock.as_raw_fd()), ptr, spare as u32).build()
+        }
+        Res::Send { sock, buf, from } => {
+            let rest = &buf[(*from).min(buf.len())..];
+            let n = rest.len().min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(sock.as_raw_fd()), rest.as_ptr(), n)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        // Accepted sockets are left blocking: io_uring waits for them itself (a non-blocking fd
+        // would answer EAGAIN instead of waiting on older kernels).
+        Res::Accept { sock, .. } => opcode::AcceptMulti::new(types::Fd(sock.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build(),
+    }
+}
+
+/// Queues one accept completion (a new connection's fd, or `-errno`) in an accept op's resources.
+fn queue_accepted(res: &mut Res, result: i32) {
+    if let Res::Accept { ready, .. } = res {
+        ready.push_back(if result >= 0 {
+            Ok(sys::owned_fd(result))
+        } else {
+            Err(result)
+        });
     }
 }
 

@@ -60,6 +60,14 @@ impl EventFd {
     }
 }
 
+/// Takes ownership of `fd`, a descriptor returned by a successful `accept` (blocking or io_uring).
+pub(crate) fn owned_fd(fd: i32) -> OwnedFd {
+    debug_assert!(fd >= 0);
+    // SAFETY: callers pass the result of a successful accept that nobody else has wrapped; the
+    // `OwnedFd` becomes its only owner and closes it once.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// Takes ownership of `fd`, a descriptor returned by a successful `openat` (blocking or io_uring).
 pub(crate) fn file_from_fd(fd: i32) -> File {
     debug_assert!(fd >= 0);
@@ -248,4 +256,193 @@ fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) -> io::Resul
     } else {
         Err(io::Error::from_raw_os_error(r))
     }
+}
+
+/// `read` into `buf`'s spare capacity (a socket on the blocking pool); bytes read or `-errno`.
+pub(crate) fn recv_spare(fd: RawFd, buf: &mut Vec<u8>, len: usize) -> i32 {
+    let len = len.min(buf.capacity() - buf.len());
+    read_spare(fd, buf, len)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not `SIGPIPE`); bytes sent or `-errno`.
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> i32 {
+    loop {
+        // SAFETY: reads `buf.len()` bytes from a live slice borrowed for the call.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return n.min(i32::MAX as isize) as i32;
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+/// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`, on a socket that may be in blocking mode; bytes
+/// sent or `-errno` (`-EAGAIN`: the send buffer is full).
+pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> i32 {
+    loop {
+        // SAFETY: reads `buf.len()` bytes from a live slice borrowed for the call.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return n.min(i32::MAX as isize) as i32;
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
+/// `accept4(2)` with `flags` (`SOCK_CLOEXEC` is always added); the new connection or `-errno`.
+pub(crate) fn accept(fd: RawFd, flags: i32) -> Result<OwnedFd, i32> {
+    loop {
+        // SAFETY: null address pointers: the peer address is not written anywhere.
+        let r = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                flags | libc::SOCK_CLOEXEC,
+            )
+        };
+        if r >= 0 {
+            return Ok(owned_fd(r));
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// A non-blocking `recv(2)` into the unfilled part of `buf` (a socket on the readiness backend);
+/// marks the received bytes filled.
+pub(crate) fn recv_into(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Result<usize> {
+    // SAFETY: `unfilled_mut` hands out the buffer's unfilled bytes, possibly uninitialised; they are
+    // only written (by recv), never read, and only the `n` bytes recv reports are marked below.
+    let dst = unsafe { buf.unfilled_mut() };
+    loop {
+        // SAFETY: writes at most `dst.len()` bytes into memory borrowed mutably for the call.
+        let n = unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: recv reported initialising the first `n` unfilled bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `setsockopt(2)` of one `int` option.
+pub(crate) fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live local `int` and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getsockopt(2)` of one `int` option.
+pub(crate) fn int_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: passes a pointer to a live local `int` and its size, which the kernel may write.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    if r == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An epoll instance: the readiness set of the blocking backend (see `ready.rs`).
+#[derive(Debug)]
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    /// A close-on-exec epoll instance.
+    pub(crate) fn new() -> io::Result<Epoll> {
+        // SAFETY: takes no pointers; a non-negative return is a fresh fd that we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(owned_fd(fd)))
+    }
+
+    /// Adds `fd` with `events`, reported with `token`.
+    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: passes a pointer to a live local event, which the kernel only reads.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Removes `fd` (an error, e.g. `ENOENT`, is ignored: the fd is being closed anyway).
+    pub(crate) fn delete(&self, fd: RawFd) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL (Linux >= 2.6.9).
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) and fills `events` (cleared first, up to its
+    /// capacity) with what became ready.
+    pub(crate) fn wait(&self, events: &mut Vec<libc::epoll_event>, timeout_ms: i32) {
+        events.clear();
+        let cap = events.capacity().clamp(1, i32::MAX as usize);
+        // SAFETY: the kernel writes at most `cap` events into the vector's spare capacity.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                cap as i32,
+                timeout_ms,
+            )
+        };
+        if n > 0 {
+            // SAFETY: epoll_wait initialised the first `n <= cap` entries.
+            unsafe { events.set_len(n as usize) };
+        }
+    }
+}
+
+/// Reads (and so resets) an eventfd's counter; the fd must be readable (epoll said so).
+pub(crate) fn drain_eventfd(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a live local `u64`.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), std::mem::size_of::<u64>()) };
 }

@@ -4,8 +4,10 @@
 //! keep-alive and HTTP/2 by preface — a tower-to-hyper service adapter, graceful shutdown through a
 //! watch channel), with three differences: every connection and every handler is a **pagegen
 //! task** (connections in the background class; handlers in their request's class, spawned by
-//! [`LoopService`]), never a task on tokio's driver thread; the router is wrapped in the request
-//! loop; and the connection is protected:
+//! [`LoopService`]), never a task on tokio's driver thread, and the listener given (a
+//! `tokio::net::TcpListener`) is converted into a [`pagegen::net`](crate::net) listener, so every
+//! connection's reads and writes run on the workers' own rings (or readiness sets), not through
+//! tokio's reactor; the router is wrapped in the request loop; and the connection is protected:
 //! - **connection limit** (`max_connections`): a connection past it is answered at once with a
 //!   `503` + `Retry-After` and closed, so a flood of idle sockets cannot starve the workers and the
 //!   client learns why;
@@ -276,9 +278,12 @@ where
                 inner: self.service,
                 limits,
             };
+            // Users bind tokio's listener; connections are served by pagegen's sockets, on the
+            // workers' rings (readiness sets without io_uring), not through tokio's reactor.
+            let listener = crate::net::TcpListener::try_from(self.listener)?;
             loop {
                 let (stream, _) = tokio::select! {
-                    r = self.listener.accept() => match r {
+                    r = listener.accept() => match r {
                         Ok(s) => s,
                         Err(e) => {
                             // EMFILE and friends: the listener itself is fine; back off briefly
@@ -327,7 +332,7 @@ where
                     }
                 }
             }
-            drop(self.listener);
+            drop(listener);
             let _ = stop_tx.send(true);
             let all = u32::try_from(max).unwrap_or(u32::MAX);
             if tokio::time::timeout(drain, slots.acquire_many(all))

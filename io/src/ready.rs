@@ -1,0 +1,368 @@
+//! The readiness set: how sockets wait on the blocking backend (no io_uring), on the worker's own
+//! thread.
+//!
+//! Each worker's driver owns one [`ReadySet`] (an epoll instance plus an eventfd for unparking),
+//! installed in this module's thread-local; threads without one (tests, tokio tasks) use their
+//! `Io`'s readiness thread, the way files use the reaper ring. A socket registers **once**,
+//! edge-triggered, in the set of the thread where it first had to wait; from then on that set's
+//! thread reports its events, whichever thread polls the socket (the idea is mio's and tokio's I/O
+//! driver: register once, edge-triggered, and count events so a wait never misses one).
+//!
+//! Readiness protocol (cited as "ready.rs protocol"), per direction (read, write):
+//! 1. Before trying the system call, the socket reads the direction's event count `seq`.
+//! 2. It tries the call (non-blocking). Anything but `EAGAIN` is the answer.
+//! 3. On `EAGAIN` it locks its [`Interest`], registers if it never did (an edge-triggered `ADD`
+//!    reports the current readiness as one event), and compares `seq`: if an event arrived since
+//!    step 1 it retries from step 1; otherwise it stores the waker under the same lock.
+//! 4. The set's thread, for each event, locks the interest, increments the counts of the
+//!    directions the event concerns and takes their wakers, which it wakes after unlocking.
+//!
+//! An event between steps 2 and 3 changes `seq` (retry); one after step 3 finds the waker. So a
+//! wait ends at the next edge after the failed call, which the kernel produces on new data, new
+//! send-buffer room, a hang-up or an error.
+//!
+//! The driver checks its set in `poll_nonblocking` (an `epoll_wait` with no timeout, skipped when no
+//! socket is registered in it, so file-only services pay nothing) and sleeps in it in `park`; an
+//! unpark writes the eventfd (a token: a write before the park makes that park return at once).
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pagegen_core::Unpark;
+
+use crate::sys::{self, Epoll, EventFd};
+
+const EVENTFD_TOKEN: u64 = u64::MAX;
+
+/// Events one wait collects at most. 256: a worker serves a few hundred connections' events per
+/// wake in the benchmarks; more simply wait for the next call.
+const EVENTS: usize = 256;
+
+/// A direction of readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    gen: u32,
+    interest: Option<Weak<Interest>>,
+}
+
+#[derive(Debug, Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+/// One thread's readiness set. See the module docs.
+#[derive(Debug)]
+pub(crate) struct ReadySet {
+    io_id: u64,
+    epoll: Epoll,
+    efd: EventFd,
+    notified: AtomicBool,
+    regs: Mutex<Slab>,
+    registered: AtomicUsize,
+    events: Mutex<Vec<libc::epoll_event>>,
+}
+
+impl ReadySet {
+    /// A set serving sockets of the [`Io`](crate::Io) with id `io_id`.
+    pub(crate) fn new(io_id: u64) -> io::Result<Arc<ReadySet>> {
+        let epoll = Epoll::new()?;
+        let efd = EventFd::new()?;
+        epoll.add(efd.raw(), libc::EPOLLIN as u32, EVENTFD_TOKEN)?;
+        Ok(Arc::new(ReadySet {
+            io_id,
+            epoll,
+            efd,
+            notified: AtomicBool::new(false),
+            regs: Mutex::new(Slab::default()),
+            registered: AtomicUsize::new(0),
+            events: Mutex::new(Vec::with_capacity(EVENTS)),
+        }))
+    }
+
+    fn slab(&self) -> MutexGuard<'_, Slab> {
+        self.regs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sockets registered here now.
+    pub(crate) fn registered(&self) -> usize {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    fn register(&self, fd: RawFd, interest: &Arc<Interest>) -> io::Result<u64> {
+        let token = {
+            let mut slab = self.slab();
+            let idx = match slab.free.pop() {
+                Some(i) => i,
+                None => {
+                    slab.slots.push(Slot::default());
+                    (slab.slots.len() - 1) as u32
+                }
+            };
+            let slot = &mut slab.slots[idx as usize];
+            slot.interest = Some(Arc::downgrade(interest));
+            ((slot.gen as u64) << 32) | idx as u64
+        };
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = self.epoll.add(fd, events, token) {
+            self.release(token);
+            return Err(e);
+        }
+        self.registered.fetch_add(1, Ordering::AcqRel);
+        Ok(token)
+    }
+
+    fn release(&self, token: u64) {
+        let idx = (token & 0xffff_ffff) as u32;
+        let mut slab = self.slab();
+        if let Some(slot) = slab.slots.get_mut(idx as usize) {
+            slot.interest = None;
+            slot.gen = slot.gen.wrapping_add(1);
+            slab.free.push(idx);
+        }
+    }
+
+    fn deregister(&self, fd: RawFd, token: u64) {
+        self.epoll.delete(fd);
+        self.release(token);
+        self.registered.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits up to `timeout` (`Some(ZERO)`: not at all) and wakes the sockets whose readiness
+    /// changed (ready.rs protocol, step 4); returns how many wakers it woke.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> usize {
+        let ms = match timeout {
+            None => -1,
+            Some(d) => d.as_millis().min(i32::MAX as u128) as i32,
+        };
+        let ms = if ms == 0 && timeout.is_some_and(|d| !d.is_zero()) {
+            1 // A sub-millisecond timeout rounds up: never spin.
+        } else {
+            ms
+        };
+        let mut wakers: Vec<Waker> = Vec::new();
+        {
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            self.epoll.wait(&mut events, ms);
+            for ev in events.iter() {
+                let (token, mask) = (ev.u64, ev.events);
+                if token == EVENTFD_TOKEN {
+                    sys::drain_eventfd(self.efd.raw());
+                    self.notified.store(false, Ordering::Release);
+                    continue;
+                }
+                let idx = (token & 0xffff_ffff) as usize;
+                let interest = {
+                    let slab = self.slab();
+                    slab.slots
+                        .get(idx)
+                        .filter(|s| s.gen == (token >> 32) as u32)
+                        .and_then(|s| s.interest.as_ref())
+                        .and_then(Weak::upgrade)
+                };
+                if let Some(interest) = interest {
+                    interest.on_event(mask, &mut wakers);
+                }
+            }
+        }
+        let n = wakers.len();
+        wakers.into_iter().for_each(Waker::wake);
+        n
+    }
+
+    /// Makes the current or next [`wait`](Self::wait) return.
+    pub(crate) fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.efd.notify();
+        }
+    }
+}
+
+impl Unpark for ReadySet {
+    fn unpark(&self) {
+        self.wake();
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    read_seq: u64,
+    write_seq: u64,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    /// The set this socket is registered in, and its token there.
+    reg: Option<(Arc<ReadySet>, u64)>,
+}
+
+/// One socket's readiness: event counts and wakers per direction (ready.rs protocol).
+#[derive(Debug, Default)]
+pub(crate) struct Interest {
+    state: Mutex<State>,
+}
+
+impl Interest {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_event(&self, mask: u32, wakers: &mut Vec<Waker>) {
+        let read = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut g = self.lock();
+        if mask & read != 0 {
+            g.read_seq += 1;
+            wakers.extend(g.read_waker.take());
+        }
+        if mask & write != 0 {
+            g.write_seq += 1;
+            wakers.extend(g.write_waker.take());
+        }
+    }
+
+    /// Runs the non-blocking `call` on `fd` until it stops answering `EAGAIN`, waiting for the
+    /// direction's readiness in between (ready.rs protocol, steps 1-3). `set` finds the set to
+    /// register in on the first wait.
+    pub(crate) fn poll_io<T>(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        fd: RawFd,
+        set: impl Fn() -> io::Result<Arc<ReadySet>>,
+        mut call: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let seq = {
+                let g = self.lock();
+                match dir {
+                    Dir::Read => g.read_seq,
+                    Dir::Write => g.write_seq,
+                }
+            };
+            match call() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            let mut g = self.lock();
+            if g.reg.is_none() {
+                let set = match set() {
+                    Ok(s) => s,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                let token = match set.register(fd, self) {
+                    Ok(t) => t,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                g.reg = Some((set, token));
+            }
+            let (now, slot) = match dir {
+                Dir::Read => (g.read_seq, &mut g.read_waker),
+                Dir::Write => (g.write_seq, &mut g.write_waker),
+            };
+            if now != seq {
+                continue; // An event arrived since the call: try again.
+            }
+            match slot {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Removes the socket from its set; call before closing `fd`.
+    pub(crate) fn deregister(&self, fd: RawFd) {
+        let reg = self.lock().reg.take();
+        if let Some((set, token)) = reg {
+            set.deregister(fd, token);
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<ReadySet>>> = const { RefCell::new(None) };
+}
+
+/// Makes `set` this thread's readiness set; returns the one it replaces.
+pub(crate) fn install(set: Arc<ReadySet>) -> Option<Arc<ReadySet>> {
+    LOCAL.with(|l| l.borrow_mut().replace(set))
+}
+
+/// Removes this thread's set.
+pub(crate) fn uninstall() -> Option<Arc<ReadySet>> {
+    LOCAL.try_with(|l| l.borrow_mut().take()).ok().flatten()
+}
+
+/// This thread's set, if it serves `io_id`.
+pub(crate) fn local(io_id: u64) -> Option<Arc<ReadySet>> {
+    LOCAL
+        .try_with(|l| l.borrow().as_ref().filter(|s| s.io_id == io_id).cloned())
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_next_edge_and_an_unpark_before_a_wait_is_kept() {
+        let set = ReadySet::new(1).unwrap();
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let interest = Arc::new(Interest::default());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        let read = |buf: &mut [u8]| io::Read::read(&mut &b, buf);
+        let r = interest.poll_io(
+            &mut cx,
+            Dir::Read,
+            b.as_raw_fd(),
+            || Ok(Arc::clone(&set)),
+            || read(&mut buf),
+        );
+        assert!(r.is_pending(), "nothing to read yet");
+        assert_eq!(set.registered(), 1);
+        // The registration's own report (writable) concerns the other direction: no read wake.
+        set.wait(Some(Duration::ZERO));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        a.write_all(b"hi").unwrap();
+        assert_eq!(set.wait(None), 1, "the new data is one edge, one wake");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let r = interest.poll_io(
+            &mut cx,
+            Dir::Read,
+            b.as_raw_fd(),
+            || Ok(Arc::clone(&set)),
+            || read(&mut buf),
+        );
+        assert!(matches!(r, Poll::Ready(Ok(2))));
+        // A wake before the wait: the wait returns at once.
+        set.wake();
+        assert_eq!(set.wait(None), 0);
+        interest.deregister(b.as_raw_fd());
+        assert_eq!(set.registered(), 0);
+    }
+}
