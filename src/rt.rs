@@ -6,7 +6,7 @@ use std::future::Future;
 pub use hyper_util::rt::{TokioIo, TokioTimer};
 
 /// A `hyper::rt::Executor` that spawns on the current pagegen runtime (use it where hyper asks for an
-/// executor, instead of `hyper_util::rt::TokioExecutor`, which would spawn on tokio's driver thread).
+/// executor, instead of `hyper_util::rt::TokioExecutor`, which would spawn on tokio's threads, outside pagegen).
 ///
 /// Spawned tasks inherit the spawner's request context, like every `pagegen::spawn`.
 #[derive(Clone, Copy, Debug, Default)]
