@@ -10,6 +10,13 @@
 //!   was the last searcher wakes one more worker if more work is queued in its pool (decrement,
 //!   fence, look: a producer pushing meanwhile sees no searcher and wakes one itself), so a burst
 //!   spreads one worker at a time and a lone task wakes nobody else.
+//! - **I2' a searcher's search outlives its give-up until it finds nothing.** A searcher that gives
+//!   up registers as a sleeper (no longer searching), fences and re-checks the queues (I1). If the
+//!   re-check finds work, it goes back to work *as a searcher again*, so that on finding a task the
+//!   pass-on rule of I2 applies. Producers that skipped their wake because it was searching relied
+//!   on exactly that: without it, two tasks pushed while one worker searched were both left to
+//!   it — it took one and nobody took the other while it ran (the lost wake of the resize test,
+//!   traced: spawn, spawn, "searcher fresh" twice, give up, re-check finds work, no pass-on).
 //! - **I3 a woken worker searches.** Waking removes the worker from the list and counts it as
 //!   searching on its behalf; a worker that wakes up and is still listed woke spuriously (timeout,
 //!   I/O) and removes itself, not searching.
@@ -130,6 +137,31 @@ impl Idle {
         fence(Ordering::SeqCst);
     }
 
+    /// I1 and I2', sleeper side, as one step: register `worker` as sleeping (ending its search if
+    /// `was_searching`), fence, and re-check with `has_work`. `None`: nothing is queued, park (then
+    /// [`unregister_sleeper`](Self::unregister_sleeper) on waking). `Some(searching)`: work is
+    /// queued, go back to it, searching if it was searching or was notified meanwhile (I2', I3).
+    pub(crate) fn prepare_park(
+        &self,
+        worker: usize,
+        was_searching: bool,
+        has_work: impl FnOnce() -> bool,
+    ) -> Option<bool> {
+        self.register_sleeper(worker, was_searching);
+        self.fence_after_register();
+        if !has_work() {
+            return None;
+        }
+        // Notified meanwhile: already counted as searching on this worker's behalf (I3).
+        let notified = self.unregister_sleeper(worker);
+        if was_searching && !notified {
+            // I2': resume the search given up above (past the half bound if need be: it is this
+            // worker's own search, taken back, not a new one).
+            self.start_search(clock_ns());
+        }
+        Some(was_searching || notified)
+    }
+
     /// I3: after a wake-up (or when the re-check found work). Returns `true` if the worker was
     /// notified (and is therefore searching), `false` if it removed itself from the list.
     pub(crate) fn unregister_sleeper(&self, worker: usize) -> bool {
@@ -181,6 +213,97 @@ mod loom_idle {
             }
             assert!(work.load(Ordering::SeqCst));
             producer.join().unwrap();
+        });
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_pass_on {
+    use super::*;
+    use crate::park::Parker;
+    use loom::sync::atomic::AtomicUsize as Count;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Takes one unit of queued work, if any.
+    fn take(work: &Count) -> bool {
+        work.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// I2': two tasks pushed while worker 0 searches (so the producer wakes nobody), worker 1
+    /// asleep. Worker 0 gives up, its re-check finds the work, it takes one task and then runs it
+    /// forever (it never looks at the queues again). The other task must reach worker 1: loom
+    /// reports a deadlock if worker 1 parks for good with a task queued. Before I2', a worker
+    /// whose re-check found work went back to it as a non-searcher and never passed the search
+    /// on (the resize test's lost wake).
+    #[test]
+    fn loom_a_searcher_whose_recheck_finds_work_passes_the_search_on() {
+        loom::model(|| {
+            let idle = Arc::new(Idle::new(2));
+            let parkers = Arc::new([Parker::new(), Parker::new()]);
+            let work = Arc::new(Count::new(0));
+            // Worker 1 sleeps; worker 0 searches.
+            idle.register_sleeper(1, false);
+            assert!(idle.try_start_searching(|| 0));
+            let producer = {
+                let (idle, parkers, work) = (idle.clone(), parkers.clone(), work.clone());
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        work.fetch_add(1, Ordering::SeqCst);
+                        if let Some(w) = idle.worker_to_notify(|| 0) {
+                            parkers[w].unpark();
+                        }
+                    }
+                })
+            };
+            let worker0 = {
+                let (idle, parkers, work) = (idle.clone(), parkers.clone(), work.clone());
+                thread::spawn(move || {
+                    let mut searching = true;
+                    loop {
+                        if take(&work) {
+                            if searching && idle.stop_searching() {
+                                idle.fence_after_register();
+                                if work.load(Ordering::SeqCst) > 0 {
+                                    if let Some(w) = idle.worker_to_notify(|| 0) {
+                                        parkers[w].unpark();
+                                    }
+                                }
+                            }
+                            return; // runs its task forever
+                        }
+                        match idle.prepare_park(0, searching, || work.load(Ordering::SeqCst) > 0) {
+                            Some(s) => searching = s,
+                            None => {
+                                parkers[0].park(None);
+                                searching = idle.unregister_sleeper(0);
+                            }
+                        }
+                    }
+                })
+            };
+            // Worker 1: asleep from the start; woken, it takes the other task.
+            parkers[1].park(None);
+            let mut searching = idle.unregister_sleeper(1);
+            loop {
+                if take(&work) {
+                    if searching {
+                        idle.stop_searching();
+                    }
+                    break;
+                }
+                match idle.prepare_park(1, searching, || work.load(Ordering::SeqCst) > 0) {
+                    Some(s) => searching = s,
+                    None => {
+                        parkers[1].park(None);
+                        searching = idle.unregister_sleeper(1);
+                    }
+                }
+            }
+            producer.join().unwrap();
+            worker0.join().unwrap();
+            assert_eq!(work.load(Ordering::SeqCst), 0);
         });
     }
 }

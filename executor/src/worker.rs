@@ -542,7 +542,7 @@ impl<H: PollHook> Worker<'_, H> {
         }
     }
 
-    /// I1: register as sleeping, re-check, park; on wake-up, I3.
+    /// I1/I2': register as sleeping, re-check, park; on wake-up, I3.
     fn park(&mut self) {
         if self.park.poll_nonblocking() > 0 {
             return;
@@ -553,13 +553,18 @@ impl<H: PollHook> Worker<'_, H> {
             i.publish(&self.shared.stats[self.index]);
         }
         let idle = &self.shared.pools[self.pool].idle;
-        idle.register_sleeper(self.index, self.searching);
-        self.searching = false;
-        idle.fence_after_register();
-        if self.shared.has_work(self.pool) || self.shared.is_shutdown() {
-            self.searching = idle.unregister_sleeper(self.index);
+        let shared = self.shared;
+        let pool = self.pool;
+        let back = idle.prepare_park(self.index, self.searching, || {
+            shared.has_work(pool) || shared.is_shutdown()
+        });
+        if let Some(searching) = back {
+            // I2': a searcher whose re-check found work goes back searching, so it passes the
+            // search on when it takes a task.
+            self.searching = searching;
             return;
         }
+        self.searching = false;
         self.park.park(None);
         self.searching = idle.unregister_sleeper(self.index);
         if let Some(i) = &mut self.instr {

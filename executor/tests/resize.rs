@@ -115,7 +115,6 @@ fn tasks_queued_on_a_shrunk_worker_move_and_all_complete() {
 }
 
 #[test]
-#[ignore = "flaky, about 1 run in 5 on the 2-core CI machine with or without this session's changes: the second of two remotely spawned tasks is sometimes never picked up by the idle worker within 20 s (a lost wake in the idle protocol, issue 16 item 1); run with `cargo test -p pagegen-executor --test resize -- --ignored`"]
 fn a_shrunk_pool_runs_everything_on_the_workers_left_and_growing_brings_one_back() {
     let rt = two_workers();
     let h = rt.handle();
