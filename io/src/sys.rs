@@ -347,6 +347,19 @@ pub(crate) fn recv_into(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Resu
     }
 }
 
+/// `shutdown(2)` of a listening socket's receive side: on Linux it leaves the listening state at
+/// once (new connections are refused, a pending accept completes with an error), whoever still
+/// holds the descriptor.
+pub(crate) fn stop_listening(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `shutdown` takes no pointers; an invalid descriptor is reported as an error.
+    let r = unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `setsockopt(2)` of one `int` option.
 pub(crate) fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: passes a pointer to a live local `int` and its size.

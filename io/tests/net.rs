@@ -516,6 +516,29 @@ fn a_dropped_accept_future_keeps_the_connection_for_the_next_accept() {
 }
 
 #[test]
+fn a_dropped_listener_refuses_connections_at_once() {
+    for io in backends() {
+        let rt = runtime(&io, 1);
+        let (l, addr) = listener(&io);
+        let backend = io.backend();
+        let refused = rt.block_on(rt.spawn(async move {
+            // An accept in flight on this worker's ring (the multishot accept, whose final
+            // completion holds the socket until the ring reaps it).
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (_s, _) = l.accept().await.unwrap();
+            drop(c);
+            drop(l);
+            // Still inside this task's poll: the worker has not reaped anything since the drop.
+            std::net::TcpStream::connect(addr).is_err()
+        }));
+        assert!(
+            refused.unwrap(),
+            "{backend}: a dropped listener still accepted"
+        );
+    }
+}
+
+#[test]
 fn priority_and_tos_are_set_on_the_socket() {
     for io in backends() {
         let (s, _c) = pair(&io);

@@ -158,11 +158,16 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        if let Kind::Ready(interest) = &self.kind {
-            interest.deregister(self.sock.as_raw_fd());
+        match &self.kind {
+            Kind::Ready(interest) => interest.deregister(self.sock.as_raw_fd()),
+            // A ring's accept is cancelled by the `Multi`'s drop, and its `Arc` of the socket
+            // keeps the fd open until the kernel's last completion — which a busy or idle ring may
+            // reap only later. Stop listening now, so a dropped listener refuses connections at
+            // once, as closing its descriptor would.
+            Kind::Ring(_) => {
+                let _ = sys::stop_listening(self.sock.as_raw_fd());
+            }
         }
-        // A ring's accept is cancelled by the `Multi`'s drop; its `Arc` of the socket keeps the fd
-        // open until the kernel's last completion.
     }
 }
 
