@@ -17,13 +17,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use pagegen_core::{
-    ClassId, ClassRegistry, ClassSpec, Clock, Demand, Features, Grant, Outcome, RequestCtx,
-    RequestId, RouteSpec,
+    ClassId, ClassRegistry, ClassSpec, Clock, ConnAccount, Demand, Features, Grant, Outcome,
+    ProfileRecord, RequestCtx, RequestId, RouteSpec,
 };
 use pagegen_model::{Deployed, Predictor};
 
@@ -113,7 +113,48 @@ pub struct Engine {
     wait: Duration,
     next_id: AtomicU64,
     refused_connections: AtomicU64,
+    /// Records waiting for their response to leave ([`Engine::finish_on`]).
+    finishing: Finishing,
     config: Config,
+}
+
+/// Count of finished requests whose record waits for their response to leave, so that
+/// [`Engine::sync_records`] can wait for them.
+#[derive(Debug, Default)]
+struct Finishing {
+    n: AtomicUsize,
+    lock: Mutex<()>,
+    zero: Condvar,
+}
+
+impl Finishing {
+    fn add(&self) {
+        self.n.fetch_add(1, Ordering::AcqRel);
+    }
+    fn done(&self) {
+        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock, so a waiter between its check and its wait cannot miss it.
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.zero.notify_all();
+        }
+    }
+    /// Waits until none is left, or `max` has passed (a response still streaming to a slow
+    /// client keeps its record back).
+    fn wait(&self, max: Duration) {
+        let deadline = std::time::Instant::now() + max;
+        let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.n.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            g = self
+                .zero
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -168,6 +209,7 @@ impl Engine {
             wait: p.wait,
             next_id: AtomicU64::new(1),
             refused_connections: AtomicU64::new(0),
+            finishing: Finishing::default(),
             config: p.config,
         }))
     }
@@ -389,6 +431,9 @@ impl Engine {
     /// Blocks until every finished request so far reached the model and the profile store was
     /// flushed (tests and tools; never call it on the request path).
     pub fn sync_records(&self) {
+        // Records waiting for their responses first (they leave within microseconds of the
+        // response; a bound keeps a response streaming to a slow client from holding this up).
+        self.finishing.wait(Duration::from_secs(2));
         self.recorder.sync();
     }
 
@@ -401,6 +446,31 @@ impl Engine {
     /// Ends an admitted request: counts the outcome, releases its ticket and hands its profile to
     /// the recorder (never blocking).
     pub fn finish(&self, admitted: Admitted, outcome: Outcome) {
+        let record = self.close(admitted, outcome);
+        self.recorder.record(record);
+    }
+
+    /// [`finish`](Self::finish) for a request served on a connection whose traffic is split per
+    /// request: the outcome is counted and the ticket released now; the record goes to the
+    /// recorder once the response has left the connection, with the request's whole socket
+    /// traffic — its head and body in, its response out ([`ConnAccount`]'s protocol).
+    pub fn finish_on(self: &Arc<Self>, admitted: Admitted, outcome: Outcome, conn: &ConnAccount) {
+        let ctx = admitted.ctx.clone();
+        let mut record = self.close(admitted, outcome);
+        self.finishing.add();
+        let engine = Arc::clone(self);
+        conn.end(
+            &ctx,
+            Box::new(move |socket| {
+                record.usage.socket = socket;
+                engine.recorder.record(record);
+                engine.finishing.done();
+            }),
+        );
+    }
+
+    /// Counts the outcome, builds the record and releases the request's extensions and ticket.
+    fn close(&self, admitted: Admitted, outcome: Outcome) -> ProfileRecord {
         let class = admitted.ctx.class();
         let d = match outcome {
             Outcome::Completed => Decision::Completed,
@@ -419,6 +489,6 @@ impl Engine {
         self.checkpoints.release(&admitted.ctx);
         admitted.ctx.clear_cancel_waker();
         drop(admitted);
-        self.recorder.record(record);
+        record
     }
 }

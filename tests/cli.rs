@@ -134,6 +134,24 @@ fn the_profile_of_a_real_run_counts_each_route() {
         hello.contains(r#""behaviour":{"spans":{"p50":2,"p99":2}"#),
         "{hello}"
     );
+    // Its connection's traffic: each request received its head and sent its response.
+    let socket_p50 = |field: &str| -> u64 {
+        let key = format!(r#""{field}":{{"p50":"#);
+        let at = hello
+            .find(&key)
+            .unwrap_or_else(|| panic!("{key} in {hello}"))
+            + key.len();
+        let digits: String = hello[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    assert!(socket_p50("socket_bytes_in") > 0, "{hello}");
+    assert!(
+        socket_p50("socket_bytes_out") > "hello".len() as u64,
+        "{hello}"
+    );
     let heap = class_json(&json, "GET /heap");
     assert!(heap.contains(r#""requests":8,"#), "{heap}");
     assert!(heap.contains(r#""spans":{"p50":0,"p99":0}"#), "{heap}");
@@ -147,6 +165,7 @@ fn the_profile_of_a_real_run_counts_each_route() {
     assert!(table.contains("GET /hello") && table.contains("GET /heap"));
     assert!(table.contains("LAST RECORDED grant"));
     assert!(table.contains("spans/req") && table.contains("extended"));
+    assert!(table.contains("socket in") && table.contains("socket out"));
 
     let after = (listing(tmp.path()), listing(&tmp.path().join("profiles")));
     assert_eq!(

@@ -391,6 +391,22 @@ impl NetAccount {
         self.sock[SOCK_OUT].fetch_add(bytes, Relaxed);
         self.sock[SEND_NS].fetch_add(latency_ns, Relaxed);
     }
+    /// Adds socket traffic seen before the request existed (a connection's pending receives,
+    /// [`ConnAccount::begin`](crate::conn::ConnAccount::begin)).
+    pub fn add_socket(&self, u: &SocketUsage) {
+        for (i, v) in [
+            (RECV_OPS, u.recv_ops),
+            (SEND_OPS, u.send_ops),
+            (SOCK_IN, u.bytes_in),
+            (SOCK_OUT, u.bytes_out),
+            (RECV_NS, u.recv_ns),
+            (SEND_NS, u.send_ns),
+        ] {
+            if v != 0 {
+                self.sock[i].fetch_add(v, Relaxed);
+            }
+        }
+    }
     /// Snapshot of the socket counters.
     pub fn socket(&self) -> SocketUsage {
         let c = load_all(&self.sock);

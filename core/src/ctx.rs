@@ -315,6 +315,7 @@ impl RequestCtx {
             mem: self.mem.snapshot(),
             io: self.io.snapshot(),
             net: self.net.snapshot(),
+            socket: self.net.socket(),
             spans: self.spans.snapshot(),
             counters: *self.counters.lock().unwrap_or_else(|e| e.into_inner()),
         }

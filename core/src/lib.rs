@@ -16,6 +16,7 @@
 //! | [`usage`] | [`Usage`] and its parts: what a request actually used (a snapshot) |
 //! | [`account`] | the atomic per-request accounts other crates write into, flushed at most once per poll |
 //! | [`ctx`] | [`RequestCtx`]: id, class, grant, accounts and control flags of one request; the thread's current context |
+//! | [`conn`] | [`ConnAccount`]: a server connection's socket traffic, charged to the request it serves |
 //! | [`cancel`] | [`CancelReason`]: why a request was stopped |
 //! | [`hook`] | [`PollHook`], [`Verdict`]: the executor's instrumentation points |
 //! | [`driver`] | [`Driver`], [`Unpark`], [`DriverFactory`]: how an I/O backend reaps completions on idle workers |
@@ -33,6 +34,7 @@ pub mod account;
 pub mod cancel;
 pub mod class;
 pub mod clock;
+pub mod conn;
 pub mod ctx;
 pub mod demand;
 pub mod driver;
@@ -50,6 +52,7 @@ pub use account::{
 pub use cancel::CancelReason;
 pub use class::{ClassId, ClassSpec, PoolId, RouteSpec, Shares};
 pub use clock::{Clock, Nanos, RealClock, VirtualClock};
+pub use conn::{ConnAccount, OnSent};
 pub use ctx::{CheckpointLevel, CheckpointLog, CtxGuard, RequestCtx, RequestId};
 pub use demand::{Demand, Estimate, Resource};
 pub use driver::{Driver, DriverFactory, Unpark, WorkerInfo};

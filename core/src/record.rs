@@ -22,11 +22,12 @@ use crate::error::DecodeError;
 use crate::grant::Grant;
 use crate::hook::CancelReason;
 use crate::usage::{
-    CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, PerfCounters, SpanUsage, Usage, LOG2_BUCKETS,
+    CpuUsage, IoOpKind, IoUsage, MemUsage, NetUsage, PerfCounters, SocketUsage, SpanUsage, Usage,
+    LOG2_BUCKETS,
 };
 
 /// Version of the record encoding written by this build.
-pub const PROFILE_SCHEMA_VERSION: u16 = 2;
+pub const PROFILE_SCHEMA_VERSION: u16 = 3;
 /// Number of request features.
 pub const FEATURE_WIDTH: usize = 32;
 const MAGIC: &[u8; 4] = b"PGPR";
@@ -109,7 +110,8 @@ pub struct ProfileRecord {
     pub outcome: Outcome,
     /// Whether a checkpoint moved it to another pool while it ran.
     pub demoted: bool,
-    /// What its checkpoints saw and did (schema 2; zero in records of schema 1).
+    /// What its checkpoints saw and did (schema 2; zero in records of schema 1). Schema 3 appends
+    /// the socket usage ([`Usage::socket`]).
     pub checkpoints: CheckpointLog,
 }
 
@@ -225,6 +227,17 @@ impl ProfileRecord {
         w.u32(self.checkpoints.reached);
         w.u8(self.checkpoints.extended);
         w.u8(self.checkpoints.refused);
+        let s = &u.socket;
+        for v in [
+            s.recv_ops,
+            s.send_ops,
+            s.bytes_in,
+            s.bytes_out,
+            s.recv_ns,
+            s.send_ns,
+        ] {
+            w.u64(v);
+        }
     }
 
     /// The encoding as a new vector.
@@ -361,6 +374,18 @@ impl ProfileRecord {
         } else {
             CheckpointLog::default()
         };
+        let socket = if version >= 3 {
+            SocketUsage {
+                recv_ops: r.u64()?,
+                send_ops: r.u64()?,
+                bytes_in: r.u64()?,
+                bytes_out: r.u64()?,
+                recv_ns: r.u64()?,
+                send_ns: r.u64()?,
+            }
+        } else {
+            SocketUsage::default()
+        };
         if r.pos != bytes.len() {
             return Err(DecodeError::TrailingBytes(bytes.len() - r.pos));
         }
@@ -376,6 +401,7 @@ impl ProfileRecord {
                 mem,
                 io,
                 net,
+                socket,
                 spans,
                 counters,
             },
@@ -511,21 +537,37 @@ mod tests {
     }
 
     #[test]
-    fn schema_1_records_still_decode_with_an_empty_checkpoint_log() {
+    fn schema_1_and_2_records_still_decode_with_what_they_lack_zeroed() {
         let mut r = sample();
         r.checkpoints = CheckpointLog {
             reached: 0b101,
             extended: 1 << 2,
             refused: 1,
         };
-        let v2 = r.to_bytes();
-        assert_eq!(ProfileRecord::decode(&v2), Ok(r));
+        r.usage.socket = SocketUsage {
+            recv_ops: 3,
+            send_ops: 2,
+            bytes_in: 517,
+            bytes_out: 9_000,
+            recv_ns: 40_000,
+            send_ns: 7_000,
+        };
+        let v3 = r.to_bytes();
+        assert_eq!(ProfileRecord::decode(&v3), Ok(r));
+        // Schema 2 is schema 3 without the trailing socket usage (6 × 8 bytes).
+        let mut v2 = v3[..v3.len() - 48].to_vec();
+        v2[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let old = ProfileRecord::decode(&v2).unwrap();
+        assert_eq!(old.usage.socket, SocketUsage::default());
+        assert_eq!(old.checkpoints, r.checkpoints);
+        assert_eq!(old.usage.io, r.usage.io);
         // Schema 1 is schema 2 without the trailing log (4 + 1 + 1 bytes).
         let mut v1 = v2[..v2.len() - 6].to_vec();
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         let old = ProfileRecord::decode(&v1).unwrap();
         assert_eq!(old.checkpoints, CheckpointLog::default());
-        assert_eq!(old.usage, r.usage);
+        assert_eq!(old.usage.socket, SocketUsage::default());
+        assert_eq!(old.usage.mem, r.usage.mem);
         assert_eq!(old.outcome, r.outcome);
     }
 

@@ -197,6 +197,9 @@ pub struct Usage {
     pub io: IoUsage,
     /// Outgoing network.
     pub net: NetUsage,
+    /// The request's own connection: what its socket received and sent for it (schema 3; zero in
+    /// older records and where the connection's traffic is not split per request).
+    pub socket: SocketUsage,
     /// Tracing spans.
     pub spans: SpanUsage,
     /// Hardware counters, when supported.

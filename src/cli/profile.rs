@@ -113,6 +113,10 @@ pub struct Behaviour {
     pub net_bytes_in: Spread,
     /// Backend latency per request (sum over its calls), ns.
     pub net_latency_ns: Spread,
+    /// Bytes the request's own connection received for it (head and body; schema 3 records).
+    pub socket_in: Spread,
+    /// Bytes the request's own connection sent for it (its response; schema 3 records).
+    pub socket_out: Spread,
     /// `spawn_blocking` time per request, ns.
     pub blocking_ns: Spread,
     /// Wake-to-first-poll delay of the request's root task, ns.
@@ -264,6 +268,8 @@ fn behaviour(recs: &[&ProfileRecord]) -> Behaviour {
         net_calls: spread(&|r| r.usage.net.requests),
         net_bytes_in: spread(&|r| r.usage.net.bytes_in),
         net_latency_ns: spread(&|r| r.usage.net.latency_ns),
+        socket_in: spread(&|r| r.usage.socket.bytes_in),
+        socket_out: spread(&|r| r.usage.socket.bytes_out),
         blocking_ns: spread(&|r| r.usage.cpu.blocking_ns),
         first_poll_delay_ns: spread(&|r| r.usage.cpu.first_poll_delay_ns),
         sequential_reads: (reads > 0).then(|| sequential as f64 / reads as f64),
@@ -387,6 +393,8 @@ fn behaviour_json(b: &Behaviour) -> Value {
         ("net_calls", spread_json(b.net_calls)),
         ("net_bytes_in", spread_json(b.net_bytes_in)),
         ("net_latency_ns", spread_json(b.net_latency_ns)),
+        ("socket_bytes_in", spread_json(b.socket_in)),
+        ("socket_bytes_out", spread_json(b.socket_out)),
         ("blocking_ns", spread_json(b.blocking_ns)),
         ("first_poll_delay_ns", spread_json(b.first_poll_delay_ns)),
         ("sequential_read_share", opt(b.sequential_reads)),

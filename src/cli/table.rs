@@ -52,6 +52,8 @@ pub(super) fn render(p: &Profile) -> String {
         "backend calls",
         "backend bytes in",
         "backend time",
+        "socket in",
+        "socket out",
         "blocking",
         "first poll",
         "seq reads",
@@ -70,6 +72,8 @@ pub(super) fn render(p: &Profile) -> String {
             spread(b.net_calls, |v| v.to_string()),
             spread(b.net_bytes_in, bytes),
             spread(b.net_latency_ns, ns),
+            spread(b.socket_in, bytes),
+            spread(b.socket_out, bytes),
             spread(b.blocking_ns, ns),
             spread(b.first_poll_delay_ns, ns),
             b.sequential_reads

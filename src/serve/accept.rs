@@ -35,6 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use pagegen_core::ConnAccount;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -187,6 +188,9 @@ struct Limits {
 struct Edge<S> {
     inner: S,
     limits: Limits,
+    /// The connection's traffic account, handed to the request loop in each request's
+    /// extensions.
+    conn: Option<Arc<ConnAccount>>,
 }
 
 impl<S> Service<Request<Incoming>> for Edge<S>
@@ -213,6 +217,9 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         if declared.is_some_and(|n| n > limit) {
+            if let Some(c) = &self.conn {
+                c.discard_pending();
+            }
             return Box::pin(async move {
                 Ok((
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -220,6 +227,10 @@ where
                 )
                     .into_response())
             });
+        }
+        let mut req = req;
+        if let Some(c) = &self.conn {
+            req.extensions_mut().insert(Arc::clone(c));
         }
         let req = req.map(|b| {
             Body::new(http_body_util::Limited::new(
@@ -277,12 +288,13 @@ where
             let edge = Edge {
                 inner: self.service,
                 limits,
+                conn: None,
             };
             // Users bind tokio's listener; connections are served by pagegen's sockets, on the
             // workers' rings (readiness sets without io_uring), not through tokio's reactor.
             let listener = crate::net::TcpListener::try_from(self.listener)?;
             loop {
-                let (stream, _) = tokio::select! {
+                let (mut stream, _) = tokio::select! {
                     r = listener.accept() => match r {
                         Ok(s) => s,
                         Err(e) => {
@@ -298,7 +310,13 @@ where
                 let _ = stream.set_nodelay(true);
                 match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let edge = edge.clone();
+                        // Each request's profile gets its own share of the connection's traffic.
+                        let conn = Arc::new(ConnAccount::new());
+                        stream.set_account(Arc::clone(&conn));
+                        let edge = Edge {
+                            conn: Some(conn),
+                            ..edge.clone()
+                        };
                         let mut stop = stop_rx.clone();
                         drop(crate::spawn(async move {
                             let mut builder = auto::Builder::new(HyperExecutor);

@@ -12,7 +12,11 @@
 //!    (`RequestCtx::request_cancel` wakes it; see `core::ctx`);
 //! 5. answers from the task's end: its response; **503** when it was cancelled (memory budget, or
 //!    deadline with `Retry-After`); **500** when it panicked — the connection and the server go on;
-//! 6. hands the outcome and the request's profile to [`Engine::finish`].
+//! 6. hands the outcome and the request's profile to [`Engine::finish`] — or, on a connection
+//!    served by `pagegen::http::serve` (a [`ConnAccount`] in the request's extensions), to
+//!    [`Engine::finish_on`], so the profile holds the request's socket traffic: the head and body
+//!    it received, the response it sent (the account is told when the request begins, after
+//!    admission; traffic of a request shed at admission is dropped, not charged to the next).
 //!
 //! Outside a pagegen runtime (no current engine) the service passes requests through untouched.
 
@@ -27,7 +31,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::response::IntoResponse;
-use pagegen_core::{CancelReason, Outcome, RequestCtx, Resource};
+use pagegen_core::{CancelReason, ConnAccount, Outcome, RequestCtx, Resource};
 use tower::{Layer, Service};
 
 use crate::engine::{Engine, RouteInfo, Shed};
@@ -218,12 +222,22 @@ where
             }
         };
         let engine = engine.expect("checked above");
+        // The connection's traffic account, when `serve` split it per request.
+        let conn = req.extensions().get::<Arc<ConnAccount>>().cloned();
         Box::pin(async move {
             let admitted = match engine.admit(route.class, &route.spec, features).await {
                 Ok(a) => a,
-                Err(shed) => return Ok(shed_response(shed)),
+                Err(shed) => {
+                    if let Some(c) = &conn {
+                        c.discard_pending();
+                    }
+                    return Ok(shed_response(shed));
+                }
             };
             let ctx = admitted.ctx.clone();
+            if let Some(c) = &conn {
+                c.begin(&ctx);
+            }
             let guarded = Guarded {
                 fut: Box::pin(inner.call(req)),
                 ctx: ctx.clone(),
@@ -270,7 +284,10 @@ where
                     ),
                 },
             };
-            engine.finish(admitted, outcome);
+            match &conn {
+                Some(c) => engine.finish_on(admitted, outcome, c),
+                None => engine.finish(admitted, outcome),
+            }
             Ok(response)
         })
     }

@@ -24,8 +24,11 @@
 //! (so hyper runs on them through `hyper_util::rt::TokioIo`), convert from tokio's and std's
 //! sockets with `TryFrom`, and charge every completed receive and send (bytes, latency) to the
 //! request current on the polling thread ([`NetAccount`](pagegen_core::NetAccount)'s socket
-//! counters). [`TcpStream::set_priority`] and [`TcpStream::set_tos`] mark a connection's
-//! packets for the network's queues.
+//! counters) — or, for a server connection given a [`ConnAccount`](pagegen_core::ConnAccount)
+//! ([`TcpStream::set_account`]), to the request that connection is serving, whichever task
+//! polls it; such a connection also takes that request's socket priority before it sends.
+//! [`TcpStream::set_priority`] and [`TcpStream::set_tos`] mark a connection's packets for the
+//! network's queues.
 
 mod listener;
 mod stream;

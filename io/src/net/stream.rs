@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use pagegen_core::ConnAccount;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::backend::Backend;
@@ -53,6 +55,9 @@ struct Ready {
     interest: Arc<Interest>,
     read_since: Option<Instant>,
     write_since: Option<Instant>,
+    /// The last write was not taken whole (short, or waiting for room): the writer has more to
+    /// send, so a read meanwhile does not mean a response has left.
+    unsent: bool,
 }
 
 #[derive(Debug)]
@@ -66,11 +71,47 @@ enum Kind {
 struct Sock {
     sock: Arc<std::net::TcpStream>,
     io: Io,
+    /// Where its traffic is charged when a server splits it per request
+    /// ([`TcpStream::set_account`]); else to the request current on the polling thread.
+    account: Option<Arc<ConnAccount>>,
+    /// The `SO_PRIORITY` last applied from the account (`u8::MAX`: none).
+    applied_priority: u8,
 }
 
 impl Sock {
     fn start(&self, res: Res) -> Wait {
         op::start(self.io.live(), |op| self.io.submit(op), res)
+    }
+
+    fn charge_recv(&self, bytes: u64, latency_ns: u64) {
+        match &self.account {
+            Some(a) => a.record_recv(bytes, latency_ns),
+            None => record_recv(bytes, latency_ns),
+        }
+    }
+
+    fn charge_send(&self, bytes: u64, latency_ns: u64) {
+        match &self.account {
+            Some(a) => a.record_send(bytes, latency_ns),
+            None => record_send(bytes, latency_ns),
+        }
+    }
+
+    /// Before a send: the priority the account's current request asks for, if it changed.
+    fn apply_priority(&mut self) {
+        let Some(p) = self.account.as_ref().and_then(|a| a.priority()) else {
+            return;
+        };
+        if p != self.applied_priority {
+            self.applied_priority = p;
+            // Best effort: a refused priority leaves the socket's as it was.
+            let _ = sys::set_int_opt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PRIORITY,
+                i32::from(p.min(6)),
+            );
+        }
     }
 }
 
@@ -111,9 +152,20 @@ impl TcpStream {
             s: Sock {
                 sock: Arc::new(sock),
                 io: io.clone(),
+                account: None,
+                applied_priority: u8::MAX,
             },
             kind,
         }
+    }
+
+    /// Charges this connection's traffic to `account` (which a server tells which request the
+    /// connection serves) instead of the request current on the polling thread; the socket
+    /// takes the `SO_PRIORITY` of the account's current request before each send, and each read
+    /// announces to the account that the previous response has left (see
+    /// [`ConnAccount`]'s protocol).
+    pub fn set_account(&mut self, account: Arc<ConnAccount>) {
+        self.s.account = Some(account);
     }
 
     /// The remote address.
@@ -232,7 +284,7 @@ impl Ring {
                 self.rbuf.clear();
                 return Poll::Ready(Err(os_err(result)));
             }
-            record_recv(result as u64, latency_ns);
+            stream.charge_recv(result as u64, latency_ns);
             self.eof = result == 0;
         }
     }
@@ -262,7 +314,7 @@ impl Ring {
                 self.spare = buf;
                 return Poll::Ready(Err(os_err(result)));
             }
-            record_send(result as u64, latency_ns);
+            stream.charge_send(result as u64, latency_ns);
             let from = from + result as usize;
             if from < buf.len() {
                 self.send = Some(stream.start(Res::Send { sock, buf, from }));
@@ -291,7 +343,7 @@ impl Ring {
         let since = Instant::now();
         let r = sys::send_nowait(stream.sock.as_raw_fd(), data);
         if r > 0 {
-            record_send(r as u64, since.elapsed().as_nanos() as u64);
+            stream.charge_send(r as u64, since.elapsed().as_nanos() as u64);
             return Poll::Ready(Ok(r as usize));
         }
         if r < 0 && r != -libc::EAGAIN {
@@ -332,7 +384,7 @@ impl Ready {
         };
         self.read_since = None;
         let n = r?;
-        record_recv(n as u64, since.elapsed().as_nanos() as u64);
+        stream.charge_recv(n as u64, since.elapsed().as_nanos() as u64);
         Poll::Ready(Ok(()))
     }
 
@@ -360,11 +412,13 @@ impl Ready {
             .interest
             .poll_io(cx, Dir::Write, fd, || io.ready_set(), send)
         else {
+            self.unsent = true;
             return Poll::Pending;
         };
         self.write_since = None;
         let n = r?;
-        record_send(n as u64, since.elapsed().as_nanos() as u64);
+        self.unsent = n < data.len();
+        stream.charge_send(n as u64, since.elapsed().as_nanos() as u64);
         Poll::Ready(Ok(n))
     }
 }
@@ -376,6 +430,16 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let TcpStream { s, kind } = self.get_mut();
+        if let Some(a) = &s.account {
+            // Reading again with nothing left to send: the last response has left.
+            let sending = match kind {
+                Kind::Ring(r) => r.send.is_some(),
+                Kind::Ready(r) => r.unsent,
+            };
+            if !sending {
+                a.response_sent();
+            }
+        }
         match kind {
             Kind::Ring(r) => r.poll_read(s, cx, buf),
             Kind::Ready(r) => r.poll_read(s, cx, buf),
@@ -390,6 +454,9 @@ impl AsyncWrite for TcpStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let TcpStream { s, kind } = self.get_mut();
+        if s.account.is_some() {
+            s.apply_priority();
+        }
         match kind {
             Kind::Ring(r) => r.poll_write(s, cx, data),
             Kind::Ready(r) => r.poll_write(s, cx, data),
