@@ -165,7 +165,8 @@ impl NetWeights {
     /// that the head's width above the central.
     pub fn predict_log(&self, state: &ClassState, x: &Features) -> (Targets, Targets) {
         let (c_raw, u_raw) = self.predict_log_raw(state, x);
-        let u = self.upper_before_cover(state, x, &c_raw, &u_raw);
+        // The served central once: the young class's upper is the head's width above it
+        // ([`upper_before_cover`](Self::upper_before_cover), which chooses it again).
         let c = state.chosen_central(&std::array::from_fn(|r| c_raw[r] + state.bias[r]), x);
         let conformal = state.n >= COVER_FROM;
         (
@@ -174,7 +175,7 @@ impl NetWeights {
                 if conformal {
                     c[r] + state.cover[r].max(0.0)
                 } else {
-                    u[r]
+                    c[r] + (u_raw[r] - c_raw[r])
                 }
                 .max(c[r])
             }),
