@@ -207,12 +207,20 @@ impl Shared {
         context::worker_index(self).filter(|&i| self.workers[i].pool == pool)
     }
 
+    /// A spawn on one of the pool's workers goes to the LIFO slot, as a wake does ([`Schedule`]):
+    /// the spawner's worker runs it next, and only the task it displaces is queued and announced
+    /// to idle workers. Queueing every spawn woke a sleeping worker per spawn, which then found a
+    /// chain of spawns already taken (tokio makes the same choice for its spawns).
     #[inline]
     fn schedule_spawn(&self, task: Notified) {
         self.stamp(task.header());
         let pool = self.task_pool(task.header());
         match self.local_worker(pool) {
-            Some(i) => self.push_local(i, task),
+            Some(i) => {
+                if let Some(prev) = context::lifo_replace(task) {
+                    self.push_local(i, prev);
+                }
+            }
             None => self.push_remote(pool, task),
         }
     }
