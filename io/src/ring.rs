@@ -155,7 +155,16 @@ pub(crate) fn probe() -> io::Result<()> {
 impl LocalRing {
     /// A ring serving operations of the [`Io`](crate::Io) with id `io_id`.
     pub(crate) fn new(io_id: u64) -> io::Result<LocalRing> {
-        let ring = IoUring::builder().build(RING_ENTRIES)?;
+        // Cooperative task running (Linux 5.19+): a completion that needs the submitting thread
+        // (a socket receive, say) does not interrupt the worker with an IPI mid-task; it runs at
+        // the worker's next kernel entry, and the TASKRUN flag tells `poll` when to enter just
+        // for it. Sound because only the owning thread submits to and waits on a ring (module
+        // docs), the case the flag is made for. Older kernels refuse the flags: a plain ring.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::builder().build(RING_ENTRIES))?;
         let inbox = Arc::new(Inbox {
             msgs: Mutex::new(Vec::new()),
             len: AtomicUsize::new(0),
@@ -397,7 +406,13 @@ impl LocalRing {
     pub(crate) fn poll(&mut self) -> usize {
         self.drain_inbox();
         let mut n = self.reap();
-        if !self.ring.submission().is_empty() {
+        // Entries to submit, or completions waiting for this thread's task work (cooperative
+        // task running): one enter does both.
+        let pending = {
+            let mut sq = self.ring.submission();
+            !sq.is_empty() || sq.taskrun()
+        };
+        if pending {
             self.flush();
             n += self.reap();
         }
