@@ -13,9 +13,10 @@
 //! 2. When phase 1 ends, the ring closes the direct slot (`CLOSE` of `Fixed(s)`, an internal
 //!    entry whose completion returns `s` to the free list), unless the probe found more data and
 //!    the future still waits: then **phase 2** installs the slot as a normal descriptor
-//!    (`FIXED_FD_INSTALL`, `IOSQE_IO_HARDLINK` → the same `CLOSE`), and `fs::read` continues with
-//!    ordinary reads on that descriptor, the same open file (never a second open, which could
-//!    read a replaced file's tail).
+//!    (`FIXED_FD_INSTALL`, `IOSQE_IO_HARDLINK` → the same `CLOSE`) and, beside them, unlinked,
+//!    `STATX`es the path for a size hint; `fs::read` continues with ordinary reads on that
+//!    descriptor, the same open file (never a second open, which could read a replaced file's
+//!    tail; a replaced file's hint only sizes the buffer wrongly).
 //! 3. The ring holds the op (its `Arc<Op>`, op.rs protocol) until the last completion of the
 //!    last phase; only then does it complete the op. Every slot is closed exactly once: by the
 //!    `CLOSE` entry, which the ring pushes for every successful open, and by nothing else.
@@ -49,6 +50,7 @@ pub(crate) const OPEN: u8 = 0;
 pub(crate) const READ: u8 = 1;
 pub(crate) const PROBE: u8 = 2;
 pub(crate) const INSTALL: u8 = 3;
+pub(crate) const STAT: u8 = 4;
 
 /// The resources of a chained read, and what each entry of the chain returned.
 #[derive(Debug)]
@@ -57,9 +59,11 @@ pub(crate) struct ReadFile {
     /// `FIRST_READ + PROBE_READ` bytes of capacity at submission; the first read fills the start,
     /// the probe reads into the byte after `FIRST_READ` and is moved down to follow the data.
     pub(crate) buf: Vec<u8>,
-    /// Result of each entry (`OPEN`, `READ`, `PROBE`, `INSTALL`) and when it arrived.
-    pub(crate) results: [Option<i32>; 4],
-    pub(crate) at: [Option<Instant>; 4],
+    /// Result of each entry (`OPEN`, `READ`, `PROBE`, `INSTALL`, `STAT`) and when it arrived.
+    pub(crate) results: [Option<i32>; 5],
+    pub(crate) at: [Option<Instant>; 5],
+    /// Phase 2's statx buffer (the size hint of a file longer than the first read).
+    pub(crate) stat: Option<Box<libc::statx>>,
     /// When phase 1 was pushed.
     pub(crate) started: Option<Instant>,
     /// The normal descriptor phase 2 installed (closed with the resources if nobody takes it).
@@ -74,8 +78,9 @@ impl ReadFile {
         ReadFile {
             path,
             buf: Vec::with_capacity(FIRST_READ + PROBE_READ),
-            results: [None; 4],
-            at: [None; 4],
+            results: [None; 5],
+            at: [None; 5],
+            stat: None,
             started: None,
             installed: None,
             unsupported: false,
@@ -93,10 +98,11 @@ impl ReadFile {
             && self.results[PROBE as usize].is_some_and(|r| r > 0)
     }
 
-    /// Latency of entry `sub`: from the previous entry's completion (or the push) to its own.
+    /// Latency of entry `sub`: from the previous entry's completion (or the push) to its own;
+    /// phase 2's entries from the probe's completion.
     pub(crate) fn latency_ns(&self, sub: u8) -> u64 {
         let end = self.at[sub as usize];
-        let start = (0..sub as usize)
+        let start = (0..sub.min(INSTALL) as usize)
             .rev()
             .find_map(|i| self.at[i])
             .or(self.started);
@@ -174,18 +180,35 @@ impl ReadFile {
         let n = sys::pread_spare(fd, &mut self.buf, PROBE_READ, u64::MAX);
         self.complete(PROBE, n);
         if self.more() {
+            let mut out = sys::zeroed_statx();
+            let r = sys::statx(fd, c"", libc::AT_EMPTY_PATH, &mut out);
+            self.stat = Some(out);
+            self.complete(STAT, r);
             self.complete(INSTALL, std::os::fd::IntoRawFd::into_raw_fd(file));
         }
     }
 }
 
-/// Phase 2's entries: install the slot as a normal descriptor, then close the slot.
-pub(crate) fn phase2(slot: u32, install_ud: u64, close_ud: u64) -> [squeue::Entry; 2] {
-    let install = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
-        .build()
-        .flags(squeue::Flags::IO_HARDLINK)
-        .user_data(install_ud);
-    [install, close_slot(slot, close_ud)]
+impl ReadFile {
+    /// Phase 2's entries: install the slot as a normal descriptor, then close the slot; beside
+    /// them a statx of the path into `self.stat`, which the op keeps alive until its completion.
+    pub(crate) fn phase2(
+        &mut self,
+        slot: u32,
+        ud: impl Fn(u8) -> u64,
+        close_ud: u64,
+    ) -> [squeue::Entry; 3] {
+        let install = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(ud(INSTALL));
+        let out: *mut libc::statx = &mut **self.stat.insert(sys::zeroed_statx());
+        let stat = opcode::Statx::new(types::Fd(libc::AT_FDCWD), self.path.as_ptr(), out.cast())
+            .mask(libc::STATX_BASIC_STATS)
+            .build()
+            .user_data(ud(STAT));
+        [install, close_slot(slot, close_ud), stat]
+    }
 }
 
 /// Closes direct slot `slot`.

@@ -59,7 +59,8 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
 /// On io_uring the open, a first read of 16 KiB and a one-byte probe for the end go to the kernel
 /// as one linked chain into a direct descriptor, which the ring then closes (chain.rs protocol):
 /// a file up to 16 KiB costs one round trip and no `statx`. A larger file continues on the same
-/// open file (never a second open), sized by a `statx` of the open descriptor. The blocking pool
+/// open file (never a second open), sized by a `statx` of the path sent with the descriptor's
+/// install. The blocking pool
 /// runs the same steps as plain calls in one job, so both backends charge the same operations.
 ///
 /// Unchained (a ring that cannot chain: no direct-descriptor table, or a kernel before 6.8): the
@@ -133,7 +134,14 @@ async fn read_chained(io: &Io, path: &Path, c: CString) -> Result<io::Result<Vec
         (Some(fd), _) => {
             let read_end = rf.buf.len() as u64;
             let file = File::from_installed(io, fd, read_end);
-            Ok(read_rest(file, rf.buf).await)
+            let hint = match (rf.results[chain::STAT as usize], &rf.stat) {
+                (Some(0), Some(out)) => {
+                    record(ctx, IoOpKind::Stat, 0, rf.latency_ns(chain::STAT), false);
+                    Some(Metadata::from_statx(out))
+                }
+                _ => None,
+            };
+            Ok(read_rest(file, rf.buf, hint).await)
         }
         (None, Some(r)) if r < 0 => Ok(Err(os_err(r))),
         // Phase 2 found no room in the submission queue: read it afresh, unchained.
@@ -141,9 +149,17 @@ async fn read_chained(io: &Io, path: &Path, c: CString) -> Result<io::Result<Vec
     }
 }
 
-/// Continues a chained read of a file longer than the first read, on its installed descriptor.
-async fn read_rest(mut file: File, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
-    let m = file.metadata().await?;
+/// Continues a chained read of a file longer than the first read, on its installed descriptor,
+/// sized by phase 2's statx of the path (else a statx of the descriptor).
+async fn read_rest(
+    mut file: File,
+    mut buf: Vec<u8>,
+    hint: Option<Metadata>,
+) -> io::Result<Vec<u8>> {
+    let m = match hint {
+        Some(m) => m,
+        None => file.metadata().await?,
+    };
     let kind = m.mode() & libc::S_IFMT;
     file.set_stream(matches!(
         kind,

@@ -41,13 +41,13 @@ const CANCEL_TAG: u64 = u64::MAX - 1;
 const CLOSE_TAG: u64 = u64::MAX - 2;
 
 // An operation's user_data: in-flight slot index (bits 0..32), the slot's generation (32..58),
-// the entry's index within a chain (58..60, chain.rs). Internal entries that carry a number set
+// the entry's index within a chain (58..61, chain.rs). Internal entries that carry a number set
 // bit 62 (and never bit 63, which the tags above set): a direct slot's close (the slot in the low
 // bits) or a chain's cancel (bit 61, the target's user_data in the low bits).
 const GEN_MASK: u32 = (1 << 26) - 1;
 const INTERNAL: u64 = 1 << 62;
 const CHAIN_CANCEL: u64 = 1 << 61;
-const TARGET_MASK: u64 = (1 << 60) - 1;
+const TARGET_MASK: u64 = (1 << 61) - 1;
 
 fn user_data(idx: u32, gen: u32, sub: u8) -> u64 {
     (u64::from(sub) << 58) | (u64::from(gen & GEN_MASK) << 32) | u64::from(idx)
@@ -58,7 +58,7 @@ fn split(ud: u64) -> (usize, u32, u8) {
     (
         (ud & 0xffff_ffff) as usize,
         (ud >> 32) as u32 & GEN_MASK,
-        ((ud >> 58) & 3) as u8,
+        ((ud >> 58) & 7) as u8,
     )
 }
 
@@ -141,7 +141,7 @@ struct Chain {
     pending: u8,
     /// The first entry not yet completed: the one a cancel targets.
     next: u8,
-    /// 1: open, read, probe; 2: install (then the slot's close).
+    /// 1: open, read, probe; 2: install (then the slot's close) and the path's statx.
     phase: u8,
     cancel_retries: u8,
 }
@@ -541,21 +541,30 @@ impl LocalRing {
                     .as_mut()
                     .expect("chains need the table")
                     .push(file);
-            } else if more && !stop && self.room(2) {
-                // Phase 2: install the slot as a normal fd, then close the slot.
-                for e in chain::phase2(
-                    file,
-                    user_data(idx as u32, gen, chain::INSTALL),
-                    INTERNAL | u64::from(file),
-                ) {
-                    // SAFETY: neither entry references memory; the slot is closed once.
+            } else if more && !stop && self.room(3) {
+                // Phase 2: install the slot as a normal fd, then close the slot; stat the path.
+                let entries = {
+                    let mut g = op.lock();
+                    let Some(Res::ReadFile(rf)) = g.res.as_mut() else {
+                        unreachable!("a chain op holds its chain resources")
+                    };
+                    rf.phase2(
+                        file,
+                        |sub| user_data(idx as u32, gen, sub),
+                        INTERNAL | u64::from(file),
+                    )
+                };
+                for e in entries {
+                    // SAFETY: the install and the close reference no memory (the slot is closed
+                    // once); the statx points into `op`'s path and statx buffer, which the slot's
+                    // `Arc<Op>` keeps alive, untouched, until the chain's last completion.
                     let pushed = unsafe { self.ring.submission().push(&e) }.is_ok();
                     debug_assert!(pushed, "room was checked");
                 }
                 self.internal += 1;
                 let c = self.slots[idx].chain.as_mut().expect("checked above");
                 c.phase = 2;
-                c.pending = 1;
+                c.pending = 2;
                 return false;
             } else {
                 self.close_file(file);
