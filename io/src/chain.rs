@@ -26,14 +26,15 @@
 //!    chain never enters phase 2; a descriptor installed just before the future went away is
 //!    owned by the resources and closed with them.
 //!
-//! This module builds the entries and records the completions; it touches no memory itself (the
-//! ring pushes the entries and marks the bytes the reads wrote).
+//! This module probes whether a ring can chain, builds the entries and records the completions;
+//! it touches no memory itself (the ring pushes the entries and marks the bytes the reads
+//! wrote).
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sys;
 
@@ -214,4 +215,36 @@ impl ReadFile {
 /// Closes direct slot `slot`.
 pub(crate) fn close_slot(slot: u32, ud: u64) -> squeue::Entry {
     opcode::Close::new(types::Fixed(slot)).build().user_data(ud)
+}
+
+/// Direct-descriptor slots per ring. As many as submission entries: a chain holds one
+/// slot from its open to its close, and a worker has at most a few dozen reads in flight. A
+/// sparse table this size is far below `RLIMIT_NOFILE`, which bounds it.
+const FILE_SLOTS: u32 = crate::ring::RING_ENTRIES;
+
+/// Probes, once per ring, whether `ring` can run the chain: the opcodes (`FIXED_FD_INSTALL` is
+/// Linux 6.8; linked reads of a direct descriptor opened earlier in the same link need 5.19 or
+/// so, which 6.8 implies) and a sparse table of direct descriptors. Returns the free slots.
+pub(crate) fn probe(ring: &IoUring) -> Option<Vec<u32>> {
+    let mut p = io_uring::Probe::new();
+    let codes = [
+        opcode::OpenAt::CODE,
+        opcode::Read::CODE,
+        opcode::Close::CODE,
+        opcode::AsyncCancel::CODE,
+        opcode::FixedFdInstall::CODE,
+    ];
+    let supported =
+        ring.submitter().register_probe(&mut p).is_ok() && codes.iter().all(|&c| p.is_supported(c));
+    if !supported {
+        tracing::debug!("pagegen-io: this kernel cannot chain fs::read (opcode probe); unchained");
+        return None;
+    }
+    match ring.submitter().register_files_sparse(FILE_SLOTS) {
+        Ok(()) => Some((0..FILE_SLOTS).rev().collect()),
+        Err(e) => {
+            tracing::debug!("pagegen-io: no direct-descriptor table ({e}); fs::read unchained");
+            None
+        }
+    }
 }

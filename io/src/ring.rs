@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -28,6 +28,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use pagegen_core::Unpark;
 
 use crate::chain;
+use crate::entry;
 use crate::op::{Op, Res};
 use crate::sys::{self, EventFd};
 
@@ -61,11 +62,6 @@ fn split(ud: u64) -> (usize, u32, u8) {
         ((ud >> 58) & 7) as u8,
     )
 }
-
-/// Direct-descriptor slots per ring (chain.rs). As many as submission entries: a chain holds one
-/// slot from its open to its close, and a worker has at most a few dozen reads in flight. A
-/// sparse table this size is far below `RLIMIT_NOFILE`, which bounds it.
-const FILE_SLOTS: u32 = RING_ENTRIES;
 
 /// Times a chain's cancel is re-sent when it found nothing (the next entry of the link was not
 /// issued yet; chain.rs protocol, step 4). Plucked from thin air: the link's next entry is issued
@@ -208,38 +204,11 @@ pub(crate) fn probe() -> io::Result<()> {
     }
 }
 
-/// Probes whether `ring` can run `fs::read`'s chain (chain.rs): the opcodes (`FIXED_FD_INSTALL` is
-/// Linux 6.8; linked reads of a direct descriptor opened earlier in the same link need 5.19 or
-/// so, which 6.8 implies) and a sparse table of direct descriptors. Returns the free slots.
-fn probe_direct(ring: &IoUring) -> Option<Vec<u32>> {
-    let mut p = io_uring::Probe::new();
-    let codes = [
-        opcode::OpenAt::CODE,
-        opcode::Read::CODE,
-        opcode::Close::CODE,
-        opcode::AsyncCancel::CODE,
-        opcode::FixedFdInstall::CODE,
-    ];
-    let supported =
-        ring.submitter().register_probe(&mut p).is_ok() && codes.iter().all(|&c| p.is_supported(c));
-    if !supported {
-        tracing::debug!("pagegen-io: this kernel cannot chain fs::read (opcode probe); unchained");
-        return None;
-    }
-    match ring.submitter().register_files_sparse(FILE_SLOTS) {
-        Ok(()) => Some((0..FILE_SLOTS).rev().collect()),
-        Err(e) => {
-            tracing::debug!("pagegen-io: no direct-descriptor table ({e}); fs::read unchained");
-            None
-        }
-    }
-}
-
 impl LocalRing {
     /// A ring serving operations of the [`Io`](crate::Io) with id `io_id`.
     pub(crate) fn new(io_id: u64) -> io::Result<LocalRing> {
         let ring = IoUring::builder().build(RING_ENTRIES)?;
-        let direct = probe_direct(&ring);
+        let direct = chain::probe(&ring);
         let inbox = Arc::new(Inbox {
             msgs: Mutex::new(Vec::new()),
             len: AtomicUsize::new(0),
@@ -393,7 +362,7 @@ impl LocalRing {
             self.in_flight += 1;
             return;
         }
-        let entry = build_entry(g.res.as_mut().expect("a queued op owns its resources"))
+        let entry = entry::build(g.res.as_mut().expect("a queued op owns its resources"))
             .user_data(user_data);
         // SAFETY: op.rs protocol: the pointers in `entry` point into `op`'s resources, which the
         // slot's `Arc<Op>` keeps alive, untouched, until the completion for `user_data` is reaped.
@@ -648,7 +617,7 @@ impl LocalRing {
                             if let Some(w) = slot
                                 .op
                                 .as_ref()
-                                .and_then(|op| op.deliver(|r| queue_accepted(r, res)))
+                                .and_then(|op| op.deliver(|r| entry::queue_accepted(r, res)))
                             {
                                 self.wakers.push(w);
                             }
@@ -662,12 +631,12 @@ impl LocalRing {
                         let mark_filled = |r: &mut Res| match r {
                             Res::Read { buf, .. } | Res::Recv { buf, .. } if res > 0 => {
                                 // SAFETY: this is the completion of the read (or receive) built
-                                // from this very buffer by `build_entry`: the kernel wrote `res`
+                                // from this very buffer by `entry::build`: the kernel wrote `res`
                                 // bytes at its first spare byte, and `res` <= the spare length it
                                 // was given.
                                 unsafe { sys::assume_filled(buf, res as usize) };
                             }
-                            Res::Accept { .. } => queue_accepted(r, res),
+                            Res::Accept { .. } => entry::queue_accepted(r, res),
                             _ => {}
                         };
                         if let Some(w) = op.complete_with(res, mark_filled) {
@@ -785,87 +754,6 @@ impl Drop for LocalRing {
         for w in self.wakers.drain(..) {
             w.wake();
         }
-    }
-}
-
-fn build_entry(res: &mut Res) -> squeue::Entry {
-    match res {
-        Res::Read {
-            file,
-            buf,
-            len,
-            offset,
-        } => {
-            let spare = (buf.capacity() - buf.len())
-                .min(*len)
-                .min(u32::MAX as usize);
-            // Pointer to the first spare byte; in bounds of the allocation (`len <= capacity`).
-            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
-            opcode::Read::new(types::Fd(file.as_raw_fd()), ptr, spare as u32)
-                .offset(*offset)
-                .build()
-        }
-        Res::Write {
-            file,
-            buf,
-            from,
-            offset,
-        } => {
-            let rest = &buf[(*from).min(buf.len())..];
-            let n = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Write::new(types::Fd(file.as_raw_fd()), rest.as_ptr(), n)
-                .offset(*offset)
-                .build()
-        }
-        Res::Open { path, flags, mode } => {
-            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .flags(*flags | libc::O_CLOEXEC)
-                .mode(*mode)
-                .build()
-        }
-        Res::Statx { file, path, out } => {
-            let (dirfd, flags) = match file {
-                Some(f) => (f.as_raw_fd(), libc::AT_EMPTY_PATH),
-                None => (libc::AT_FDCWD, 0),
-            };
-            let out: *mut libc::statx = &mut **out;
-            opcode::Statx::new(types::Fd(dirfd), path.as_ptr(), out.cast())
-                .flags(flags)
-                .mask(libc::STATX_BASIC_STATS)
-                .build()
-        }
-        Res::Fsync { file } => opcode::Fsync::new(types::Fd(file.as_raw_fd())).build(),
-        Res::Recv { sock, buf, len } => {
-            let spare = (buf.capacity() - buf.len())
-                .min(*len)
-                .min(u32::MAX as usize);
-            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
-            opcode::Recv::new(types::Fd(sock.as_raw_fd()), ptr, spare as u32).build()
-        }
-        Res::Send { sock, buf, from } => {
-            let rest = &buf[(*from).min(buf.len())..];
-            let n = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(sock.as_raw_fd()), rest.as_ptr(), n)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        }
-        Res::ReadFile(_) => unreachable!("submit pushes a chain's entries itself"),
-        // Accepted sockets are left blocking: io_uring waits for them itself (a non-blocking fd
-        // would answer EAGAIN instead of waiting on older kernels).
-        Res::Accept { sock, .. } => opcode::AcceptMulti::new(types::Fd(sock.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build(),
-    }
-}
-
-/// Queues one accept completion (a new connection's fd, or `-errno`) in an accept op's resources.
-fn queue_accepted(res: &mut Res, result: i32) {
-    if let Res::Accept { ready, .. } = res {
-        ready.push_back(if result >= 0 {
-            Ok(sys::owned_fd(result))
-        } else {
-            Err(result)
-        });
     }
 }
 
