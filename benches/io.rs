@@ -3,7 +3,8 @@
 //!
 //! Throughput matrix (`io/<size>/c<conc>`): sizes 4 KiB / 16 KiB / 1 MiB, concurrency 1 / 8 / 32
 //! tasks. Warm page cache (files are read once before).
-//! - `pagegen_fs_read`: `pagegen_io::fs::read(path)` (open + statx, read, close), and
+//! - `pagegen_fs_read`: `pagegen_io::fs::read(path)` (one linked open, read, probe; then the
+//!   close; larger files go on reading), and
 //!   `pagegen_read_at`: `File::read_at` on an open file; `conc` tasks on a **pagegen runtime of 2
 //!   workers with pagegen-io's driver** (what `#[pagegen::main]` builds: each worker reaps its own
 //!   ring), spawned and joined from the bench thread.
@@ -11,7 +12,11 @@
 //!   `tokio::task::spawn_blocking`; both on a 2-worker multi-thread runtime, `conc` tasks.
 //! - `raw_uring_read_files` / `raw_uring_pread`: the same operation sequences on bare rings (one
 //!   per thread, 2 threads, concurrency 1 uses one; no futures, no permits, no profile): the
-//!   ceiling.
+//!   ceiling. `raw_uring_read_files` is `fs::read`'s unchained sequence (open + statx, read,
+//!   close); `raw_uring_read_files_chained` its chain since issue 16 (one linked submission per
+//!   file; the close is linked in, where `fs::read`'s ring pushes it after the probe). Its reads
+//!   are the chain's 16 KiB + 1 byte: a 1 MiB file is only partly read, so that row means
+//!   nothing at 1 MiB.
 //!
 //! The cold-cache class-isolation measurement is `benches/io_cold.rs` (run by `benches/io_cold.sh`).
 //!
@@ -269,6 +274,21 @@ fn bench_reads(c: &mut Criterion) {
                             let ps: Vec<&std::ffi::CStr> =
                                 (0..batch).map(|j| cp[(k + j) % count].as_c_str()).collect();
                             l.read_files_batch(&ps).unwrap();
+                        },
+                        size,
+                    )
+                })
+            });
+            let cp = Arc::clone(&cpaths);
+            g.bench_function("raw_uring_read_files_chained", |b| {
+                b.iter_custom(|n| {
+                    raw_run(
+                        conc,
+                        n,
+                        |l, batch, k| {
+                            let ps: Vec<&std::ffi::CStr> =
+                                (0..batch).map(|j| cp[(k + j) % count].as_c_str()).collect();
+                            l.read_files_chained(&ps).unwrap();
                         },
                         size,
                     )

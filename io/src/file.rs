@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +106,22 @@ impl File {
             last_read_end: AtomicU64::new(u64::MAX),
             stream: false,
         })
+    }
+
+    /// Wraps the descriptor `fs::read`'s chain installed (chain.rs, phase 2) after reading the
+    /// file's first `read_end` bytes; the open is already recorded.
+    pub(crate) fn from_installed(io: &Io, fd: OwnedFd, read_end: u64) -> File {
+        File {
+            inner: Some(Arc::new(std::fs::File::from(fd))),
+            io: io.clone(),
+            last_read_end: AtomicU64::new(read_end),
+            stream: false,
+        }
+    }
+
+    /// Marks the file as a pipe, socket or character device (see [`from_std`](File::from_std)).
+    pub(crate) fn set_stream(&mut self, stream: bool) {
+        self.stream = stream;
     }
 
     /// Wraps a file opened elsewhere (a pipe, a file opened with special flags); operations on it

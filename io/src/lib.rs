@@ -19,9 +19,11 @@
 //! | [`Backend`] | which backend, and how it is chosen (`PAGEGEN_IO=blocking`, probing) |
 //!
 //! Internals, one concept per file: `op` (an operation's lifecycle — the memory-safety protocol,
-//! read it first), `ring` (a thread's ring, its inbox and thread-local), `pool` (blocking pool),
-//! `fair` (the admission state machine), `profile` (per-request accounting), `ready` (the blocking
-//! backend's per-worker readiness set for sockets), `sys` (system calls).
+//! read it first), `ring` (a thread's ring, its inbox and thread-local), `entry` (an op's
+//! submission entry), `chain` (`fs::read` as one linked submission into a direct descriptor),
+//! `pool` (blocking pool), `fair` (the admission state machine), `profile` (per-request
+//! accounting), `ready` (the blocking backend's per-worker readiness set for sockets), `sys`
+//! (system calls).
 //!
 //! **Unsafe code** lives only in `sys` (FFI), `ring` (pushing entries that carry raw pointers) and
 //! `baseline` (the benchmarks' bare io_uring loop, not part of the API); every other module forbids
@@ -41,8 +43,10 @@ mod backend;
 #[allow(unsafe_code)]
 #[doc(hidden)]
 pub mod baseline;
+mod chain;
 mod classes;
 mod driver;
+mod entry;
 mod error;
 mod fair;
 mod file;

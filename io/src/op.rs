@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use pagegen_core::RequestCtx;
 
+use crate::chain::ReadFile;
 use crate::classes::{IoClasses, Permit};
 use crate::ring::Inbox;
 
@@ -91,6 +92,9 @@ pub(crate) enum Res {
         buf: Vec<u8>,
         from: usize,
     },
+    /// `fs::read`'s linked chain (open, read, probe; chain.rs protocol); the blocking pool runs
+    /// the same steps as plain calls.
+    ReadFile(ReadFile),
     /// Multishot accept on the listener: every completion's connection (or `-errno`) is queued
     /// in `ready`; a connection nobody collects is closed when the op is freed.
     Accept {

@@ -151,6 +151,10 @@ pub(crate) fn run_blocking(res: &mut Res) -> i32 {
         Res::Send { sock, buf, from } => {
             sys::send(sock.as_raw_fd(), &buf[(*from).min(buf.len())..])
         }
+        Res::ReadFile(rf) => {
+            rf.run_blocking();
+            0
+        }
         Res::Accept { sock, ready } => {
             // One connection per job; the op then ends and the listener starts another.
             ready.push_back(sys::accept(sock.as_raw_fd(), 0));

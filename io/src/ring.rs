@@ -4,6 +4,9 @@
 //! One of the two modules allowed to hold `unsafe`: pushing a submission-queue entry hands the
 //! kernel raw pointers, which is sound only under the op.rs protocol (the ring's in-flight table
 //! holds an `Arc<Op>` owning every pointed-to resource until that entry's completion is reaped).
+//! An `fs::read` is one op but several linked entries (chain.rs protocol): its slot holds the op
+//! until the last of them completes, and the ring owns the table of direct descriptors they open
+//! into.
 //!
 //! Threads: a [`LocalRing`] lives in its thread's thread-local and is touched by that thread only.
 //! Other threads reach it through its [`Inbox`] (submissions and cancellations) plus a wake: the
@@ -15,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -24,6 +27,8 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use pagegen_core::Unpark;
 
+use crate::chain;
+use crate::entry;
 use crate::op::{Op, Res};
 use crate::sys::{self, EventFd};
 
@@ -35,6 +40,33 @@ pub(crate) const RING_ENTRIES: u32 = 256;
 const EVENTFD_TAG: u64 = u64::MAX;
 const CANCEL_TAG: u64 = u64::MAX - 1;
 const CLOSE_TAG: u64 = u64::MAX - 2;
+
+// An operation's user_data: in-flight slot index (bits 0..32), the slot's generation (32..58),
+// the entry's index within a chain (58..61, chain.rs). Internal entries that carry a number set
+// bit 62 (and never bit 63, which the tags above set): a direct slot's close (the slot in the low
+// bits) or a chain's cancel (bit 61, the target's user_data in the low bits).
+const GEN_MASK: u32 = (1 << 26) - 1;
+const INTERNAL: u64 = 1 << 62;
+const CHAIN_CANCEL: u64 = 1 << 61;
+const TARGET_MASK: u64 = (1 << 61) - 1;
+
+fn user_data(idx: u32, gen: u32, sub: u8) -> u64 {
+    (u64::from(sub) << 58) | (u64::from(gen & GEN_MASK) << 32) | u64::from(idx)
+}
+
+/// (slot index, generation, entry within a chain).
+fn split(ud: u64) -> (usize, u32, u8) {
+    (
+        (ud & 0xffff_ffff) as usize,
+        (ud >> 32) as u32 & GEN_MASK,
+        ((ud >> 58) & 7) as u8,
+    )
+}
+
+/// Times a chain's cancel is re-sent when it found nothing (the next entry of the link was not
+/// issued yet; chain.rs protocol, step 4). Plucked from thin air: the link's next entry is issued
+/// by the same task work that posts the previous completion, so one retry is the usual case.
+const CANCEL_RETRIES: u8 = 64;
 
 enum Msg {
     Submit(Arc<Op>),
@@ -93,6 +125,21 @@ impl Unpark for Inbox {
 struct Slot {
     gen: u32,
     op: Option<Arc<Op>>,
+    /// Set while the op is a chain (chain.rs).
+    chain: Option<Chain>,
+}
+
+/// A chain's progress in the kernel (chain.rs protocol).
+struct Chain {
+    /// The direct-descriptor slot it opened into.
+    file: u32,
+    /// Its entries whose completions have not arrived, in the current phase.
+    pending: u8,
+    /// The first entry not yet completed: the one a cancel targets.
+    next: u8,
+    /// 1: open, read, probe; 2: install (then the slot's close) and the path's statx.
+    phase: u8,
+    cancel_retries: u8,
 }
 
 /// A thread's ring and its in-flight table.
@@ -110,6 +157,11 @@ pub(crate) struct LocalRing {
     /// The last reap consumed a wake (the eventfd read completed).
     woken: bool,
     backlog: VecDeque<Arc<Op>>,
+    /// Free direct-descriptor slots; `None` when this ring cannot chain (chain.rs): the table
+    /// could not be registered or the kernel lacks an opcode (probed once, in `new`).
+    direct: Option<Vec<u32>>,
+    /// Direct slots whose close did not fit in the submission queue yet.
+    closes_due: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
     /// Wakers of completed operations, woken by the caller once the ring is no longer borrowed.
     pub(crate) wakers: Vec<Waker>,
@@ -165,6 +217,7 @@ impl LocalRing {
             .setup_taskrun_flag()
             .build(RING_ENTRIES)
             .or_else(|_| IoUring::builder().build(RING_ENTRIES))?;
+        let direct = chain::probe(&ring);
         let inbox = Arc::new(Inbox {
             msgs: Mutex::new(Vec::new()),
             len: AtomicUsize::new(0),
@@ -183,6 +236,8 @@ impl LocalRing {
             efd_armed: false,
             woken: false,
             backlog: VecDeque::new(),
+            direct,
+            closes_due: Vec::new(),
             cqes: Vec::with_capacity(64),
             wakers: Vec::new(),
             shutting_down: false,
@@ -209,6 +264,18 @@ impl LocalRing {
             self.flush();
         }
         false
+    }
+
+    /// Whether `n` entries fit in the submission queue (flushing it once if not).
+    fn room(&mut self, n: usize) -> bool {
+        let free = |r: &mut IoUring| {
+            let sq = r.submission();
+            sq.capacity() - sq.len()
+        };
+        if free(&mut self.ring) < n {
+            self.flush();
+        }
+        free(&mut self.ring) >= n
     }
 
     /// Submits queued entries to the kernel.
@@ -247,12 +314,16 @@ impl LocalRing {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.slots.push(Slot { gen: 0, op: None });
+                self.slots.push(Slot {
+                    gen: 0,
+                    op: None,
+                    chain: None,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
         let gen = self.slots[idx as usize].gen;
-        let user_data = ((gen as u64) << 32) | idx as u64;
+        let user_data = user_data(idx, gen, 0);
         let mut g = op.lock();
         if g.abandoned() {
             drop(g);
@@ -260,7 +331,47 @@ impl LocalRing {
             op.discard();
             return;
         }
-        let entry = build_entry(g.res.as_mut().expect("a queued op owns its resources"))
+        if let Some(Res::ReadFile(rf)) = g.res.as_mut() {
+            // chain.rs protocol, step 1.
+            let Some(file) = self.direct.as_mut().and_then(Vec::pop) else {
+                rf.unsupported = true;
+                drop(g);
+                self.free.push(idx);
+                if let Some(w) = op.complete(0) {
+                    self.wakers.push(w);
+                }
+                return;
+            };
+            if !self.room(3) {
+                drop(g);
+                self.free.push(idx);
+                self.direct.as_mut().expect("popped from it").push(file);
+                self.backlog.push_back(op);
+                return;
+            }
+            for e in rf.phase1(file, |sub| self::user_data(idx, gen, sub)) {
+                // SAFETY: op.rs protocol: the entries point into `op`'s path and buffer, which the
+                // slot's `Arc<Op>` keeps alive, untouched, until the chain's last completion
+                // (chain.rs protocol, step 3). `room` made space for all three, so the link is
+                // pushed whole, never split across submissions.
+                let pushed = unsafe { self.ring.submission().push(&e) }.is_ok();
+                debug_assert!(pushed, "room was checked");
+            }
+            g.set_owner(Arc::clone(&self.inbox), user_data);
+            drop(g);
+            let slot = &mut self.slots[idx as usize];
+            slot.op = Some(op);
+            slot.chain = Some(Chain {
+                file,
+                pending: 3,
+                next: chain::OPEN,
+                phase: 1,
+                cancel_retries: 0,
+            });
+            self.in_flight += 1;
+            return;
+        }
+        let entry = entry::build(g.res.as_mut().expect("a queued op owns its resources"))
             .user_data(user_data);
         // SAFETY: op.rs protocol: the pointers in `entry` point into `op`'s resources, which the
         // slot's `Arc<Op>` keeps alive, untouched, until the completion for `user_data` is reaped.
@@ -291,14 +402,18 @@ impl LocalRing {
     }
 
     fn cancel(&mut self, user_data: u64) {
-        let idx = (user_data & 0xffff_ffff) as usize;
-        let gen = (user_data >> 32) as u32;
-        let live = self
+        let (idx, gen, _) = split(user_data);
+        let Some(slot) = self
             .slots
             .get(idx)
-            .is_some_and(|s| s.gen == gen && s.op.is_some());
-        if !live {
+            .filter(|s| s.gen == gen && s.op.is_some())
+        else {
             return; // Already completed.
+        };
+        if let Some(c) = &slot.chain {
+            let next = c.next;
+            self.cancel_chain(self::user_data(idx as u32, gen, next));
+            return;
         }
         let e = opcode::AsyncCancel::new(user_data)
             .build()
@@ -307,6 +422,142 @@ impl LocalRing {
         if unsafe { self.push(&e) } {
             self.internal += 1;
         }
+    }
+
+    /// Cancels the chain entry `target` if it is one that may wait (chain.rs protocol, step 4).
+    fn cancel_chain(&mut self, target: u64) {
+        if split(target).2 > chain::PROBE {
+            return; // The install does not wait.
+        }
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(INTERNAL | CHAIN_CANCEL | target);
+        // SAFETY: a cancel references no memory (the target is named by user_data).
+        if unsafe { self.push(&e) } {
+            self.internal += 1;
+        }
+    }
+
+    /// A chain's cancel completed: if it found nothing while its target still waits to be
+    /// issued, sends it again (bounded).
+    fn chain_cancel_done(&mut self, target: u64, result: i32) {
+        if result != -libc::ENOENT {
+            return;
+        }
+        let (idx, gen, sub) = split(target);
+        let again = match self.slots.get_mut(idx) {
+            Some(Slot {
+                gen: g,
+                op: Some(_),
+                chain: Some(c),
+            }) if *g == gen && c.next == sub && c.cancel_retries < CANCEL_RETRIES => {
+                c.cancel_retries += 1;
+                true
+            }
+            _ => false,
+        };
+        if again {
+            self.cancel_chain(target);
+        }
+    }
+
+    /// Closes direct slot `file`; it returns to the free list when the close completes (so a new
+    /// open never lands in a slot whose close is still queued).
+    fn close_file(&mut self, file: u32) {
+        let e = chain::close_slot(file, INTERNAL | u64::from(file));
+        // SAFETY: a close references no memory; every opened slot is closed once (chain.rs).
+        if unsafe { self.push(&e) } {
+            self.internal += 1;
+        } else {
+            self.closes_due.push(file);
+        }
+    }
+
+    /// One completion of a chain's entry `sub` (chain.rs protocol); returns whether it ended the
+    /// op.
+    fn chain_completion(&mut self, idx: usize, gen: u32, sub: u8, result: i32) -> bool {
+        let slot = &mut self.slots[idx];
+        let (Some(op), Some(c)) = (slot.op.clone(), slot.chain.as_mut()) else {
+            return false;
+        };
+        c.pending = c.pending.saturating_sub(1);
+        c.next = c.next.max(sub + 1);
+        let (abandoned, opened, more) = {
+            let mut g = op.lock();
+            let abandoned = g.abandoned();
+            let Some(Res::ReadFile(rf)) = g.res.as_mut() else {
+                unreachable!("a chain op holds its chain resources")
+            };
+            let first_done = rf.results[chain::READ as usize].is_some();
+            rf.complete(sub, result);
+            if result > 0 && sub == chain::READ && rf.buf.is_empty() {
+                let n = (result as usize).min(chain::FIRST_READ);
+                // SAFETY: the completion of the first read, built by `phase1` from this buffer's
+                // first byte with length FIRST_READ: the kernel wrote `n` bytes there.
+                unsafe { sys::assume_filled(&mut rf.buf, n) };
+            } else if result > 0 && sub == chain::PROBE && first_done {
+                let n = (result as usize).min(chain::PROBE_READ);
+                // SAFETY: the probe read, built by `phase1` at offset FIRST_READ with length
+                // PROBE_READ (within capacity); it ran after the first read, which filled at most
+                // FIRST_READ bytes, so `len <= FIRST_READ`.
+                unsafe { sys::assume_filled_at(&mut rf.buf, chain::FIRST_READ, n) };
+            }
+            (abandoned, rf.opened(), rf.more())
+        };
+        let stop = abandoned || self.shutting_down;
+        let (pending, next, phase, file) = (c.pending, c.next, c.phase, c.file);
+        if pending > 0 {
+            if stop {
+                self.cancel_chain(user_data(idx as u32, gen, next));
+            }
+            return false;
+        }
+        if phase == 1 {
+            if !opened {
+                // A failed open leaves the slot empty.
+                self.direct
+                    .as_mut()
+                    .expect("chains need the table")
+                    .push(file);
+            } else if more && !stop && self.room(3) {
+                // Phase 2: install the slot as a normal fd, then close the slot; stat the path.
+                let entries = {
+                    let mut g = op.lock();
+                    let Some(Res::ReadFile(rf)) = g.res.as_mut() else {
+                        unreachable!("a chain op holds its chain resources")
+                    };
+                    rf.phase2(
+                        file,
+                        |sub| user_data(idx as u32, gen, sub),
+                        INTERNAL | u64::from(file),
+                    )
+                };
+                for e in entries {
+                    // SAFETY: the install and the close reference no memory (the slot is closed
+                    // once); the statx points into `op`'s path and statx buffer, which the slot's
+                    // `Arc<Op>` keeps alive, untouched, until the chain's last completion.
+                    let pushed = unsafe { self.ring.submission().push(&e) }.is_ok();
+                    debug_assert!(pushed, "room was checked");
+                }
+                self.internal += 1;
+                let c = self.slots[idx].chain.as_mut().expect("checked above");
+                c.phase = 2;
+                c.pending = 2;
+                return false;
+            } else {
+                self.close_file(file);
+            }
+        }
+        let slot = &mut self.slots[idx];
+        slot.op = None;
+        slot.chain = None;
+        slot.gen = (slot.gen + 1) & GEN_MASK;
+        self.free.push(idx as u32);
+        self.in_flight -= 1;
+        if let Some(w) = op.complete(0) {
+            self.wakers.push(w);
+        }
+        true
     }
 
     fn drain_inbox(&mut self) {
@@ -346,13 +597,27 @@ impl LocalRing {
                         self.inbox.notified.swap(false, Ordering::AcqRel);
                     }
                     CANCEL_TAG | CLOSE_TAG => self.internal -= 1,
+                    ud if ud & INTERNAL != 0 => {
+                        self.internal -= 1;
+                        if ud & CHAIN_CANCEL != 0 {
+                            self.chain_cancel_done(ud & TARGET_MASK, res);
+                        } else if let Some(free) = self.direct.as_mut() {
+                            // A direct slot's close (chain.rs protocol, step 2).
+                            free.push(ud as u32);
+                        }
+                    }
                     _ => {
-                        let idx = (ud & 0xffff_ffff) as usize;
-                        let gen = (ud >> 32) as u32;
+                        let (idx, gen, sub) = split(ud);
                         let Some(slot) = self.slots.get_mut(idx) else {
                             continue;
                         };
                         if slot.gen != gen {
+                            continue;
+                        }
+                        if slot.chain.is_some() {
+                            if self.chain_completion(idx, gen, sub, res) {
+                                done += 1;
+                            }
                             continue;
                         }
                         if cqueue::more(flags) {
@@ -361,7 +626,7 @@ impl LocalRing {
                             if let Some(w) = slot
                                 .op
                                 .as_ref()
-                                .and_then(|op| op.deliver(|r| queue_accepted(r, res)))
+                                .and_then(|op| op.deliver(|r| entry::queue_accepted(r, res)))
                             {
                                 self.wakers.push(w);
                             }
@@ -369,18 +634,18 @@ impl LocalRing {
                             continue;
                         }
                         let Some(op) = slot.op.take() else { continue };
-                        slot.gen = slot.gen.wrapping_add(1);
+                        slot.gen = (slot.gen + 1) & GEN_MASK;
                         self.free.push(idx as u32);
                         self.in_flight -= 1;
                         let mark_filled = |r: &mut Res| match r {
                             Res::Read { buf, .. } | Res::Recv { buf, .. } if res > 0 => {
                                 // SAFETY: this is the completion of the read (or receive) built
-                                // from this very buffer by `build_entry`: the kernel wrote `res`
+                                // from this very buffer by `entry::build`: the kernel wrote `res`
                                 // bytes at its first spare byte, and `res` <= the spare length it
                                 // was given.
                                 unsafe { sys::assume_filled(buf, res as usize) };
                             }
-                            Res::Accept { .. } => queue_accepted(r, res),
+                            Res::Accept { .. } => entry::queue_accepted(r, res),
                             _ => {}
                         };
                         if let Some(w) = op.complete_with(res, mark_filled) {
@@ -390,6 +655,9 @@ impl LocalRing {
                     }
                 }
             }
+        }
+        for file in std::mem::take(&mut self.closes_due) {
+            self.close_file(file);
         }
         while let Some(op) = self.backlog.pop_front() {
             let before = self.backlog.len();
@@ -472,7 +740,7 @@ impl Drop for LocalRing {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.op.is_some())
-            .map(|(i, s)| ((s.gen as u64) << 32) | i as u64)
+            .map(|(i, s)| user_data(i as u32, s.gen, 0))
             .collect();
         for ud in live {
             self.cancel(ud);
@@ -501,86 +769,6 @@ impl Drop for LocalRing {
         for w in self.wakers.drain(..) {
             w.wake();
         }
-    }
-}
-
-fn build_entry(res: &mut Res) -> squeue::Entry {
-    match res {
-        Res::Read {
-            file,
-            buf,
-            len,
-            offset,
-        } => {
-            let spare = (buf.capacity() - buf.len())
-                .min(*len)
-                .min(u32::MAX as usize);
-            // Pointer to the first spare byte; in bounds of the allocation (`len <= capacity`).
-            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
-            opcode::Read::new(types::Fd(file.as_raw_fd()), ptr, spare as u32)
-                .offset(*offset)
-                .build()
-        }
-        Res::Write {
-            file,
-            buf,
-            from,
-            offset,
-        } => {
-            let rest = &buf[(*from).min(buf.len())..];
-            let n = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Write::new(types::Fd(file.as_raw_fd()), rest.as_ptr(), n)
-                .offset(*offset)
-                .build()
-        }
-        Res::Open { path, flags, mode } => {
-            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .flags(*flags | libc::O_CLOEXEC)
-                .mode(*mode)
-                .build()
-        }
-        Res::Statx { file, path, out } => {
-            let (dirfd, flags) = match file {
-                Some(f) => (f.as_raw_fd(), libc::AT_EMPTY_PATH),
-                None => (libc::AT_FDCWD, 0),
-            };
-            let out: *mut libc::statx = &mut **out;
-            opcode::Statx::new(types::Fd(dirfd), path.as_ptr(), out.cast())
-                .flags(flags)
-                .mask(libc::STATX_BASIC_STATS)
-                .build()
-        }
-        Res::Fsync { file } => opcode::Fsync::new(types::Fd(file.as_raw_fd())).build(),
-        Res::Recv { sock, buf, len } => {
-            let spare = (buf.capacity() - buf.len())
-                .min(*len)
-                .min(u32::MAX as usize);
-            let ptr = buf.as_mut_ptr().wrapping_add(buf.len());
-            opcode::Recv::new(types::Fd(sock.as_raw_fd()), ptr, spare as u32).build()
-        }
-        Res::Send { sock, buf, from } => {
-            let rest = &buf[(*from).min(buf.len())..];
-            let n = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(sock.as_raw_fd()), rest.as_ptr(), n)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        }
-        // Accepted sockets are left blocking: io_uring waits for them itself (a non-blocking fd
-        // would answer EAGAIN instead of waiting on older kernels).
-        Res::Accept { sock, .. } => opcode::AcceptMulti::new(types::Fd(sock.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build(),
-    }
-}
-
-/// Queues one accept completion (a new connection's fd, or `-errno`) in an accept op's resources.
-fn queue_accepted(res: &mut Res, result: i32) {
-    if let Res::Accept { ready, .. } = res {
-        ready.push_back(if result >= 0 {
-            Ok(sys::owned_fd(result))
-        } else {
-            Err(result)
-        });
     }
 }
 

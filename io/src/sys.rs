@@ -60,11 +60,12 @@ impl EventFd {
     }
 }
 
-/// Takes ownership of `fd`, a descriptor returned by a successful `accept` (blocking or io_uring).
+/// Takes ownership of `fd`, a descriptor returned by a successful `accept` (blocking or io_uring)
+/// or `FIXED_FD_INSTALL` (chain.rs).
 pub(crate) fn owned_fd(fd: i32) -> OwnedFd {
     debug_assert!(fd >= 0);
-    // SAFETY: callers pass the result of a successful accept that nobody else has wrapped; the
-    // `OwnedFd` becomes its only owner and closes it once.
+    // SAFETY: callers pass the result of a successful accept or install that nobody else has
+    // wrapped; the `OwnedFd` becomes its only owner and closes it once.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -88,6 +89,27 @@ pub(crate) unsafe fn assume_filled(buf: &mut Vec<u8>, n: usize) {
     debug_assert!(buf.len() + n <= buf.capacity());
     // SAFETY: the caller's contract: these bytes were written by the kernel and lie in capacity.
     unsafe { buf.set_len(buf.len() + n) }
+}
+
+/// Marks `n` bytes that the kernel wrote at `buf.as_ptr() + at` (in the spare capacity, possibly
+/// after a gap of unwritten bytes) as the next initialised bytes of `buf`, moving them down to
+/// `buf.len()` first when there is a gap (chain.rs: the probe read lands after the first read's
+/// buffer, which a short first read leaves partly unwritten).
+///
+/// # Safety
+/// The caller guarantees that the kernel reported writing exactly `n` bytes at offset `at` of
+/// `buf`'s allocation, that `buf.len() <= at`, and that `at + n <= buf.capacity()`.
+pub(crate) unsafe fn assume_filled_at(buf: &mut Vec<u8>, at: usize, n: usize) {
+    debug_assert!(buf.len() <= at && at + n <= buf.capacity());
+    let len = buf.len();
+    if at != len {
+        let base = buf.as_mut_ptr();
+        // SAFETY: both ranges lie in the allocation (`len <= at`, `at + n <= capacity`); `copy`
+        // allows overlap; the source bytes were written by the kernel (the caller's contract).
+        unsafe { std::ptr::copy(base.add(at), base.add(len), n) };
+    }
+    // SAFETY: bytes `len..len + n` now hold what the kernel wrote, within capacity.
+    unsafe { buf.set_len(len + n) }
 }
 
 /// `pread` into the spare capacity of `buf` (at most `len` bytes); returns bytes read or `-errno`.

@@ -232,3 +232,174 @@ fn the_global_runtime_serves_plain_calls() {
     assert_eq!(block_on_foreign(fs::read(&p)).unwrap(), b"global");
     let _ = Io::global().backend();
 }
+
+#[test]
+fn reads_of_every_size_around_the_first_read_match_std() {
+    // The chain's first read is 16 KiB and its probe one byte: sizes on both sides of each.
+    const FIRST: usize = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [
+        0,
+        1,
+        4096,
+        FIRST - 1,
+        FIRST,
+        FIRST + 1,
+        FIRST + 2,
+        2 * FIRST,
+        100_000,
+        1 << 20,
+        2 * 1024 * 1024 + 17,
+    ];
+    for io in common::backends() {
+        let chained = common::chains(&io, dir.path());
+        for &size in &sizes {
+            let p = dir.path().join(format!("s{size}-{}", io.backend()));
+            let data = pattern(size);
+            std::fs::write(&p, &data).unwrap();
+            let (got, s) = common::read_profiled(&io, &p);
+            assert!(got == data, "{} bytes on {}", size, io.backend());
+            assert!(
+                got.capacity() <= 2 * size.max(4096) + 2,
+                "{}",
+                got.capacity()
+            );
+            assert_eq!(s.ops[IoOpKind::Open as usize], 1, "{size}");
+            assert_eq!(s.read_bytes, size as u64, "{size}");
+            if chained {
+                // One open, the first read and the probe; a larger file adds a statx of its
+                // open descriptor and the reads of the rest.
+                let small = size <= FIRST;
+                assert_eq!(s.ops[IoOpKind::Stat as usize], u64::from(!small), "{size}");
+                if small {
+                    assert_eq!(s.ops[IoOpKind::Read as usize], 2, "{size}");
+                    assert_eq!(s.ops[IoOpKind::Close as usize], 1, "{size}");
+                }
+            } else {
+                assert_eq!(s.ops[IoOpKind::Stat as usize], 1, "{size}");
+            }
+        }
+    }
+}
+
+#[test]
+fn proc_files_longer_than_one_read_are_read_to_the_end() {
+    // /proc files report size 0 and their reads stop short of the end (one seq_file page at a
+    // time): only a read that returns 0 ends them. smaps runs to tens of KiB, past the chain's
+    // first read; it changes between reads (the other tests start and end threads, each with a
+    // stack mapping), so it is compared by shape: complete records, and not a fraction of std's
+    // count (stopping at the first short read kept about a quarter).
+    for io in common::backends() {
+        let smaps = io.block_on(fs::read_to_string("/proc/self/smaps")).unwrap();
+        let std_smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mappings = |s: &str| s.lines().filter(|l| l.starts_with("VmFlags:")).count();
+        assert!(
+            smaps.len() > 16 * 1024 + 1
+                && smaps.ends_with('\n')
+                && smaps.lines().last().unwrap().starts_with("VmFlags:")
+                && smaps.lines().filter(|l| l.starts_with("Size:")).count() == mappings(&smaps)
+                && 2 * mappings(&smaps) > mappings(&std_smaps),
+            "{} mappings of {} on {}: {smaps}",
+            mappings(&smaps),
+            mappings(&std_smaps),
+            io.backend()
+        );
+        let stat = io.block_on(fs::read("/proc/self/stat")).unwrap();
+        assert!(stat.ends_with(b"\n"));
+    }
+}
+
+#[test]
+fn errors_keep_std_kinds_through_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    for io in common::backends() {
+        // A failed open cancels the chain's reads (`-ECANCELED`): the open's error is reported.
+        let ctx = RequestCtx::new(RequestId(9), Grant::unlimited(ClassId::DEFAULT), 0);
+        let e = {
+            let _g = RequestCtx::enter(&ctx);
+            io.block_on(fs::read(&missing)).unwrap_err()
+        };
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e} on {}", io.backend());
+        assert_eq!(ctx.io.snapshot().ops[IoOpKind::Open as usize], 1);
+        // A directory opens, and its first read fails.
+        let e = io.block_on(fs::read(dir.path())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+        let long = dir.path().join("x".repeat(300));
+        let e = io.block_on(fs::read(&long)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    }
+}
+
+/// Polls `fut` once, then lets the driver run `turns` times, then drops it.
+async fn poll_then_drop<F: Future>(fut: F, turns: usize) {
+    let mut fut = pin!(fut);
+    let _ = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
+    for _ in 0..turns {
+        yield_now().await;
+    }
+}
+
+/// Drives the runtime until every dropped operation's resources are freed (bounded).
+async fn drained(io: &Io) {
+    for _ in 0..1_000_000 {
+        if io.live_ops() == 0 {
+            return;
+        }
+        yield_now().await;
+    }
+    panic!("{} operations never completed", io.live_ops());
+}
+
+#[test]
+fn reads_dropped_mid_chain_free_their_direct_slots() {
+    // More cancellations than a ring has direct slots (256): a slot that a cancelled chain kept
+    // would leave later reads unchained (counted by their statx), and a chain whose cancel was
+    // lost would never complete (counted by live_ops).
+    const ROUNDS: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::write(&small, pattern(3000)).unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Held open for reading and writing: the read's open succeeds at once and its reads wait for
+    // data that never comes, so each drop lands mid-chain.
+    let _held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    for io in common::backends() {
+        let chained = common::chains(&io, dir.path());
+        // The blocking pool cannot cancel a read that waits on a pipe: it gets regular files,
+        // dropped before or after their job ran.
+        let target = if io.backend() == pagegen_io::Backend::Uring {
+            &fifo
+        } else {
+            &small
+        };
+        io.block_on(async {
+            for i in 0..ROUNDS {
+                poll_then_drop(fs::read(target), i % 4).await;
+                if i % 100 == 99 {
+                    drained(&io).await;
+                }
+            }
+            drained(&io).await;
+        });
+        for _ in 0..ROUNDS {
+            let (got, s) = common::read_profiled(&io, &small);
+            assert_eq!(got, pattern(3000));
+            assert_eq!(
+                s.ops[IoOpKind::Stat as usize] == 0,
+                chained,
+                "{}",
+                io.backend()
+            );
+        }
+        // A pool thread drops its clone of an op just after completing it.
+        io.block_on(drained(&io));
+    }
+}

@@ -62,9 +62,23 @@ fn script(io: &Io, dir: &std::path::Path) -> Outcome {
 #[test]
 fn both_backends_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<(pagegen_io::Backend, Outcome)> = common::backends()
+    let ios = common::backends();
+    // A ring that cannot chain fs::read (kernel before 6.8) reads unchained, with other ops than
+    // the blocking pool's chain steps: then only data and errors can agree.
+    let chained: Vec<bool> = ios
         .iter()
-        .map(|io| (io.backend(), script(io, dir.path())))
+        .map(|io| common::chains(io, dir.path()))
+        .collect();
+    let same_ops = chained.iter().all(|&c| c == chained[0]);
+    let runs: Vec<(pagegen_io::Backend, Outcome)> = ios
+        .iter()
+        .map(|io| {
+            let mut o = script(io, dir.path());
+            if !same_ops {
+                o.profile = IoUsage::default();
+            }
+            (io.backend(), o)
+        })
         .collect();
     let (_, first) = &runs[0];
     assert_eq!(first.errors[0], ErrorKind::NotFound);

@@ -46,3 +46,31 @@ pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F:
 }
 
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The ops `fs::read(path)` recorded in a fresh request's account.
+pub fn read_profiled(io: &Io, path: &std::path::Path) -> (Vec<u8>, pagegen_core::IoUsage) {
+    let ctx = pagegen_core::RequestCtx::new(
+        pagegen_core::RequestId(7),
+        pagegen_core::Grant::unlimited(pagegen_core::ClassId::DEFAULT),
+        0,
+    );
+    let got = {
+        let _g = pagegen_core::RequestCtx::enter(&ctx);
+        io.block_on(pagegen_io::fs::read(path)).unwrap()
+    };
+    (got, ctx.io.snapshot())
+}
+
+/// Whether this runtime reads files through the chain (io_uring with direct descriptors, or the
+/// blocking pool's same steps: no `statx`), probed by reading a small file, not assumed.
+pub fn chains(io: &Io, dir: &std::path::Path) -> bool {
+    let p = dir.join("probe-chain");
+    std::fs::write(&p, b"probe").unwrap();
+    let (got, s) = read_profiled(io, &p);
+    assert_eq!(got, b"probe");
+    let chained = s.ops[pagegen_core::IoOpKind::Stat as usize] == 0;
+    if io.backend() == pagegen_io::Backend::Uring && !chained {
+        eprintln!("this kernel cannot chain fs::read (no direct descriptors); testing unchained");
+    }
+    chained
+}
