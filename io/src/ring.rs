@@ -677,7 +677,7 @@ impl LocalRing {
         // Entries to submit, or completions waiting for this thread's task work (cooperative
         // task running): one enter does both.
         let pending = {
-            let mut sq = self.ring.submission();
+            let sq = self.ring.submission();
             !sq.is_empty() || sq.taskrun()
         };
         if pending {
