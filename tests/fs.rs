@@ -41,7 +41,11 @@ async fn a_requests_file_reads_are_charged_to_it() {
         .unwrap();
     assert_eq!(total, 4006);
     let io = ctx.usage(0).io;
-    assert_eq!(io.ops[IoOpKind::Read as usize], 4, "{io:?}");
+    // Per file: the data read and the 1-byte end probe of `fs::read`'s chain (on both backends);
+    // one read where a ring cannot chain and `statx` sizes the file instead (kernels before 6.8).
+    let reads = io.ops[IoOpKind::Read as usize];
+    assert!(reads == 8 || reads == 4, "{io:?}");
+    assert_eq!(io.ops[IoOpKind::Open as usize], 4, "{io:?}");
     assert_eq!(io.read_bytes, 4006);
     assert!(io.distinct_files >= 3, "{io:?}");
     // Work outside the request is not charged to it.
