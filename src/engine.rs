@@ -119,20 +119,25 @@ pub struct Engine {
 }
 
 /// Count of finished requests whose record waits for their response to leave, so that
-/// [`Engine::sync_records`] can wait for them.
+/// [`Engine::sync_records`] can wait for them. The request path touches only the count (and the
+/// lock when a waiter is there and the count reaches zero).
 #[derive(Debug, Default)]
 struct Finishing {
     n: AtomicUsize,
+    /// Waiters in `wait` (tests and tools).
+    waiters: AtomicUsize,
     lock: Mutex<()>,
     zero: Condvar,
 }
 
 impl Finishing {
     fn add(&self) {
-        self.n.fetch_add(1, Ordering::AcqRel);
+        self.n.fetch_add(1, Ordering::SeqCst);
     }
     fn done(&self) {
-        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst against `wait`'s register-then-check: either the waiter sees the count at zero
+        // or this sees the waiter.
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiters.load(Ordering::SeqCst) > 0 {
             // Under the lock, so a waiter between its check and its wait cannot miss it.
             let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.zero.notify_all();
@@ -143,7 +148,9 @@ impl Finishing {
     fn wait(&self, max: Duration) {
         let deadline = std::time::Instant::now() + max;
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.n.load(Ordering::Acquire) > 0 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _leave = Leave(&self.waiters);
+        while self.n.load(Ordering::SeqCst) > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return;
@@ -154,6 +161,15 @@ impl Finishing {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+/// Unregisters a waiter of [`Finishing::wait`] however it returns.
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

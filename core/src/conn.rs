@@ -26,6 +26,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::account::NetAccount;
 use crate::ctx::RequestCtx;
 use crate::usage::SocketUsage;
 
@@ -41,8 +42,8 @@ struct State {
     current: Option<Arc<RequestCtx>>,
     /// Set by `end`: the current request's handler is done, this runs when its response has left.
     on_sent: Option<OnSent>,
-    /// Traffic seen with no request current, for the next one.
-    pending: SocketUsage,
+    /// Traffic seen with no request current, for the next one (only its socket counters).
+    pending: NetAccount,
     /// Concurrent requests were seen: traffic is no longer split.
     multiplexed: bool,
 }
@@ -62,7 +63,7 @@ impl fmt::Debug for ConnAccount {
         f.debug_struct("ConnAccount")
             .field("current", &s.current.as_ref().map(|c| c.id()))
             .field("finishing", &s.on_sent.is_some())
-            .field("pending", &s.pending)
+            .field("pending", &s.pending.socket())
             .field("multiplexed", &s.multiplexed)
             .finish()
     }
@@ -88,36 +89,23 @@ impl ConnAccount {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `charge` on the account the connection's traffic goes to now: the current request's,
+    /// else the pending one; nothing once the traffic is not split.
+    fn charge(&self, charge: impl FnOnce(&NetAccount)) {
+        let s = self.lock();
+        if !s.multiplexed {
+            charge(s.current.as_ref().map_or(&s.pending, |ctx| &ctx.net));
+        }
+    }
+
     /// Records one completed receive of `bytes` (0: end of stream) that waited `latency_ns`.
     pub fn record_recv(&self, bytes: u64, latency_ns: u64) {
-        let mut s = self.lock();
-        if s.multiplexed {
-            return;
-        }
-        match &s.current {
-            Some(ctx) => ctx.net.record_recv(bytes, latency_ns),
-            None => {
-                s.pending.recv_ops += 1;
-                s.pending.bytes_in += bytes;
-                s.pending.recv_ns += latency_ns;
-            }
-        }
+        self.charge(|a| a.record_recv(bytes, latency_ns));
     }
 
     /// Records one completed send of `bytes` that took `latency_ns`.
     pub fn record_send(&self, bytes: u64, latency_ns: u64) {
-        let mut s = self.lock();
-        if s.multiplexed {
-            return;
-        }
-        match &s.current {
-            Some(ctx) => ctx.net.record_send(bytes, latency_ns),
-            None => {
-                s.pending.send_ops += 1;
-                s.pending.bytes_out += bytes;
-                s.pending.send_ns += latency_ns;
-            }
-        }
+        self.charge(|a| a.record_send(bytes, latency_ns));
     }
 
     /// `ctx` was admitted on this connection: it gets the traffic seen since the last request and
@@ -137,9 +125,9 @@ impl ConnAccount {
             // Another request is being served: concurrent requests (HTTP/2).
             s.multiplexed = true;
             s.current = None;
-            s.pending = SocketUsage::default();
+            s.pending = NetAccount::default();
         } else {
-            ctx.net.add_socket(&std::mem::take(&mut s.pending));
+            ctx.net.add_socket(&std::mem::take(&mut s.pending).socket());
             s.current = Some(Arc::clone(ctx));
         }
         drop(s);
@@ -155,8 +143,9 @@ impl ConnAccount {
         let mut s = self.lock();
         let current = s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx));
         if !current {
+            let multiplexed = s.multiplexed;
             drop(s);
-            on_sent(if self.is_multiplexed() {
+            on_sent(if multiplexed {
                 SocketUsage::default()
             } else {
                 ctx.net.socket()
@@ -184,7 +173,7 @@ impl ConnAccount {
 
     /// Drops the traffic seen since the last request (a request refused before it ran).
     pub fn discard_pending(&self) {
-        self.lock().pending = SocketUsage::default();
+        self.lock().pending = NetAccount::default();
     }
 
     /// Whether concurrent requests were seen on this connection (its traffic is not split).
