@@ -264,36 +264,30 @@ fn bench_reads(c: &mut Criterion) {
                     })
                 })
             });
-            let cp = Arc::clone(&cpaths);
-            g.bench_function("raw_uring_read_files", |b| {
-                b.iter_custom(|n| {
-                    raw_run(
-                        conc,
-                        n,
-                        |l, batch, k| {
-                            let ps: Vec<&std::ffi::CStr> =
-                                (0..batch).map(|j| cp[(k + j) % count].as_c_str()).collect();
-                            l.read_files_batch(&ps).unwrap();
-                        },
-                        size,
-                    )
-                })
-            });
-            let cp = Arc::clone(&cpaths);
-            g.bench_function("raw_uring_read_files_chained", |b| {
-                b.iter_custom(|n| {
-                    raw_run(
-                        conc,
-                        n,
-                        |l, batch, k| {
-                            let ps: Vec<&std::ffi::CStr> =
-                                (0..batch).map(|j| cp[(k + j) % count].as_c_str()).collect();
-                            l.read_files_chained(&ps).unwrap();
-                        },
-                        size,
-                    )
-                })
-            });
+            for (name, chained) in [
+                ("raw_uring_read_files", false),
+                ("raw_uring_read_files_chained", true),
+            ] {
+                let cp = Arc::clone(&cpaths);
+                g.bench_function(name, |b| {
+                    b.iter_custom(|n| {
+                        raw_run(
+                            conc,
+                            n,
+                            |l, batch, k| {
+                                let ps: Vec<&std::ffi::CStr> =
+                                    (0..batch).map(|j| cp[(k + j) % count].as_c_str()).collect();
+                                if chained {
+                                    l.read_files_chained(&ps).unwrap();
+                                } else {
+                                    l.read_files_batch(&ps).unwrap();
+                                }
+                            },
+                            size,
+                        )
+                    })
+                });
+            }
             let fd = std::os::fd::AsRawFd::as_raw_fd(&big_std);
             g.bench_function("raw_uring_pread", |b| {
                 b.iter_custom(|n| {
