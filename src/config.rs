@@ -13,7 +13,7 @@
 //! | `slice_us` | 100 | EEVDF scheduler slice of both pools, µs, where the kernel has it; 0 = kernel default |
 //! | `state_dir` | `./.pagegen` (`PAGEGEN_STATE_DIR`) | class ids, profiles, model checkpoints |
 //! | `memory_pool` | 70 % of the cgroup limit, else 50 % of RAM | bytes all live requests may hold |
-//! | `bulk_threshold_us` | 5000 | predicted CPU above which a request starts in the bulk pool |
+//! | `bulk_threshold_us` | 1000 | predicted CPU above which a request starts in the bulk pool |
 //! | `mem_margin` | 1.5 | memory budget = predicted upper peak × margin |
 //! | `mem_floor` | `4MiB` | smallest memory budget (room for what one poll allocates) |
 //! | `admission_wait_ms` | 100 | longest wait for memory or a pool before a 503 |
@@ -130,9 +130,11 @@ impl Default for Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(pagegen_model::state_dir::DEFAULT_STATE_DIR)),
             memory_pool: None,
-            // Between a 0.2 ms home page and a 30 ms search: a poll this long on a latency worker is
-            // what starts to show in a light class's p99 (plucked from the isolation bench's range).
-            bulk_threshold: Duration::from_millis(5),
+            // A tenth of a 10 ms light-page objective: work predicted longer leaves the latency
+            // workers to light pages. At 5 ms the site's searches (2–8 ms, predicted ~3 ms) ran on
+            // the latency workers, and in the harness's bursts mix at twice the capacity the light
+            // pages' server-side p99 was 124 ms; at 1 ms, 4–17 ms (benches/RESULTS.md, 2026-12-05).
+            bulk_threshold: Duration::from_millis(1),
             // Room over the upper estimate; the model's upper is already a ~99 % cover.
             mem_margin: 1.5,
             mem_floor: 4 << 20,

@@ -39,7 +39,7 @@ pub struct GrantPolicy {
 impl Default for GrantPolicy {
     fn default() -> Self {
         GrantPolicy {
-            bulk_threshold_ns: 5_000_000,
+            bulk_threshold_ns: 1_000_000,
             has_bulk: true,
             margin: 1.5,
             mem_floor: 4 << 20,
