@@ -83,7 +83,7 @@ Workload:
   --phase-s S            measured seconds per phase (20; --quick: 3)
   --warmup-s S           warm-up seconds per phase and probe (3; --quick: 1)
   --seed N               seed of schedules and parameters (1)
-  --pool-cap N           most connections to a server (256)
+  --pool-cap N           most connections to a server (4096)
   --data DIR             folder holding azure-functions-2019/ ($PAGEGEN_DATA, else ../shared/data)
   --memory-limit-mb N    memory limit for mixes that ask for one (overrides the mix)
 
@@ -141,7 +141,7 @@ impl Args {
             capacity_all: None,
             reference: None,
             workers: 2,
-            pool_cap: 256,
+            pool_cap: 4096,
             seed: 1,
             data: None,
             out: None,

@@ -118,6 +118,15 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let started_utc = report::utc_stamp(':');
     let cpu0 = sys::own_cpu_time();
+    // The pool's connections plus the server's side of each, and room for files and pipes.
+    let want = (a.pool_cap as u64).saturating_mul(2).saturating_add(256);
+    let files = sys::raise_open_files(want);
+    if files < want {
+        eprintln!(
+            "pagegen-bench: open-file limit {files} < {want} for --pool-cap {}: an overloaded phase may see connect errors",
+            a.pool_cap
+        );
+    }
 
     let mut runtimes = load_runtimes(&a)?;
     if a.quick && a.runtimes.is_none() && runtimes.len() > 2 {

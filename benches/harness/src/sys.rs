@@ -44,3 +44,31 @@ pub fn clock_ticks() -> u64 {
         100
     }
 }
+
+/// Raises this process's open-file soft limit towards its hard limit so that `want` connections
+/// (and as many on the server's side: servers inherit the limit) fit; returns the soft limit now.
+/// A soft limit of 1024, common on desktops, would turn an overloaded phase's connection growth
+/// into connect errors of the generator's own making.
+pub fn raise_open_files(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the pointer it is given, a local that outlives
+    // the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let target = want.min(lim.rlim_max);
+    if lim.rlim_cur < target {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one `rlimit` from a local that outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return target;
+        }
+    }
+    lim.rlim_cur
+}
