@@ -79,7 +79,7 @@ pub(crate) fn set_thread_slice(slice_ns: u64) -> std::io::Result<()> {
 }
 
 /// This thread's scheduler slice as the kernel reports it (`sched_getattr`'s `sched_runtime`, ns).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn thread_slice_ns() -> std::io::Result<u64> {
     // SAFETY: `sched_attr` is plain integers; all-zero is a valid value.
     let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
