@@ -12,7 +12,8 @@
 //!
 //! `cargo bench --bench net` (3 rounds of 2 s per server and connection count); `-- --quick` or
 //! `PAGEGEN_NET_QUICK=1` for a smoke run (1 round of 0.3 s, 1 and 64 connections);
-//! `PAGEGEN_NET_ONLY=Server:connections` for one 5 s run (for a profiler).
+//! `PAGEGEN_NET_ONLY=Server:connections` for one 5 s run (for a profiler);
+//! `PAGEGEN_NET_WORKERS=N` for N workers per server instead of 2.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -31,7 +32,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[global_allocator]
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
 
-const WORKERS: usize = 2;
+/// Workers of each server: 2, or `PAGEGEN_NET_WORKERS` (on 2 cores shared with the load
+/// generator, 1 worker each leaves one core to the server and one to the generator).
+fn workers() -> usize {
+    std::env::var("PAGEGEN_NET_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
@@ -90,7 +98,7 @@ fn serve(kind: Server) -> ! {
     match kind {
         Server::Tokio => {
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(WORKERS)
+                .worker_threads(workers())
                 .enable_all()
                 .build()
                 .unwrap();
@@ -107,8 +115,8 @@ fn serve(kind: Server) -> ! {
         _ => {
             let dir = tempfile::tempdir().unwrap();
             let rt = pagegen::runtime::Builder::new()
-                .workers(WORKERS)
-                .bulk_workers(WORKERS)
+                .workers(workers())
+                .bulk_workers(workers())
                 .state_dir(dir.path())
                 .trainer(false)
                 .build()
@@ -317,7 +325,10 @@ fn main() {
     } else {
         (3, 2.0, &[1, 64, 1024])
     };
-    println!("net: {rounds} round(s) x {secs} s per server and connection count, {WORKERS} workers, servers interleaved");
+    println!(
+        "net: {rounds} round(s) x {secs} s per server and connection count, {} workers, servers interleaved",
+        workers()
+    );
     for &conns in counts {
         let mut got: Vec<Vec<Run>> = SERVERS.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
