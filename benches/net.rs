@@ -33,12 +33,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 static ALLOC: pagegen::alloc::PagegenAlloc = pagegen::alloc::PagegenAlloc::new();
 
 /// Workers of each server: 2, or `PAGEGEN_NET_WORKERS` (on 2 cores shared with the load
-/// generator, 1 worker each leaves one core to the server and one to the generator).
+/// generator, 1 worker each leaves one core to the server and one to the generator). A value
+/// that is not a positive count stops the bench instead of silently measuring 2.
 fn workers() -> usize {
-    std::env::var("PAGEGEN_NET_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+    let Ok(v) = std::env::var("PAGEGEN_NET_WORKERS") else {
+        return 2;
+    };
+    match v.parse() {
+        Ok(n) if n > 0 => n,
+        _ => panic!("PAGEGEN_NET_WORKERS={v:?}: expected a positive number of workers"),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,9 +118,10 @@ fn serve(kind: Server) -> ! {
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
+            let n = workers();
             let rt = pagegen::runtime::Builder::new()
-                .workers(workers())
-                .bulk_workers(workers())
+                .workers(n)
+                .bulk_workers(n)
                 .state_dir(dir.path())
                 .trainer(false)
                 .build()
