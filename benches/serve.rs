@@ -69,6 +69,9 @@ fn load(addr: SocketAddr, path: &'static str, secs: f64) -> f64 {
                     .unwrap();
                 tokio::spawn(conn);
                 while Instant::now() < until {
+                    // A kept-alive hyper client connection takes the next request only once it
+                    // has asked for one.
+                    tx.ready().await.unwrap();
                     let res = tx
                         .send_request(Request::get(path).body(Empty::<Bytes>::new()).unwrap())
                         .await
