@@ -59,6 +59,10 @@ pub struct Args {
     pub light_p99_ms: f64,
     /// Capacity objective: goodput.
     pub min_goodput: f64,
+    /// Overload-then-normal loads, % of the reference capacity; `Some(None)`: asked for none.
+    pub recovery: Option<Option<(f64, f64)>>,
+    /// Seconds of overload and of normal load after it.
+    pub recovery_s: Option<(f64, f64)>,
 }
 
 /// The usage text.
@@ -78,7 +82,8 @@ Runtimes (servers under test):
 Workload:
   --mixes A,B            mixes to run (default steady,bursts,hog,azure; --quick: steady)
   --mix-dir DIR          folder of mix files (benches/harness/mixes)
-  --loads P,Q            load points, % of the reference capacity (50,70,90,110,200; --quick: 50,110)
+  --loads P,Q            load points, % of the reference capacity (50,70,90,110,200; --quick: 50,110);
+                         none: skip the sweep
   --repeats N            interleaved repeats (3; --quick: 1)
   --phase-s S            measured seconds per phase (20; --quick: 3)
   --warmup-s S           warm-up seconds per phase and probe (3; --quick: 1)
@@ -86,6 +91,11 @@ Workload:
   --pool-cap N           most connections to a server (4096)
   --data DIR             folder holding azure-functions-2019/ ($PAGEGEN_DATA, else ../shared/data)
   --memory-limit-mb N    memory limit for mixes that ask for one (overrides the mix)
+
+Recovery (after the sweep: warm up at AFTER, OVER for a while, then AFTER again; the time until
+the light p99 over the last second stays within the objective):
+  --recovery OVER,AFTER  loads, % of the reference capacity (200,70; --quick: 200,50); off: none
+  --recovery-s S,T       seconds of overload and of measured normal load after it (10,20; --quick: 1,3)
 
 Capacity (highest rate with light p99 <= 10 ms and goodput >= 99 %):
   --capacity RATE        skip the search: the reference capacity is RATE requests/s
@@ -111,6 +121,14 @@ fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>> {
                 .map_err(|_| anyhow::anyhow!("{flag}: {s:?} is not valid"))
         })
         .collect()
+}
+
+/// Two comma-separated numbers.
+fn pair(flag: &str, v: &str) -> Result<(f64, f64)> {
+    match list::<f64>(flag, v)?[..] {
+        [a, b] => Ok((a, b)),
+        _ => bail!("{flag}: give two numbers, e.g. 200,70"),
+    }
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
@@ -148,6 +166,8 @@ impl Args {
             memory_limit_mb: None,
             light_p99_ms: 10.0,
             min_goodput: 0.99,
+            recovery: None,
+            recovery_s: None,
         };
         let mut it = argv.into_iter();
         while let Some(flag) = it.next() {
@@ -172,7 +192,27 @@ impl Args {
                 "--runtimes" => a.runtimes = Some(list("--runtimes", &value()?)?),
                 "--mixes" => a.mixes = Some(list("--mixes", &value()?)?),
                 "--mix-dir" => a.mix_dir = value()?.into(),
-                "--loads" => a.loads = Some(list("--loads", &value()?)?),
+                "--loads" => {
+                    let v = value()?;
+                    a.loads = Some(if v == "none" {
+                        Vec::new()
+                    } else {
+                        let l: Vec<f64> = list("--loads", &v)?;
+                        if l.is_empty() {
+                            bail!("--loads: give positive percentages, e.g. 50,110, or none");
+                        }
+                        l
+                    });
+                }
+                "--recovery" => {
+                    let v = value()?;
+                    a.recovery = Some(if v == "off" {
+                        None
+                    } else {
+                        Some(pair("--recovery", &v)?)
+                    });
+                }
+                "--recovery-s" => a.recovery_s = Some(pair("--recovery-s", &value()?)?),
                 "--repeats" => a.repeats = Some(num("--repeats", &value()?)?),
                 "--phase-s" => a.phase_s = Some(num("--phase-s", &value()?)?),
                 "--warmup-s" => a.warmup_s = Some(num("--warmup-s", &value()?)?),
@@ -199,9 +239,19 @@ impl Args {
         }
         if a.loads
             .as_ref()
-            .is_some_and(|l| l.is_empty() || l.iter().any(|p| *p <= 0.0))
+            .is_some_and(|l| l.iter().any(|p| *p <= 0.0))
         {
             bail!("--loads: give positive percentages, e.g. 50,110");
+        }
+        if let Some(Some((over, after))) = a.recovery {
+            if after <= 0.0 || over <= after {
+                bail!("--recovery: give OVER,AFTER with OVER > AFTER > 0, e.g. 200,70");
+            }
+        }
+        if let Some((over_s, after_s)) = a.recovery_s {
+            if over_s <= 0.0 || after_s < 1.0 {
+                bail!("--recovery-s: give positive seconds, the second at least 1 (the rolling window), e.g. 10,20");
+            }
         }
         if a.repeats == Some(0) {
             bail!("--repeats must be at least 1");
@@ -254,5 +304,28 @@ mod tests {
             .to_string()
             .contains("needs a value"));
         assert!(parse("--help").unwrap().is_none());
+        for bad in [
+            "--recovery 200",
+            "--recovery 50,70",
+            "--recovery 200,0",
+            "--recovery-s 0,20",
+            "--loads 50,-1",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn recovery_and_empty_sweeps() {
+        let a = parse("--recovery 200,70 --recovery-s 5,15 --loads none")
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.recovery, Some(Some((200.0, 70.0))));
+        assert_eq!(a.recovery_s, Some((5.0, 15.0)));
+        assert_eq!(a.loads, Some(vec![]));
+        let a = parse("--recovery off").unwrap().unwrap();
+        assert_eq!(a.recovery, Some(None));
+        assert_eq!(parse("").unwrap().unwrap().recovery, None);
     }
 }

@@ -9,7 +9,10 @@ use plotters::{
     prelude::*,
 };
 
-use crate::{plan::PhaseRecord, report::PointSummary};
+use crate::{
+    plan::{PhaseRecord, RecoveryRecord},
+    report::PointSummary,
+};
 
 type Series = (String, Vec<(f64, f64)>);
 
@@ -140,14 +143,82 @@ fn file_safe(s: &str) -> String {
         .collect()
 }
 
+/// The light class's rolling p99 through the overload and after it, per mix: one line per runtime
+/// (repeat 0). A window where a light request got no 2xx is drawn at the top of the chart.
+fn recovery(
+    dir: &Path,
+    records: &[RecoveryRecord],
+    p99_limit_ms: f64,
+    files: &mut Vec<String>,
+) -> Result<()> {
+    let mut mixes: Vec<&str> = Vec::new();
+    for r in records {
+        if !mixes.contains(&r.mix.as_str()) {
+            mixes.push(&r.mix);
+        }
+    }
+    for mix in mixes {
+        let picked: Vec<(&RecoveryRecord, &crate::recovery::Recovery)> = records
+            .iter()
+            .filter(|r| r.mix == mix && r.repeat == 0)
+            .filter_map(|r| Some((r, r.recovery.as_ref()?)))
+            .collect();
+        let Some((first, rec)) = picked.first() else {
+            continue;
+        };
+        let finite = || {
+            picked
+                .iter()
+                .flat_map(|(_, r)| r.timeline.iter().map(|p| p.1))
+                .filter(|v| v.is_finite())
+        };
+        let top = finite().fold(p99_limit_ms, f64::max) * 1.25;
+        let bottom = finite().fold(p99_limit_ms, f64::min).max(0.01) * 0.8;
+        let series: Vec<Series> = picked
+            .iter()
+            .map(|(r, rec)| {
+                let label = match rec.seconds {
+                    Some(s) => format!("{} (recovered {s:.1} s after)", r.runtime),
+                    None => format!("{} (not recovered)", r.runtime),
+                };
+                let points = rec
+                    .timeline
+                    .iter()
+                    .filter(|p| !p.1.is_nan())
+                    .map(|&(t, v)| (t, v.min(top)))
+                    .collect();
+                (label, points)
+            })
+            .collect();
+        let name = format!("recovery_{}.svg", file_safe(mix));
+        draw(
+            &dir.join(&name),
+            &format!(
+                "{mix}: light p99 over the last {} s; {:.0} % load until {} s, then {:.0} %",
+                rec.window_s, first.plan.over_pct, rec.step_s, first.plan.after_pct
+            ),
+            "seconds since the overload began",
+            "rolling light p99, ms (log)",
+            0.0..rec.end_s,
+            (bottom..top * 1.05).log_scale(),
+            &series,
+            Some((p99_limit_ms, "objective")),
+        )?;
+        files.push(name);
+    }
+    Ok(())
+}
+
 /// Draws every chart for the run into `dir`; returns their file names.
 pub fn all(
     dir: &Path,
     summary: &[PointSummary],
     phases: &[PhaseRecord],
+    recoveries: &[RecoveryRecord],
     p99_limit_ms: f64,
 ) -> Result<Vec<String>> {
     let mut files = Vec::new();
+    recovery(dir, recoveries, p99_limit_ms, &mut files)?;
     let mut mixes: Vec<&str> = Vec::new();
     for p in summary {
         if !mixes.contains(&p.mix.as_str()) {

@@ -15,6 +15,7 @@ mod client;
 mod latency;
 mod mix;
 mod plan;
+mod recovery;
 mod report;
 mod runner;
 mod schedule;
@@ -36,7 +37,7 @@ use crate::{
     capacity::Objective,
     cgroup::Mechanism,
     mix::Workload,
-    plan::Plan,
+    plan::{Plan, RecoveryPlan},
     report::{Report, RunFacts},
     server::RuntimeSpec,
 };
@@ -222,6 +223,20 @@ fn main() -> Result<()> {
         }
     });
     let repeats = a.repeats.unwrap_or(if quick { 1 } else { 3 });
+    let recovery = a
+        .recovery
+        .unwrap_or(Some(if quick { (200.0, 50.0) } else { (200.0, 70.0) }))
+        .map(|(over_pct, after_pct)| {
+            let (over_s, after_s) =
+                a.recovery_s
+                    .unwrap_or(if quick { (1.0, 3.0) } else { (10.0, 20.0) });
+            RecoveryPlan {
+                over_pct,
+                after_pct,
+                over_s,
+                after_s,
+            }
+        });
     let plan = Plan {
         reference,
         capacity_all: a.capacity_all.unwrap_or(!quick),
@@ -244,12 +259,16 @@ fn main() -> Result<()> {
         out: out.clone(),
         mechanism,
         memory_limit_override: a.memory_limit_mb,
+        recovery,
         mixes,
         capacity_mix,
         runtimes,
     };
 
-    let phases = (plan.repeats * plan.mixes.len() * plan.loads.len() * plan.runtimes.len()) as u64;
+    let phases = (plan.repeats
+        * plan.mixes.len()
+        * (plan.loads.len() + usize::from(plan.recovery.is_some()))
+        * plan.runtimes.len()) as u64;
     let probes_estimate = if plan.capacity_override.is_some() {
         0
     } else {
@@ -272,11 +291,18 @@ fn main() -> Result<()> {
     plan::say(
         &pb,
         &format!(
-            "pagegen-bench: {} runtime(s) [{}], mixes [{}], loads {:?} %, {} repeat(s), out {}; memory limits: {}",
+            "pagegen-bench: {} runtime(s) [{}], mixes [{}], loads {:?} %, {}, {} repeat(s), out {}; memory limits: {}",
             plan.runtimes.len(),
             plan.runtimes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
             mix_names.join(", "),
             plan.loads,
+            match plan.recovery {
+                Some(r) => format!(
+                    "recovery {:.0} % for {} s then {:.0} % for {} s",
+                    r.over_pct, r.over_s, r.after_pct, r.after_s
+                ),
+                None => "no recovery runs".into(),
+            },
             plan.repeats,
             out.display(),
             mechanism_text
@@ -329,7 +355,13 @@ fn main() -> Result<()> {
         outcome: &outcome,
     };
     report::write_json(&out, &doc)?;
-    let charts = chart::all(&out, &summary, &outcome.phases, plan.objective.light_p99_ms)?;
+    let charts = chart::all(
+        &out,
+        &summary,
+        &outcome.phases,
+        &outcome.recoveries,
+        plan.objective.light_p99_ms,
+    )?;
     let md = report::markdown(&doc, &charts);
     std::fs::write(out.join("report.md"), &md)
         .with_context(|| format!("writing {}", out.join("report.md").display()))?;

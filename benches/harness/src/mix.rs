@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     azure::{AzureSpec, Replay, Trace},
-    schedule::{Bursts, Flat, RateShape, Rng, Schedule},
+    schedule::{Bursts, Episode, Flat, RateShape, Rng, Schedule, WithEpisode},
 };
 
 /// One mix file.
@@ -244,8 +244,9 @@ impl Workload {
         Ok(Self { mix, replay, note })
     }
 
-    /// The arrival schedule at a mean total `rate` per second.
-    pub fn schedule(&self, rate: f64, seed: u64) -> Schedule {
+    /// The arrival schedule at a mean total `rate` per second, with an optional `episode` of
+    /// the whole load on top (an overload to recover from).
+    pub fn schedule(&self, rate: f64, seed: u64, episode: Option<Episode>) -> Schedule {
         let total: f64 = self.mix.classes.iter().map(|c| c.weight).sum();
         let rates = self
             .mix
@@ -269,6 +270,12 @@ impl Workload {
                     })
                 } else {
                     Box::new(Flat)
+                }
+            })
+            .map(|inner| -> Box<dyn RateShape> {
+                match episode {
+                    Some(episode) => Box::new(WithEpisode { inner, episode }),
+                    None => inner,
                 }
             })
             .collect();
@@ -357,7 +364,7 @@ params = { id = { uniform = [1, 5] }, s = { choice = ["asc", "desc"] } }
         let w = Workload::new(Mix::parse(GOOD).unwrap(), Path::new("/x"), 10.0).unwrap();
         let n = 40_000;
         let light = w
-            .schedule(1000.0, 1)
+            .schedule(1000.0, 1, None)
             .take(n)
             .filter(|a| a.class == 0)
             .count();

@@ -13,7 +13,9 @@ use crate::{
     capacity::{Objective, Search},
     cgroup::{Mechanism, MemoryCgroup},
     mix::Workload,
+    recovery::{self, Recovery},
     runner::{self, RunResult, RunSpec},
+    schedule::Episode,
     server::{self, RuntimeSpec, Server, ServerEnd},
 };
 
@@ -65,6 +67,53 @@ pub struct Plan {
     pub mechanism: Mechanism,
     /// Overrides the mixes' memory limits, MiB.
     pub memory_limit_override: Option<u64>,
+    /// Overload-then-normal runs, after the sweep.
+    pub recovery: Option<RecoveryPlan>,
+}
+
+/// An overload followed by normal load, to see how soon the light class's tail recovers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RecoveryPlan {
+    /// Load during the overload, % of the reference capacity.
+    pub over_pct: f64,
+    /// Load before (the warm-up) and after the overload, % of the reference capacity.
+    pub after_pct: f64,
+    /// Length of the overload, s.
+    pub over_s: f64,
+    /// Measured time after the overload, s.
+    pub after_s: f64,
+}
+
+/// The rolling window of [`recovery::analyse`], s.
+const RECOVERY_WINDOW_S: f64 = 1.0;
+/// How often the rolling p99 is sampled, s.
+const RECOVERY_EVERY_S: f64 = 0.1;
+
+/// One overload-then-normal run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// Runtime name.
+    pub runtime: String,
+    /// Mix name.
+    pub mix: String,
+    /// Repeat index (0-based).
+    pub repeat: usize,
+    /// The loads and lengths.
+    pub plan: RecoveryPlan,
+    /// Offered rate during the overload, requests/s.
+    pub over_rate: f64,
+    /// Offered rate before and after it, requests/s.
+    pub after_rate: f64,
+    /// Memory limit the server ran in, MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// The light class's recovery (absent when the server did not start).
+    pub recovery: Option<Recovery>,
+    /// Load figures over the whole measured window (overload and after).
+    pub run: Option<RunResult>,
+    /// How the server ended.
+    pub server: Option<ServerEnd>,
+    /// Why the run could not happen.
+    pub error: Option<String>,
 }
 
 /// One capacity probe.
@@ -129,6 +178,9 @@ pub struct Outcome {
     pub reference_note: Option<String>,
     /// Every phase in the order run.
     pub phases: Vec<PhaseRecord>,
+    /// Overload-then-normal runs, in the order run.
+    #[serde(default)]
+    pub recoveries: Vec<RecoveryRecord>,
 }
 
 /// Prints a line without breaking the progress bar (or to stderr when the bar is hidden).
@@ -160,6 +212,7 @@ impl Plan {
         rate: f64,
         measure: Duration,
         seed: u64,
+        episode: Option<Episode>,
         label: &str,
         pb: &ProgressBar,
     ) -> Result<(RunResult, ServerEnd)> {
@@ -190,6 +243,7 @@ impl Plan {
             measure,
             seed,
             pool_cap: self.pool_cap,
+            episode,
         };
         pb.set_message(label.to_string());
         let run = runner::run(workload, server.addr, spec, |_| pb.tick()).await;
@@ -222,6 +276,7 @@ impl Plan {
                     rate,
                     self.probe,
                     self.seed,
+                    None,
                     &label,
                     pb,
                 )
@@ -346,7 +401,7 @@ impl Plan {
                             error: None,
                         };
                         match self
-                            .measure(rt, w, rate, self.phase, seed, &label, pb)
+                            .measure(rt, w, rate, self.phase, seed, None, &label, pb)
                             .await
                         {
                             Ok((run, end)) => {
@@ -377,11 +432,99 @@ impl Plan {
                 }
             }
         }
+        let recoveries = match self.recovery {
+            Some(r) => self.recover(r, reference, pb).await,
+            None => Vec::new(),
+        };
         Ok(Outcome {
             capacities,
             reference_capacity: reference,
             reference_note,
             phases,
+            recoveries,
         })
+    }
+
+    /// For every repeat, mix and runtime (interleaved): warm up at the normal load, overload,
+    /// then the normal load again, and measure how soon the light class's p99 recovers.
+    async fn recover(
+        &self,
+        r: RecoveryPlan,
+        reference: f64,
+        pb: &ProgressBar,
+    ) -> Vec<RecoveryRecord> {
+        let after_rate = reference * r.after_pct / 100.0;
+        let over_rate = reference * r.over_pct / 100.0;
+        let warmup = self.warmup.as_secs_f64();
+        let episode = Episode {
+            factor: r.over_pct / r.after_pct,
+            from_s: warmup,
+            until_s: warmup + r.over_s,
+        };
+        let measure = Duration::from_secs_f64(r.over_s + r.after_s);
+        let mut out = Vec::new();
+        for repeat in 0..self.repeats {
+            let seed = self.seed ^ ((repeat as u64) << 32) ^ 0xec0e_5000;
+            for w in &self.mixes {
+                for rt in &self.runtimes {
+                    let label = format!(
+                        "recovery-{}-{}-{:.0}to{:.0}pct-r{}",
+                        w.mix.name, rt.name, r.over_pct, r.after_pct, repeat
+                    );
+                    let mut record = RecoveryRecord {
+                        runtime: rt.name.clone(),
+                        mix: w.mix.name.clone(),
+                        repeat,
+                        plan: r,
+                        over_rate,
+                        after_rate,
+                        memory_limit_mb: self.limit_mb(w),
+                        recovery: None,
+                        run: None,
+                        server: None,
+                        error: None,
+                    };
+                    match self
+                        .measure(rt, w, after_rate, measure, seed, Some(episode), &label, pb)
+                        .await
+                    {
+                        Ok((run, end)) => {
+                            let rec = recovery::analyse(
+                                &run.light_samples,
+                                r.over_s,
+                                r.over_s + r.after_s,
+                                RECOVERY_WINDOW_S,
+                                RECOVERY_EVERY_S,
+                                self.objective.light_p99_ms,
+                            );
+                            say(
+                                pb,
+                                &format!(
+                                    "  {label}: light p99 {:.2} ms during the overload, {:.2} ms after; {}; goodput {:.1} %, {}",
+                                    rec.over_light_p99_ms,
+                                    rec.after_light_p99_ms,
+                                    match rec.seconds {
+                                        Some(s) => format!("back within {} ms {s:.1} s after the step", rec.slo_ms),
+                                        None => format!("still over {} ms at the end", rec.slo_ms),
+                                    },
+                                    run.goodput * 100.0,
+                                    end.status,
+                                ),
+                            );
+                            record.recovery = Some(rec);
+                            record.run = Some(run);
+                            record.server = Some(end);
+                        }
+                        Err(e) => {
+                            say(pb, &format!("  {label}: {e:#}"));
+                            record.error = Some(format!("{e:#}"));
+                        }
+                    }
+                    out.push(record);
+                    pb.inc(1);
+                }
+            }
+        }
+        out
     }
 }

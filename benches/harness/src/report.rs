@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::{
     capacity::Objective,
     mix::Mix,
-    plan::{Outcome, PhaseRecord},
+    plan::{Outcome, PhaseRecord, RecoveryRecord},
+    recovery::Recovery,
+    runner::RunResult,
     server::RuntimeSpec,
 };
 
@@ -413,6 +415,7 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
         }
         let _ = writeln!(md);
     }
+    recovery_section(&mut md, &report.outcome.recoveries);
     if !charts.is_empty() {
         let _ = writeln!(md, "## Charts\n");
         for c in charts {
@@ -420,6 +423,90 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
         }
     }
     md
+}
+
+/// The overload-then-normal runs: per mix and runtime, over repeats.
+fn recovery_section(md: &mut String, records: &[RecoveryRecord]) {
+    let Some(first) = records.first() else {
+        return;
+    };
+    let p = first.plan;
+    let slo = first.recovery.as_ref().map_or(f64::NAN, |r| r.slo_ms);
+    let _ = writeln!(
+        md,
+        "## Recovery after overload\n\nWarm-up at {:.0} % ({:.0} req/s), then {:.0} % ({:.0} req/s) for {} s, then {:.0} % again for {} s. Recovery: seconds from the step down until the light p99 over the last second stays within {slo} ms to the end of the run (a light request without a 2xx counts as infinitely slow). Cells over repeats: median (min–max).\n",
+        p.after_pct,
+        first.after_rate,
+        p.over_pct,
+        first.over_rate,
+        p.over_s,
+        p.after_pct,
+        p.after_s,
+    );
+    let mut mixes: Vec<&str> = Vec::new();
+    for r in records {
+        if !mixes.contains(&r.mix.as_str()) {
+            mixes.push(&r.mix);
+        }
+    }
+    for mix in mixes {
+        let _ = writeln!(md, "### Mix `{mix}`\n");
+        let _ = writeln!(
+            md,
+            "| runtime | recovered | recovery (s) | light p99 during overload (ms) | light p99 after (ms) | goodput (%) | 503 (%) | peak RSS (MiB) | server |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let mut runtimes: Vec<&str> = Vec::new();
+        for r in records.iter().filter(|r| r.mix == mix) {
+            if !runtimes.contains(&r.runtime.as_str()) {
+                runtimes.push(&r.runtime);
+            }
+        }
+        for rt in runtimes {
+            let rs: Vec<&RecoveryRecord> = records
+                .iter()
+                .filter(|r| r.mix == mix && r.runtime == rt)
+                .collect();
+            let measured: Vec<&Recovery> = rs.iter().filter_map(|r| r.recovery.as_ref()).collect();
+            let recovered: Vec<f64> = measured.iter().filter_map(|r| r.seconds).collect();
+            let runs: Vec<&RunResult> = rs.iter().filter_map(|r| r.run.as_ref()).collect();
+            let ends: Vec<String> = rs
+                .iter()
+                .map(|r| match (&r.server, &r.error) {
+                    (Some(e), _) if e.oom_killed => "OOM-killed".to_string(),
+                    (Some(e), _) => e.status.clone(),
+                    (None, Some(err)) => err.clone(),
+                    (None, None) => "–".into(),
+                })
+                .collect();
+            let mut distinct = ends.clone();
+            distinct.sort();
+            distinct.dedup();
+            let _ = writeln!(
+                md,
+                "| {rt} | {} of {} | {} | {} | {} | {} | {} | {} | {} |",
+                recovered.len(),
+                rs.len(),
+                if recovered.is_empty() {
+                    format!("> {}", p.after_s)
+                } else {
+                    Spread::of(recovered.clone()).show(1.0, 1)
+                },
+                Spread::of(measured.iter().map(|r| r.over_light_p99_ms).collect()).show(1.0, 2),
+                Spread::of(measured.iter().map(|r| r.after_light_p99_ms).collect()).show(1.0, 2),
+                Spread::of(runs.iter().map(|r| r.goodput).collect()).show(100.0, 1),
+                Spread::of(runs.iter().map(|r| r.shed_rate).collect()).show(100.0, 1),
+                Spread::of(
+                    rs.iter()
+                        .filter_map(|r| r.server.as_ref().map(|e| e.peak_rss_mb))
+                        .collect()
+                )
+                .show(1.0, 0),
+                distinct.join("; "),
+            );
+        }
+        let _ = writeln!(md);
+    }
 }
 
 /// The UTC time now as `YYYY-MM-DDTHH-MM-SSZ` (file-name safe when `sep` is '-').

@@ -18,9 +18,9 @@ use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use crate::{
     client::Pool,
-    latency::{ClassRecorder, ClassSummary},
+    latency::{ClassRecorder, ClassSummary, Outcome},
     mix::Workload,
-    schedule::Rng,
+    schedule::{Episode, Rng},
     sys,
 };
 
@@ -37,6 +37,9 @@ pub struct RunSpec {
     pub seed: u64,
     /// Most connections the pool may open.
     pub pool_cap: usize,
+    /// An episode of the whole load (times from the start of the run, warm-up included); the
+    /// light class's every request is then kept in [`RunResult::light_samples`].
+    pub episode: Option<Episode>,
 }
 
 /// Figures of one run.
@@ -66,7 +69,15 @@ pub struct RunResult {
     pub peak_connections: usize,
     /// Connections opened.
     pub connections_opened: usize,
+    /// With an episode: each measured light request's (intended time, s from the start of the
+    /// measured window; latency, ms, infinite without a 2xx), in completion order.
+    #[serde(skip)]
+    pub light_samples: Vec<LightSample>,
 }
+
+/// A light request's intended time (s from the start of the measured window) and latency (ms,
+/// infinite without a 2xx).
+pub type LightSample = (f64, f64);
 
 struct Job {
     intended: Instant,
@@ -105,7 +116,7 @@ pub async fn run(
         std::thread::Builder::new()
             .name("bench-dispatch".into())
             .spawn(move || {
-                let schedule = workload.schedule(spec.rate, spec.seed);
+                let schedule = workload.schedule(spec.rate, spec.seed, spec.episode);
                 let mut params = Rng::new(spec.seed ^ 0x5eed_0f9a_7a55);
                 for a in schedule {
                     if a.at >= total {
@@ -134,6 +145,9 @@ pub async fn run(
     let pool = Arc::new(Pool::new(addr, spec.pool_cap));
     let recorders: Arc<Mutex<Vec<ClassRecorder>>> =
         Arc::new(Mutex::new(vec![ClassRecorder::default(); classes.len()]));
+    let light = workload.mix.light();
+    let light_samples: Option<Arc<Mutex<Vec<LightSample>>>> =
+        spec.episode.map(|_| Arc::new(Mutex::new(Vec::new())));
     let mut lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("static bounds");
     let mut tasks = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -150,6 +164,7 @@ pub async fn run(
                     }
                     let pool = Arc::clone(&pool);
                     let recorders = Arc::clone(&recorders);
+                    let samples = light_samples.clone().filter(|_| job.class == light);
                     let deadline = deadlines[job.class];
                     tasks.spawn(async move {
                         let sent = pool
@@ -165,6 +180,19 @@ pub async fn run(
                                 sent.outcome,
                                 deadline,
                             );
+                            if let Some(samples) = samples {
+                                let ms = match sent.outcome {
+                                    Outcome::Status(s) if (200..300).contains(&s) => {
+                                        done.saturating_duration_since(job.intended).as_secs_f64()
+                                            * 1000.0
+                                    }
+                                    _ => f64::INFINITY,
+                                };
+                                samples
+                                    .lock()
+                                    .expect("sample lock")
+                                    .push((rel(job.intended).as_secs_f64(), ms));
+                            }
                         }
                     });
                 }
@@ -216,6 +244,9 @@ pub async fn run(
         peak_connections: pool.peak(),
         connections_opened: pool.opened(),
         classes: summaries,
+        light_samples: light_samples
+            .map(|s| std::mem::take(&mut *s.lock().expect("sample lock")))
+            .unwrap_or_default(),
     }
 }
 
@@ -293,13 +324,14 @@ deadline_ms = 60
             measure: Duration::from_millis(300),
             seed: 9,
             pool_cap,
+            episode: None,
         }
     }
 
     /// Requests of the schedule that fall in the measured window, per class.
     fn expected(w: &Workload, s: RunSpec) -> Vec<u64> {
         let mut n = vec![0u64; w.mix.classes.len()];
-        for a in w.schedule(s.rate, s.seed) {
+        for a in w.schedule(s.rate, s.seed, s.episode) {
             if a.at >= s.warmup + s.measure {
                 break;
             }
@@ -332,6 +364,48 @@ deadline_ms = 60
         }
         assert_eq!(result.failed, 0);
         assert!(result.peak_connections >= 1 && result.peak_connections <= 64);
+    }
+
+    #[test]
+    fn an_episode_keeps_every_light_request_as_a_sample() {
+        let w = Workload::new(Mix::parse(MIX).unwrap(), Path::new("/x"), 1.0).unwrap();
+        let s = RunSpec {
+            episode: Some(Episode {
+                factor: 3.0,
+                from_s: 0.1,
+                until_s: 0.2,
+            }),
+            ..spec(64)
+        };
+        for (status, answered) in [(200, true), (503, false)] {
+            let result = runtime().block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(serve(listener, Some(status)));
+                run(&w, addr, s, |_| {}).await
+            });
+            let light = w.mix.light();
+            assert_eq!(
+                result.light_samples.len() as u64,
+                expected(&w, s)[light],
+                "one sample per measured light request"
+            );
+            assert_eq!(result.classes[light].scheduled, expected(&w, s)[light]);
+            for &(t, ms) in &result.light_samples {
+                assert!((0.0..0.3).contains(&t), "intended time {t} in the window");
+                // A 503 is no answer for recovery: infinitely slow.
+                assert_eq!(ms.is_finite(), answered, "{status}: {ms}");
+            }
+        }
+        // The episode triples the rate in the first 100 ms of the measured window.
+        let times: Vec<f64> = w
+            .schedule(s.rate, s.seed, s.episode)
+            .map(|a| a.at.as_secs_f64())
+            .take_while(|t| *t < 0.4)
+            .collect();
+        let inside = times.iter().filter(|t| (0.1..0.2).contains(*t)).count();
+        let after = times.iter().filter(|t| (0.2..0.3).contains(*t)).count();
+        assert!(inside > after, "{inside} vs {after}");
     }
 
     #[test]

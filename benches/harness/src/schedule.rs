@@ -146,6 +146,41 @@ impl RateShape for Steps {
     }
 }
 
+/// An episode of the whole load: every class arrives `factor` times faster in
+/// `[from_s, until_s)` than its shape says (an overload to recover from, when `factor` > 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Episode {
+    /// Rate inside the episode ÷ rate outside it.
+    pub factor: f64,
+    /// Start, seconds from the start of the run.
+    pub from_s: f64,
+    /// End (exclusive), seconds from the start of the run.
+    pub until_s: f64,
+}
+
+/// A class's shape with an [`Episode`] on top.
+pub struct WithEpisode {
+    /// The class's own shape.
+    pub inner: Box<dyn RateShape>,
+    /// The episode.
+    pub episode: Episode,
+}
+
+impl RateShape for WithEpisode {
+    fn at(&self, t: f64) -> f64 {
+        let e = &self.episode;
+        let m = if (e.from_s..e.until_s).contains(&t) {
+            e.factor
+        } else {
+            1.0
+        };
+        self.inner.at(t) * m
+    }
+    fn max(&self) -> f64 {
+        self.inner.max() * self.episode.factor.max(1.0)
+    }
+}
+
 /// One arrival: when it is meant to be sent (from the start of the run) and its class index.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arrival {
@@ -324,6 +359,46 @@ mod tests {
         let first = arrivals.iter().filter(|a| a.at.as_secs_f64() < 1.0).count();
         let ratio = (arrivals.len() - first) as f64 / first as f64;
         assert!((ratio - 3.0).abs() < 0.5, "ratio {ratio}");
+    }
+
+    #[test]
+    fn an_episode_multiplies_the_rate_inside_it_only() {
+        let episode = Episode {
+            factor: 4.0,
+            from_s: 10.0,
+            until_s: 20.0,
+        };
+        let shape = WithEpisode {
+            inner: Box::new(Flat),
+            episode,
+        };
+        assert_eq!(shape.max(), 4.0);
+        let s = Schedule::new(vec![500.0], vec![Box::new(shape)], 13);
+        let arrivals: Vec<f64> = s
+            .map(|a| a.at.as_secs_f64())
+            .take_while(|t| *t < 30.0)
+            .collect();
+        let count = |lo: f64, hi: f64| arrivals.iter().filter(|t| (lo..hi).contains(*t)).count();
+        // 5,000 expected before and after, 20,000 inside: 3 % is over 4 sd of a Poisson count.
+        for (lo, hi, want) in [
+            (0.0, 10.0, 5000.0),
+            (10.0, 20.0, 20_000.0),
+            (20.0, 30.0, 5000.0),
+        ] {
+            let n = count(lo, hi) as f64;
+            assert!((n / want - 1.0).abs() < 0.03, "[{lo}, {hi}): {n}");
+        }
+        // A factor below 1 (a lull) keeps the envelope at the shape's own maximum.
+        let lull = WithEpisode {
+            inner: Box::new(Flat),
+            episode: Episode {
+                factor: 0.5,
+                ..episode
+            },
+        };
+        assert_eq!(lull.max(), 1.0);
+        assert_eq!(lull.at(15.0), 0.5);
+        assert_eq!(lull.at(25.0), 1.0);
     }
 
     #[test]
