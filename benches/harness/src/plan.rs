@@ -84,11 +84,6 @@ pub struct RecoveryPlan {
     pub after_s: f64,
 }
 
-/// The rolling window of [`recovery::analyse`], s.
-const RECOVERY_WINDOW_S: f64 = 1.0;
-/// How often the rolling p99 is sampled, s.
-const RECOVERY_EVERY_S: f64 = 0.1;
-
 /// One overload-then-normal run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryRecord {
@@ -493,8 +488,7 @@ impl Plan {
                                 &run.light_samples,
                                 r.over_s,
                                 r.over_s + r.after_s,
-                                RECOVERY_WINDOW_S,
-                                RECOVERY_EVERY_S,
+                                recovery::DEFAULT_WINDOW,
                                 self.objective.light_p99_ms,
                             );
                             say(
@@ -504,8 +498,8 @@ impl Plan {
                                     rec.over_light_p99_ms,
                                     rec.after_light_p99_ms,
                                     match rec.seconds {
-                                        Some(s) => format!("back within {} ms {s:.1} s after the step", rec.slo_ms),
-                                        None => format!("still over {} ms at the end", rec.slo_ms),
+                                        Some(s) => format!("back within {} ms for {} s from {s:.1} s after the step", rec.slo_ms, rec.hold_s),
+                                        None => format!("not back within {} ms for {} s by the end", rec.slo_ms, rec.hold_s),
                                     },
                                     run.goodput * 100.0,
                                     end.status,

@@ -432,9 +432,10 @@ fn recovery_section(md: &mut String, records: &[RecoveryRecord]) {
     };
     let p = first.plan;
     let slo = first.recovery.as_ref().map_or(f64::NAN, |r| r.slo_ms);
+    let hold = first.recovery.as_ref().map_or(f64::NAN, |r| r.hold_s);
     let _ = writeln!(
         md,
-        "## Recovery after overload\n\nWarm-up at {:.0} % ({:.0} req/s), then {:.0} % ({:.0} req/s) for {} s, then {:.0} % again for {} s. Recovery: seconds from the step down until the light p99 over the last second stays within {slo} ms to the end of the run (a light request without a 2xx counts as infinitely slow). Cells over repeats: median (min–max).\n",
+        "## Recovery after overload\n\nWarm-up at {:.0} % ({:.0} req/s), then {:.0} % ({:.0} req/s) for {} s, then {:.0} % again for {} s. Recovery: seconds from the step down until the light p99 over the last second is within {slo} ms for {hold} s in a row (sampled every 100 ms; a light request without a 2xx counts as infinitely slow). Cells over repeats: median (min–max).\n",
         p.after_pct,
         first.after_rate,
         p.over_pct,
