@@ -14,6 +14,7 @@
 //! | `state_dir` | `./.pagegen` (`PAGEGEN_STATE_DIR`) | class ids, profiles, model checkpoints |
 //! | `memory_pool` | 70 % of the cgroup limit, else 50 % of RAM | bytes all live requests may hold |
 //! | `bulk_threshold_us` | 1000 | predicted CPU above which a request starts in the bulk pool |
+//! | `tail_threshold_us` | 20000 | upper CPU estimate above which a request starts in the bulk pool whatever its central one (`off`: none) |
 //! | `mem_margin` | 1.5 | memory budget = predicted upper peak × margin |
 //! | `mem_floor` | `4MiB` | smallest memory budget (room for what one poll allocates) |
 //! | `admission_wait_ms` | 100 | longest wait for memory or a pool before a 503 |
@@ -72,6 +73,9 @@ pub struct Config {
     pub memory_pool: Option<u64>,
     /// Predicted CPU above which a request starts in the bulk pool.
     pub bulk_threshold: Duration,
+    /// Upper CPU estimate above which a request starts in the bulk pool whatever its central
+    /// estimate (`None`: placement by the central estimate alone).
+    pub tail_threshold: Option<Duration>,
     /// Memory budget margin over the predicted upper peak.
     pub mem_margin: f64,
     /// Smallest memory budget, bytes.
@@ -135,6 +139,10 @@ impl Default for Config {
             // the latency workers, and in the harness's bursts mix at twice the capacity the light
             // pages' server-side p99 was 124 ms; at 1 ms, 4–17 ms (benches/RESULTS.md, 2026-12-05).
             bulk_threshold: Duration::from_millis(1),
+            // Twice the light pages' 10 ms objective: a request that may hold a latency worker for
+            // longer in one poll starts in bulk even when it usually takes 1 ms (once its class
+            // was learned from; the prior's upper estimate says nothing about a tail).
+            tail_threshold: Some(Duration::from_millis(20)),
             // Room over the upper estimate; the model's upper is already a ~99 % cover.
             mem_margin: 1.5,
             mem_floor: 4 << 20,
@@ -300,6 +308,13 @@ impl Config {
             "bulk_threshold_us" => {
                 self.bulk_threshold = Duration::from_micros(int("microseconds")?)
             }
+            "tail_threshold_us" => {
+                self.tail_threshold = if v == "off" {
+                    None
+                } else {
+                    Some(Duration::from_micros(int("microseconds or off")?))
+                }
+            }
             "mem_margin" => {
                 self.mem_margin = v
                     .parse::<f64>()
@@ -407,6 +422,7 @@ pub const KNOBS: &[&str] = &[
     "state_dir",
     "memory_pool",
     "bulk_threshold_us",
+    "tail_threshold_us",
     "mem_margin",
     "mem_floor",
     "admission_wait_ms",
@@ -492,6 +508,11 @@ mod tests {
         assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(c.predictor, Some(Serving::Ewma));
         assert_eq!(c.shares, SharesMode::Equal);
+        assert_eq!(c.tail_threshold, Some(Duration::from_micros(3)));
+        c.set("tail_threshold_us", "off").unwrap();
+        assert_eq!(c.tail_threshold, None);
+        let e = c.set("tail_threshold_us", "soon").unwrap_err();
+        assert!(e.to_string().contains("`tail_threshold_us`"), "{e}");
         c.set("predictor", "model").unwrap();
         assert_eq!(c.predictor, None);
         let e = c.set("predictor", "oracle").unwrap_err();

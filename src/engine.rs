@@ -420,7 +420,9 @@ impl Engine {
         features: Features,
     ) -> Result<Admitted, Shed> {
         let demand = self.predict(class, &features);
-        let grant = self.grants.grant(class, &demand, route);
+        let grant = self
+            .grants
+            .grant(class, &demand, route, self.learned(class));
         let id = self.next_id.fetch_add(1, Relaxed);
         match self.admission.admit(&grant, &demand, self.wait).await {
             Ok(ticket) => {
@@ -455,8 +457,19 @@ impl Engine {
 
     /// The grant a request would get now (for tools and tests; admits nothing).
     pub fn grant_for(&self, class: ClassId, route: &RouteSpec, features: &Features) -> Grant {
-        self.grants
-            .grant(class, &self.predict(class, features), route)
+        self.grants.grant(
+            class,
+            &self.predict(class, features),
+            route,
+            self.learned(class),
+        )
+    }
+
+    /// Whether a record of `class` reached the predictor in this process, so that its demand is
+    /// learned rather than the prior (after a restart the first requests count as not learned
+    /// even where a stored model knows the class: the tail rule waits for one record).
+    fn learned(&self, class: ClassId) -> bool {
+        self.decisions.get(class, Decision::Recorded) > 0
     }
 
     /// Ends an admitted request: counts the outcome, releases its ticket and hands its profile to

@@ -318,6 +318,7 @@ impl<U: PollHook> Builder<U> {
         )?;
         let grants = GrantPolicy {
             bulk_threshold_ns: cfg.bulk_threshold.as_nanos() as u64,
+            tail_threshold_ns: cfg.tail_threshold.map_or(u64::MAX, |d| d.as_nanos() as u64),
             has_bulk,
             margin: cfg.mem_margin,
             mem_floor: cfg.mem_floor,

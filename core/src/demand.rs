@@ -3,7 +3,8 @@
 //! A predictor (pagegen-model) turns a request's features and its class's history into a [`Demand`]:
 //! for each [`Resource`] a central estimate and an upper quantile. The allocation policy (root crate)
 //! turns a demand into a [`Grant`](crate::Grant): budgets are sized from the *upper* estimate, queue
-//! placement (latency or bulk pool) from the central one.
+//! placement (latency or bulk pool) from the central one, and from the upper one when it says the
+//! request may hold a latency worker far past the bulk threshold.
 //!
 //! Contract: every estimate is finite and `central <= upper`; [`Estimate::new`] enforces it so that no
 //! consumer has to. Units are nanoseconds for time, bytes for memory and I/O size, a count for ops.

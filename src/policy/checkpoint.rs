@@ -235,6 +235,7 @@ mod tests {
     fn policy() -> GrantPolicy {
         GrantPolicy {
             bulk_threshold_ns: 5_000_000,
+            tail_threshold_ns: u64::MAX,
             has_bulk: true,
             margin: 1.5,
             mem_floor: 1 << 20,

@@ -159,6 +159,13 @@ impl Decisions {
     pub fn snapshot(&self) -> ClassDecisions {
         self.total.read()
     }
+    /// One count of one class (0 for an id out of range): a single load, for the request path.
+    #[inline]
+    pub fn get(&self, class: ClassId, d: Decision) -> u64 {
+        self.per_class
+            .get(class.index())
+            .map_or(0, |row| row.0[d as usize].load(Relaxed))
+    }
     /// One class's counts (zeros for an id out of range).
     pub fn class(&self, class: ClassId) -> ClassDecisions {
         self.per_class

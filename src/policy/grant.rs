@@ -2,9 +2,18 @@
 //!
 //! Rules (each a line of [`GrantPolicy::grant`]):
 //! - **pool**: the annotation's `pool` if it names one; else the bulk pool when the *central* CPU
-//!   estimate exceeds [`GrantPolicy::bulk_threshold_ns`] (and a bulk pool exists), else latency.
-//!   Placement follows the central estimate (what the request will probably do); budgets follow the
-//!   upper one (what it may do).
+//!   estimate exceeds [`GrantPolicy::bulk_threshold_ns`] or the *upper* one exceeds
+//!   [`GrantPolicy::tail_threshold_ns`] for a class the predictor has learned from (and a bulk pool
+//!   exists), else latency. Placement follows
+//!   the central estimate (what the request will probably do) unless the upper one says it may hold
+//!   a latency worker far longer: demotion at the CPU budget takes effect at the next poll, so a
+//!   long poll that started on a latency worker keeps it to the end. A route that answers mostly
+//!   in 1 ms and sometimes in 80 ms in one poll (the site's `/search` with short and long queries)
+//!   had a central estimate under the bulk threshold, and every light page behind one of its long
+//!   polls waited as long as on tokio (benches/RESULTS.md, 2026-12-06, the `searches` mix). A class
+//!   not yet learned from is placed by its central estimate alone: its upper estimate is the
+//!   prior's generous 50 ms, which says nothing about the class's tail and would send every new
+//!   route's first requests to the bulk pool. Budgets follow the upper estimate (what it may do).
 //! - **cpu_ns** (past it: demoted to bulk, never cancelled): the upper estimate × the margin, at
 //!   least the bulk threshold (a latency request may use that much before it is judged long), capped
 //!   by the annotation's `cpu`.
@@ -26,6 +35,9 @@ use pagegen_core::{ClassId, Demand, Grant, GrantCell, PoolId, RouteSpec};
 pub struct GrantPolicy {
     /// Central CPU estimate above which a request starts in the bulk pool, ns.
     pub bulk_threshold_ns: u64,
+    /// Upper CPU estimate above which a request starts in the bulk pool whatever its central
+    /// one, ns (`u64::MAX`: placement by the central estimate alone).
+    pub tail_threshold_ns: u64,
     /// Whether a bulk pool exists (without one every grant names the latency pool).
     pub has_bulk: bool,
     /// Budget margin over the upper estimates (≥ 1).
@@ -40,6 +52,7 @@ impl Default for GrantPolicy {
     fn default() -> Self {
         GrantPolicy {
             bulk_threshold_ns: 1_000_000,
+            tail_threshold_ns: 20_000_000,
             has_bulk: true,
             margin: 1.5,
             mem_floor: 4 << 20,
@@ -64,9 +77,18 @@ pub(crate) fn scale(v: u64, margin: f64) -> u64 {
 }
 
 impl GrantPolicy {
-    /// The grant of a request of `class` predicted to need `demand`, under `route`'s caps.
-    pub fn grant(&self, class: ClassId, demand: &Demand, route: &RouteSpec) -> Grant {
-        let long = demand.cpu_ns.central > self.bulk_threshold_ns;
+    /// The grant of a request of `class` predicted to need `demand`, under `route`'s caps;
+    /// `learned`: the predictor has seen a request of the class finish (its demand is not the
+    /// prior).
+    pub fn grant(
+        &self,
+        class: ClassId,
+        demand: &Demand,
+        route: &RouteSpec,
+        learned: bool,
+    ) -> Grant {
+        let long = demand.cpu_ns.central > self.bulk_threshold_ns
+            || (learned && demand.cpu_ns.upper > self.tail_threshold_ns);
         let pool = match route.pool {
             Some(p) if self.has_bulk || p == PoolId::LATENCY => p,
             _ if long && self.has_bulk => PoolId::BULK,
@@ -148,11 +170,16 @@ mod tests {
         let p = GrantPolicy::default();
         let c = ClassId::from_raw(3);
         let none = RouteSpec::default();
-        let short = p.grant(c, &demand((200_000, 400_000), (1 << 20, 2 << 20)), &none);
+        let short = p.grant(
+            c,
+            &demand((200_000, 400_000), (1 << 20, 2 << 20)),
+            &none,
+            true,
+        );
         assert_eq!(short.pool, PoolId::LATENCY);
         assert_eq!(short.net_priority, 0);
         assert_eq!(short.cpu_ns, p.bulk_threshold_ns, "at least the threshold");
-        let long = p.grant(c, &demand((20_000_000, 40_000_000), (0, 0)), &none);
+        let long = p.grant(c, &demand((20_000_000, 40_000_000), (0, 0)), &none, true);
         assert_eq!(long.pool, PoolId::BULK);
         assert_eq!(long.cpu_ns, 60_000_000);
         let single = GrantPolicy {
@@ -161,7 +188,62 @@ mod tests {
         };
         assert_eq!(
             single
-                .grant(c, &demand((20_000_000, 40_000_000), (0, 0)), &none)
+                .grant(c, &demand((20_000_000, 40_000_000), (0, 0)), &none, true)
+                .pool,
+            PoolId::LATENCY
+        );
+    }
+
+    #[test]
+    fn a_long_tail_starts_in_bulk_whatever_the_central_estimate() {
+        let p = GrantPolicy::default();
+        let c = ClassId::from_raw(5);
+        let none = RouteSpec::default();
+        // Mostly 0.8 ms, but the upper estimate says it may take 120 ms in one poll.
+        let bimodal = p.grant(c, &demand((800_000, 120_000_000), (0, 0)), &none, true);
+        assert_eq!(bimodal.pool, PoolId::BULK);
+        assert_eq!(bimodal.net_priority, 4);
+        // The same demand for a class nothing was learned from yet is the prior: placed by its
+        // central estimate.
+        assert_eq!(
+            p.grant(c, &demand((800_000, 120_000_000), (0, 0)), &none, false)
+                .pool,
+            PoolId::LATENCY
+        );
+        // Just under the tail threshold: placed by the central estimate.
+        let edge = p.grant(
+            c,
+            &demand((800_000, p.tail_threshold_ns), (0, 0)),
+            &none,
+            true,
+        );
+        assert_eq!(edge.pool, PoolId::LATENCY);
+        // Switched off, or without a bulk pool, or pinned by the annotation: latency.
+        let off = GrantPolicy {
+            tail_threshold_ns: u64::MAX,
+            ..p
+        };
+        assert_eq!(
+            off.grant(c, &demand((800_000, 120_000_000), (0, 0)), &none, true)
+                .pool,
+            PoolId::LATENCY
+        );
+        let single = GrantPolicy {
+            has_bulk: false,
+            ..p
+        };
+        assert_eq!(
+            single
+                .grant(c, &demand((800_000, 120_000_000), (0, 0)), &none, true)
+                .pool,
+            PoolId::LATENCY
+        );
+        let pinned = RouteSpec {
+            pool: Some(PoolId::LATENCY),
+            ..RouteSpec::default()
+        };
+        assert_eq!(
+            p.grant(c, &demand((800_000, 120_000_000), (0, 0)), &pinned, true)
                 .pool,
             PoolId::LATENCY
         );
@@ -183,6 +265,7 @@ mod tests {
             ClassId::from_raw(1),
             &demand((1_000, 90_000_000), (200 << 20, 300 << 20)),
             &route,
+            true,
         );
         assert_eq!(g.pool, PoolId::BULK);
         assert_eq!(g.cpu_ns, 20_000_000);
@@ -199,6 +282,7 @@ mod tests {
             ClassId::from_raw(1),
             &demand((10, 20), (100, 200)),
             &RouteSpec::default(),
+            true,
         );
         assert_eq!(g.mem_hard, p.mem_floor);
         assert_eq!(g.mem_soft, p.mem_floor / 2);
@@ -231,7 +315,7 @@ mod tests {
         ) {
             let p = GrantPolicy { margin, ..GrantPolicy::default() };
             let route = RouteSpec { mem: cap, ..RouteSpec::default() };
-            let g = p.grant(ClassId::from_raw(2), &demand((cc, cu), (mc, mu)), &route);
+            let g = p.grant(ClassId::from_raw(2), &demand((cc, cu), (mc, mu)), &route, true);
             prop_assert!(g.mem_soft <= g.mem_hard);
             if let Some(c) = cap { prop_assert!(g.mem_hard <= c); }
             else { prop_assert!(g.mem_hard >= p.mem_floor); }
