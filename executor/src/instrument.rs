@@ -135,6 +135,9 @@ pub(crate) struct Instr {
     last: u64,
     /// Thread CPU ns at the last CPU read, and the tick it was taken at.
     cpu_mark: Option<(u64, u64)>,
+    /// Wall time of the short polls since that read, ns: the CPU they used, to be taken off the
+    /// next long poll's CPU delta.
+    short_busy_ns: u64,
     polls: u64,
     long_polls: u64,
     busy: Buckets,
@@ -152,6 +155,7 @@ impl Instr {
         Instr {
             last: now,
             cpu_mark: crate::sys::thread_cpu_ns().map(|c| (c, now)),
+            short_busy_ns: 0,
             polls: 0,
             long_polls: 0,
             busy: Buckets::new(),
@@ -190,8 +194,9 @@ impl Instr {
         let busy_ns = clock::to_ns(end.saturating_sub(start));
         let sched_delay_ns = clock::to_ns(start.saturating_sub(woken_at));
         let cpu_ns = if busy_ns > LONG_POLL_NS {
-            self.long_poll_cpu(start, end, busy_ns)
+            self.long_poll_cpu(end, busy_ns)
         } else {
+            self.short_busy_ns = self.short_busy_ns.saturating_add(busy_ns);
             busy_ns
         };
         self.last_busy_ns = busy_ns;
@@ -214,22 +219,19 @@ impl Instr {
     }
 
     #[cold]
-    fn long_poll_cpu(&mut self, start: u64, end: u64, busy_ns: u64) -> u64 {
+    fn long_poll_cpu(&mut self, end: u64, busy_ns: u64) -> u64 {
         self.long_polls += 1;
         let Some(now_cpu) = crate::sys::thread_cpu_ns() else {
             return busy_ns;
         };
         let charged = match self.cpu_mark {
-            Some((cpu0, tick0)) => {
-                let between_ns = clock::to_ns(start.saturating_sub(tick0));
-                now_cpu
-                    .saturating_sub(cpu0)
-                    .saturating_sub(between_ns)
-                    .min(busy_ns)
+            Some((cpu0, _)) => {
+                long_poll_charge(now_cpu.saturating_sub(cpu0), self.short_busy_ns, busy_ns)
             }
             None => busy_ns,
         };
         self.cpu_mark = Some((now_cpu, end));
+        self.short_busy_ns = 0;
         charged
     }
 
@@ -270,6 +272,17 @@ impl Instr {
         self.first.drain_into(&mut s.first_poll_delay_ns);
         self.since_publish = 0;
     }
+}
+
+/// CPU charged to a long poll: the thread's CPU since the last CPU read, less the short polls run
+/// since then (CPU-bound, so their wall time is their CPU), never more than the poll's wall time.
+///
+/// Time the worker spent parked or searching in between is not taken off: a parked thread uses no
+/// CPU, so it is not in the delta to begin with. (Taking off all the *wall* time since the last read,
+/// as an earlier version did, charged a long poll after a park next to nothing: a 20 ms search on
+/// a worker that had slept 30 ms was charged 0.)
+fn long_poll_charge(cpu_delta_ns: u64, short_busy_ns: u64, busy_ns: u64) -> u64 {
+    cpu_delta_ns.saturating_sub(short_busy_ns).min(busy_ns)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -322,6 +335,52 @@ mod tests {
         b.drain_into(&mut h);
         assert_eq!(h.len(), 3);
         assert!(b.counts.iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn a_long_poll_after_a_park_is_charged_its_own_cpu() {
+        // Mark, 10 ms parked (no CPU), three 10 µs short polls, then a 1 ms poll using 1 ms CPU.
+        let short = 3 * 10_000;
+        assert_eq!(
+            long_poll_charge(1_000_000 + short, short, 1_000_000),
+            1_000_000
+        );
+        // Preempted for half of its wall time: charged the CPU it used.
+        assert_eq!(long_poll_charge(500_000 + short, short, 1_000_000), 500_000);
+        // CPU between polls (queue work) is charged, but never beyond the wall time.
+        assert_eq!(
+            long_poll_charge(1_200_000 + short, short, 1_000_000),
+            1_000_000
+        );
+        // A clock that went backwards relative to the sum charges nothing rather than wrapping.
+        assert_eq!(long_poll_charge(10, short, 1_000_000), 0);
+    }
+
+    #[test]
+    fn a_long_poll_after_a_sleep_is_charged_the_cpu_it_used() {
+        let mut i = Instr::new();
+        // A first long poll sets the CPU mark.
+        let spin = |us| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_micros(us) {
+                std::hint::spin_loop();
+            }
+        };
+        i.restart();
+        let start = i.start();
+        spin(200);
+        let _ = i.finish(start, start, 0, false);
+        // Parked for 5 ms: no CPU, much wall time.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        i.restart();
+        let start = i.start();
+        spin(2_000);
+        let s = i.finish(start, start, 1, false);
+        // The earlier rule took the 5 ms of wall time off the 2 ms of CPU and charged 0. Now the
+        // poll is charged its CPU: most of its wall time unless the machine preempted it a lot,
+        // and certainly more than nothing.
+        assert!(s.busy_ns >= 1_800_000, "{s:?}");
+        assert!(s.cpu_ns > 0 && s.cpu_ns <= s.busy_ns, "{s:?}");
     }
 
     #[test]
