@@ -51,7 +51,8 @@ pub struct Spread {
 /// How well the served predictions matched one resource.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Accuracy {
-    /// Median `|central − actual| / actual` over records with a prediction (`None`: none).
+    /// Median `|central − actual| / actual` over uncensored records with a prediction (`None`:
+    /// none). Shed, cancelled and demoted requests are left out: their usage is a lower bound.
     pub median_rel_error: Option<f64>,
     /// Share of uncensored predicted records whose usage passed the upper estimate.
     pub over_upper: Option<f64>,
@@ -324,14 +325,17 @@ fn accuracy(
     let (mut uncensored, mut over) = (0u64, 0u64);
     for r in recs {
         let Some(d) = &r.predicted else { continue };
+        // A censored record's usage is only a lower bound (a shed request's is zero), so an
+        // error against it says nothing about the prediction: both figures use uncensored ones.
+        if r.censored() {
+            continue;
+        }
         let e = estimate(d);
         let a = actual(r);
         // An actual of zero has no relative error; 1 (ns or byte) keeps it finite and large.
         errors.push(e.central.abs_diff(a) as f64 / a.max(1) as f64);
-        if !r.censored() {
-            uncensored += 1;
-            over += u64::from(a > e.upper);
-        }
+        uncensored += 1;
+        over += u64::from(a > e.upper);
     }
     errors.sort_by(f64::total_cmp);
     Accuracy {
@@ -490,5 +494,42 @@ mod tests {
         assert_eq!(spread(vec![5]), Spread { p50: 5, p99: 5 });
         let s = spread((1..=100).rev().collect());
         assert_eq!((s.p50, s.p99), (50, 99));
+    }
+
+    #[test]
+    fn accuracy_leaves_out_shed_cancelled_and_demoted_requests() {
+        use pagegen_core::{ClassId, Demand, Estimate, Outcome, ProfileRecord, Usage};
+        let class = ClassId::from_raw(1);
+        let record = |cpu_ns: u64| {
+            let mut usage = Usage::default();
+            usage.cpu.cpu_ns = cpu_ns;
+            let mut r = ProfileRecord::new(0, class, usage);
+            r.predicted = Some(Demand {
+                cpu_ns: Estimate::new(1_000_000, 2_000_000),
+                ..Demand::default()
+            });
+            r
+        };
+        // Three completed requests predicted exactly.
+        let mut recs: Vec<ProfileRecord> = (0..3).map(|_| record(1_000_000)).collect();
+        // Two shed (usage zero), one demoted and one cancelled early (usage a lower bound).
+        for _ in 0..2 {
+            let mut r = record(0);
+            r.outcome = Outcome::Shed;
+            recs.push(r);
+        }
+        let mut r = record(10);
+        r.demoted = true;
+        recs.push(r);
+        let mut r = record(10);
+        r.outcome = Outcome::Cancelled(pagegen_core::CancelReason::Deadline);
+        recs.push(r);
+        let refs: Vec<&ProfileRecord> = recs.iter().collect();
+        let a = accuracy(&refs, |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns);
+        assert_eq!(a.median_rel_error, Some(0.0));
+        assert_eq!(a.over_upper, Some(0.0));
+        // Only censored records: no figure rather than a misleading one.
+        let a = accuracy(&refs[3..], |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns);
+        assert_eq!((a.median_rel_error, a.over_upper), (None, None));
     }
 }
