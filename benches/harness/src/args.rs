@@ -63,6 +63,8 @@ pub struct Args {
     pub recovery: Option<Option<(f64, f64)>>,
     /// Seconds of overload and of normal load after it.
     pub recovery_s: Option<(f64, f64)>,
+    /// Run the generator's own threads at real-time priority (`SCHED_FIFO` 1) when allowed.
+    pub gen_realtime: bool,
 }
 
 /// The usage text.
@@ -91,6 +93,8 @@ Workload:
   --pool-cap N           most connections to a server (4096)
   --data DIR             folder holding azure-functions-2019/ ($PAGEGEN_DATA, else ../shared/data)
   --memory-limit-mb N    memory limit for mixes that ask for one (overrides the mix)
+  --gen-priority P       the generator's own threads: realtime (SCHED_FIFO 1 where allowed, so its
+                         lag does not add to what it measures) or normal (realtime)
 
 Recovery (after the sweep: warm up at AFTER, OVER for a while, then AFTER again; the time until
 the light p99 over the last second stays within the objective):
@@ -168,6 +172,7 @@ impl Args {
             min_goodput: 0.99,
             recovery: None,
             recovery_s: None,
+            gen_realtime: true,
         };
         let mut it = argv.into_iter();
         while let Some(flag) = it.next() {
@@ -234,6 +239,13 @@ impl Args {
                 }
                 "--light-p99-ms" => a.light_p99_ms = num("--light-p99-ms", &value()?)?,
                 "--min-goodput" => a.min_goodput = num("--min-goodput", &value()?)?,
+                "--gen-priority" => {
+                    a.gen_realtime = match value()?.as_str() {
+                        "realtime" => true,
+                        "normal" => false,
+                        other => bail!("--gen-priority: {other:?} is not realtime or normal"),
+                    }
+                }
                 other => bail!("unknown option {other:?} (see --help)"),
             }
         }
@@ -310,6 +322,7 @@ mod tests {
             "--recovery 200,0",
             "--recovery-s 0,20",
             "--loads 50,-1",
+            "--gen-priority high",
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
@@ -327,5 +340,22 @@ mod tests {
         let a = parse("--recovery off").unwrap().unwrap();
         assert_eq!(a.recovery, Some(None));
         assert_eq!(parse("").unwrap().unwrap().recovery, None);
+    }
+
+    #[test]
+    fn generator_priority() {
+        assert!(parse("").unwrap().unwrap().gen_realtime);
+        assert!(
+            !parse("--gen-priority normal")
+                .unwrap()
+                .unwrap()
+                .gen_realtime
+        );
+        assert!(
+            parse("--gen-priority=realtime")
+                .unwrap()
+                .unwrap()
+                .gen_realtime
+        );
     }
 }

@@ -260,6 +260,7 @@ fn main() -> Result<()> {
         mechanism,
         memory_limit_override: a.memory_limit_mb,
         recovery,
+        realtime: a.gen_realtime,
         mixes,
         capacity_mix,
         runtimes,
@@ -314,6 +315,24 @@ fn main() -> Result<()> {
             plan::say(&pb, &format!("mix {}: {note}", w.mix.name));
         }
     }
+    // The generator's receiving side runs on this thread (a current-thread runtime) and its
+    // dispatcher on a thread of its own; both ask for real-time priority so that their lag does
+    // not add to the latencies they measure. Servers started from here do not inherit it.
+    let generator_priority = if plan.realtime {
+        match sys::raise_thread_to_realtime() {
+            Ok(()) => format!(
+                "{} (servers and other threads at normal priority)",
+                sys::thread_policy()
+            ),
+            Err(e) => {
+                let text = format!("{} (real-time priority refused: {e})", sys::thread_policy());
+                plan::say(&pb, &format!("generator priority: {text}"));
+                text
+            }
+        }
+    } else {
+        format!("{} (--gen-priority normal)", sys::thread_policy())
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -340,6 +359,7 @@ fn main() -> Result<()> {
         independent_generators: generators_text,
         objective: plan.objective,
         generator_cpu_s: sys::own_cpu_time().saturating_sub(cpu0).as_secs_f64(),
+        generator_priority,
         wall_s: started.elapsed().as_secs_f64(),
     };
     let doc = Report {

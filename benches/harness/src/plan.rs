@@ -69,6 +69,8 @@ pub struct Plan {
     pub memory_limit_override: Option<u64>,
     /// Overload-then-normal runs, after the sweep.
     pub recovery: Option<RecoveryPlan>,
+    /// The generator's dispatcher threads ask for real-time priority.
+    pub realtime: bool,
 }
 
 /// An overload followed by normal load, to see how soon the light class's tail recovers.
@@ -239,6 +241,7 @@ impl Plan {
             seed,
             pool_cap: self.pool_cap,
             episode,
+            realtime: self.realtime,
         };
         pb.set_message(label.to_string());
         let run = runner::run(workload, server.addr, spec, |_| pb.tick()).await;

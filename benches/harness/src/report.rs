@@ -186,6 +186,8 @@ pub struct RunFacts {
     pub objective: Objective,
     /// The generator's CPU time over the whole run, s.
     pub generator_cpu_s: f64,
+    /// The scheduling policy of the generator's threads (`SCHED_FIFO 1`, or why not).
+    pub generator_priority: String,
     /// Wall time of the whole run, s.
     pub wall_s: f64,
 }
@@ -221,7 +223,7 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
     let _ = writeln!(md, "# pagegen-bench report\n");
     let _ = writeln!(
         md,
-        "- run: {} → {} ({:.0} s){}\n- command: `{}`\n- machine: {} CPUs, kernel {}, load average at start {}\n- memory limits: {}\n- load generator CPU: {:.1} s over the run ({:.0} % of one core)\n- independent generator: {}\n- capacity objective: light p99 ≤ {} ms and goodput ≥ {} % (2xx within the class deadline)\n",
+        "- run: {} → {} ({:.0} s){}\n- command: `{}`\n- machine: {} CPUs, kernel {}, load average at start {}\n- memory limits: {}\n- load generator CPU: {:.1} s over the run ({:.0} % of one core); its threads: {}\n- independent generator: {}\n- capacity objective: light p99 ≤ {} ms and goodput ≥ {} % (2xx within the class deadline)\n",
         c.started_utc,
         c.finished_utc,
         c.wall_s,
@@ -233,6 +235,7 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
         c.memory_limit_mechanism,
         c.generator_cpu_s,
         100.0 * c.generator_cpu_s / c.wall_s.max(1e-9),
+        c.generator_priority,
         c.independent_generators,
         c.objective.light_p99_ms,
         c.objective.min_goodput * 100.0,

@@ -40,6 +40,8 @@ pub struct RunSpec {
     /// An episode of the whole load (times from the start of the run, warm-up included); the
     /// light class's every request is then kept in [`RunResult::light_samples`].
     pub episode: Option<Episode>,
+    /// Run the dispatcher thread at real-time priority ([`sys::raise_thread_to_realtime`]).
+    pub realtime: bool,
 }
 
 /// Figures of one run.
@@ -116,6 +118,10 @@ pub async fn run(
         std::thread::Builder::new()
             .name("bench-dispatch".into())
             .spawn(move || {
+                if spec.realtime {
+                    // Refused only without CAP_SYS_NICE; the main thread already reported that.
+                    let _ = sys::raise_thread_to_realtime();
+                }
                 let schedule = workload.schedule(spec.rate, spec.seed, spec.episode);
                 let mut params = Rng::new(spec.seed ^ 0x5eed_0f9a_7a55);
                 for a in schedule {
@@ -325,6 +331,7 @@ deadline_ms = 60
             seed: 9,
             pool_cap,
             episode: None,
+            realtime: false,
         }
     }
 
