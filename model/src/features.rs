@@ -14,7 +14,7 @@
 //! | 7 | header count / 32 |
 //! | 8..12 | numeric path segments in order (first 4), as `signed ln(1 + |v|) / 8` |
 //! | 12..16 | numeric query values, slot chosen by a hash of the key, same scaling |
-//! | 16..20 | query value lengths / 32, slot chosen by a hash of the key (e.g. a search string) |
+//! | 16..20 | lengths / 32 of non-numeric query values (e.g. a search string), slot chosen by a hash of the key; the longest where keys share a slot |
 //! | 20..32 | hashed tokens: each non-numeric path segment and each `key` adds 1/4 to a bucket |
 //!
 //! Nothing grows with cardinality: values and tokens fold into fixed buckets, so a record stays fixed
@@ -99,10 +99,18 @@ pub fn extract(
             params += 1;
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let h = fnv1a(key.as_bytes()) as usize;
-            if let Some(v) = number(value) {
-                f[QUERY_NUM + h % NUM_SLOTS] = squash(v);
+            // A number goes to the value slots, any other value's length to the length slots. Keys
+            // share slots (4 of each), so a number's length must not land there too: `q` and
+            // `limit` hash to the same slot, and `limit=20` after `q=…` used to overwrite the
+            // search string's length with 2. Where two strings share a slot the longer counts, so
+            // the order of the parameters does not matter.
+            match number(value) {
+                Some(v) => f[QUERY_NUM + h % NUM_SLOTS] = squash(v),
+                None => {
+                    let slot = &mut f[QUERY_LEN + h % NUM_SLOTS];
+                    *slot = slot.max((value.len() as f32 / 32.0).min(16.0));
+                }
             }
-            f[QUERY_LEN + h % NUM_SLOTS] = (value.len() as f32 / 32.0).min(16.0);
             f[TOKENS + (h >> 8) % TOKEN_SLOTS] += 0.25;
         }
         f[5] = (params as f32 / 8.0).min(16.0);
@@ -178,6 +186,25 @@ mod tests {
         let l: f32 = long.0[QUERY_LEN..QUERY_LEN + 4].iter().sum();
         assert!(l > s);
         assert!(short.0[TOKENS..].iter().sum::<f32>() > 0.0);
+    }
+
+    #[test]
+    fn a_numeric_parameter_does_not_hide_a_string_sharing_its_slot() {
+        // `q` and `limit` hash to the same slot (FNV-1a mod 4): the search string's length must
+        // survive a `limit` after it, whatever the order.
+        assert_eq!(fnv1a(b"q") % 4, fnv1a(b"limit") % 4);
+        let len = |q: &str| -> f32 {
+            extract(ClassId::DEFAULT, "/search", Some(q), 0, 0).0[QUERY_LEN..QUERY_LEN + 4]
+                .iter()
+                .sum()
+        };
+        let short = len("q=ab&limit=20");
+        let long = len("q=abcdefghijklmnopqrstuvwxyzabcdefgh&limit=20");
+        assert_eq!(short, 2.0 / 32.0);
+        assert_eq!(long, 34.0 / 32.0);
+        assert_eq!(len("limit=20&q=ab"), short);
+        let f = extract(ClassId::DEFAULT, "/search", Some("q=ab&limit=20"), 0, 0);
+        assert_eq!(f.0[QUERY_NUM + (fnv1a(b"limit") % 4) as usize], squash(20.0));
     }
 
     #[test]
