@@ -218,3 +218,79 @@ fn export_then_import_round_trips() {
     let out = pagegen(&["import", f, "--state-dir", b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Writes `n` records of two classes whose CPU and memory follow a query parameter into `dir`'s
+/// profile store, as a runtime's completions would.
+fn recorded(dir: &Path, n: u64) {
+    use pagegen::core::{ClassId, ProfileRecord, RealClock, Usage};
+    let model = pagegen::model::ModelRuntime::open(
+        pagegen::model::StateDir::open(dir).unwrap(),
+        std::sync::Arc::new(RealClock::new()),
+        pagegen::model::ModelConfig::default(),
+    )
+    .unwrap();
+    for i in 0..n {
+        let class = ClassId::from_raw(1 + (i % 2) as u32);
+        let pages = 1 + (i * 7919) % 50;
+        let mut u = Usage::default();
+        u.cpu.cpu_ns = 10_000 * pages * (1 + 2 * (i % 2));
+        u.mem.peak_net_bytes = 4096 * pages as i64;
+        let mut r = ProfileRecord::new(i, class, u);
+        r.started_unix_ms = i * 10;
+        r.features = pagegen::model::features::extract(
+            class,
+            "/list",
+            Some(&format!("pages={pages}")),
+            0,
+            2,
+        );
+        model.record(&r);
+    }
+    model.flush().unwrap();
+}
+
+#[test]
+fn train_checkpoints_a_promoted_model_and_says_when_it_cannot_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("never-ran");
+    let out = pagegen(&["train", "--state-dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no state directory"));
+
+    // A real run's 20 records are too few for a round: nothing is written.
+    let small = tmp.path().join("small");
+    real_run(&small);
+    let out = pagegen(&["train", "--state-dir", small.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("round 1: too few records to train"));
+    assert!(text(&out.stdout).contains("serves the EWMA"));
+    assert!(!small.join("model.safetensors").exists());
+
+    // Records whose demand follows a feature: the trained model beats the per-class baselines and
+    // is checkpointed, so a runtime opened there starts on it.
+    let dir = tmp.path().join("trained");
+    recorded(&dir, 1200);
+    let d = dir.to_str().unwrap();
+    let held = pagegen::model::StateDir::open(&dir).unwrap();
+    let out = pagegen(&["train", "--state-dir", d]);
+    assert_eq!(out.status.code(), Some(1), "a directory in use is refused");
+    assert!(text(&out.stderr).contains("in use"));
+    drop(held);
+    let out = pagegen(&["train", "--rounds", "2", "--state-dir", d]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("training rows").count(), 2, "{stdout}");
+    assert!(stdout.contains("round 1: ") && stdout.contains("→ promoted; serves model"));
+    assert!(stdout.contains("checkpoint written"));
+    let model = pagegen::model::ModelRuntime::open(
+        pagegen::model::StateDir::open(&dir).unwrap(),
+        std::sync::Arc::new(pagegen::core::RealClock::new()),
+        pagegen::model::ModelConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(model.start, pagegen::model::checkpoint::Start::Loaded);
+    assert_eq!(
+        model.predictor().serving(),
+        pagegen::model::Serving::Recurrent
+    );
+}

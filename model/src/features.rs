@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(long, 34.0 / 32.0);
         assert_eq!(len("limit=20&q=ab"), short);
         let f = extract(ClassId::DEFAULT, "/search", Some("q=ab&limit=20"), 0, 0);
-        assert_eq!(f.0[QUERY_NUM + (fnv1a(b"limit") % 4) as usize], squash(20.0));
+        assert_eq!(
+            f.0[QUERY_NUM + (fnv1a(b"limit") % 4) as usize],
+            squash(20.0)
+        );
     }
 
     #[test]

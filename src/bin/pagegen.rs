@@ -1,8 +1,11 @@
-//! `pagegen profile | export | import`: a thin command line over [`pagegen::cli`].
+//! `pagegen profile | export | import | train`: a thin command line over [`pagegen::cli`].
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `train` runs candle here: one thread, as in a runtime (see `init_main_env`), unless the
+    // caller set `RAYON_NUM_THREADS` itself.
+    pagegen::__private::init_main_env();
     let cmd = match pagegen::cli::parse(std::env::args_os().skip(1)) {
         Ok(cmd) => cmd,
         Err(e) => {

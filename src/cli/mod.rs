@@ -6,10 +6,13 @@
 //! | `pagegen profile [--state-dir DIR] [--json]` | per-route profiles, predictor accuracy and last grants, read without the lock ([`profile`]) |
 //! | `pagegen export FILE [--state-dir DIR]` | writes the champion model's weights ([`ModelRuntime::export`](pagegen_model::ModelRuntime::export)) |
 //! | `pagegen import FILE [--state-dir DIR]` | installs weights another instance exported ([`ModelRuntime::import`](pagegen_model::ModelRuntime::import)) |
+//! | `pagegen train [--rounds N] [--state-dir DIR]` | trains the model now from the recorded profiles, unpaced, and checkpoints what the gate promotes ([`ModelRuntime::train_now`](pagegen_model::ModelRuntime::train_now)) |
 //!
 //! `profile` only reads: a live server may hold the directory, and a corrupt file is reported and left
-//! as it is. `export` and `import` open the model as a runtime does, lock included, so they refuse a
-//! directory a running server holds. The binary (`src/bin/pagegen.rs`) only parses arguments and
+//! as it is. `export`, `import` and `train` open the model as a runtime does, lock included, so they
+//! refuse a directory a running server holds. `train` is the offline form of the trainer thread's
+//! round: a server started afterwards serves the promoted model from its first request, where the
+//! trainer thread would first wait `trainer_interval_s` and then spread the round over minutes. The binary (`src/bin/pagegen.rs`) only parses arguments and
 //! calls [`run`].
 
 pub mod json;
@@ -22,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pagegen_model::checkpoint::Start;
-use pagegen_model::{ModelConfig, ModelError, ModelRuntime, StateDir};
+use pagegen_model::{ModelConfig, ModelError, ModelRuntime, Serving, StateDir};
 
 /// Exit status: the state directory's class registry is corrupt (reported, left untouched).
 pub const EXIT_CORRUPT_REGISTRY: u8 = 2;
@@ -36,6 +39,7 @@ pub const USAGE: &str = "\
 usage: pagegen profile [--state-dir DIR] [--json]
        pagegen export FILE [--state-dir DIR]
        pagegen import FILE [--state-dir DIR]
+       pagegen train [--rounds N] [--state-dir DIR]
 
 DIR defaults to $PAGEGEN_STATE_DIR, else ./.pagegen.";
 
@@ -63,6 +67,13 @@ pub enum Command {
         /// The weights to install.
         file: PathBuf,
     },
+    /// `train`.
+    Train {
+        /// The state directory.
+        dir: PathBuf,
+        /// `--rounds N` (default 1).
+        rounds: usize,
+    },
     /// `help`, `-h`, `--help`.
     Help,
 }
@@ -75,8 +86,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut dir: Option<PathBuf> = None;
     let mut json = false;
     let mut file: Option<PathBuf> = None;
+    let mut rounds = 1usize;
     while let Some(a) = args.next() {
         match a.to_str() {
+            Some("--rounds") if verb == "train" => {
+                let n = args.next().ok_or("--rounds needs a number")?;
+                rounds = n
+                    .to_str()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        format!("--rounds: {} is not an integer ≥ 1", n.to_string_lossy())
+                    })?;
+            }
             Some("--state-dir") => {
                 dir = Some(args.next().ok_or("--state-dir needs a directory")?.into());
             }
@@ -85,7 +107,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Some("--json") if verb == "profile" => json = true,
             Some(s) if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            _ if file.is_none() && verb != "profile" => file = Some(a.into()),
+            _ if file.is_none() && verb != "profile" && verb != "train" => file = Some(a.into()),
             _ => return Err(format!("unexpected argument {}", a.to_string_lossy())),
         }
     }
@@ -101,6 +123,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             dir,
             file: need_file(file)?,
         },
+        "train" => Command::Train { dir, rounds },
         "help" | "-h" | "--help" => Command::Help,
         other => return Err(format!("unknown command {other}")),
     })
@@ -120,6 +143,7 @@ pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Profile { dir, json } => return run_profile(&dir, json, out, err),
         Command::Export { dir, file } => export(&dir, &file, err),
         Command::Import { dir, file } => import(&dir, &file, err),
+        Command::Train { dir, rounds } => train(&dir, rounds, out, err),
     };
     match result {
         Ok(code) => code,
@@ -196,6 +220,102 @@ fn export(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
     }
 }
 
+fn serving_name(s: Serving) -> &'static str {
+    match s {
+        Serving::Static => "static",
+        Serving::Ewma => "ewma",
+        Serving::Histogram => "histogram",
+        Serving::Recurrent => "model",
+    }
+}
+
+/// `pagegen train`: one line per round on `out`, then what became of the checkpoint. Exit 0 whether
+/// or not a round promoted (the gate keeping the champion is an answer, not a failure); a directory
+/// with no state, a locked one or a failed round is [`EXIT_FAILED`].
+fn train(
+    dir: &Path,
+    rounds: usize,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    if !dir.is_dir() {
+        writeln!(
+            err,
+            "pagegen train: no state directory at {}",
+            dir.display()
+        )?;
+        return Ok(EXIT_FAILED);
+    }
+    let model = match open_model(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(err, "pagegen train: {e}")?;
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let (reports, recovery) = match model.train_now(rounds) {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(err, "pagegen train: {e}")?;
+            return Ok(EXIT_FAILED);
+        }
+    };
+    for note in &recovery.notes {
+        writeln!(err, "pagegen train: skipped: {note}")?;
+    }
+    let need = ModelConfig::default().trainer.min_train_rows;
+    for (i, r) in reports.iter().enumerate() {
+        let Some(d) = &r.decision else {
+            writeln!(
+                out,
+                "round {}: too few records to train ({} training rows, {need} needed)",
+                i + 1,
+                r.train_rows
+            )?;
+            continue;
+        };
+        let mut scores = format!("challenger {:.4}", d.challenger);
+        if let Some(c) = d.champion {
+            scores += &format!(", champion {c:.4}");
+        }
+        for (who, score) in &d.baselines {
+            scores += &format!(", {} {score:.4}", serving_name(*who));
+        }
+        writeln!(
+            out,
+            "round {}: {} training rows, loss {:.4}; gate scores (lower is better): {scores} → {}; serves {}",
+            i + 1,
+            r.train_rows,
+            r.train_loss,
+            if d.promote { "promoted" } else { "kept the champion" },
+            serving_name(d.serve)
+        )?;
+    }
+    let promoted = reports
+        .iter()
+        .any(|r| r.decision.as_ref().is_some_and(|d| d.promote));
+    if promoted {
+        writeln!(
+            out,
+            "checkpoint written: {} (a server started on {} serves this model)",
+            model.dir().checkpoint().display(),
+            dir.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "no round promoted a model: {} is unchanged ({})",
+            model.dir().checkpoint().display(),
+            if model.start == Start::Loaded {
+                "the model there keeps serving"
+            } else {
+                "there is none, so a server started here serves the EWMA"
+            }
+        )?;
+    }
+    Ok(0)
+}
+
 fn import(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
     let model = match open_model(dir) {
         Ok(m) => m,
@@ -249,6 +369,21 @@ mod tests {
         assert!(parse(args("profile extra")).is_err());
         assert!(parse(args("export a b")).is_err());
         assert!(parse(args("export a --json")).is_err());
+        assert_eq!(
+            parse(args("train --rounds 3 --state-dir /x")),
+            Ok(Command::Train {
+                dir: "/x".into(),
+                rounds: 3
+            })
+        );
+        assert!(matches!(
+            parse(args("train")),
+            Ok(Command::Train { rounds: 1, .. })
+        ));
+        assert!(parse(args("train --rounds 0")).is_err());
+        assert!(parse(args("train --rounds")).is_err());
+        assert!(parse(args("train f.st")).is_err());
+        assert!(parse(args("profile --rounds 2")).is_err());
         assert!(parse(args("frobnicate")).is_err());
         assert!(parse(args("")).is_err());
     }
