@@ -177,6 +177,9 @@ pub fn banner(opts: &Options, alloc: Allocator, r: &Ready) -> String {
         None => format!("{}, {} workers", opts.variant.name(), opts.workers),
     };
     out += &format!("runtime: {runtime}; allocator: {}\n", alloc.describe());
+    if let Some(s) = &r.serving {
+        out += &format!("serving: {s}\n");
+    }
     out += &format!(
         "data: {} ({} products, {})\n",
         opts.state_dir.join("site").display(),

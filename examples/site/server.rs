@@ -204,6 +204,8 @@ pub struct Ready {
     pub generated: Option<std::time::Duration>,
     /// The pagegen knobs in force (`predictor`, `shares`), on pagegen.
     pub knobs: Option<(&'static str, &'static str)>,
+    /// On pagegen, which predictor serves the first requests and why.
+    pub serving: Option<String>,
 }
 
 /// Makes (or reuses) the data and loads the site.
@@ -264,12 +266,41 @@ where
             products,
             generated,
             knobs: Some((predictor, shares)),
+            serving: Some(serving(&rt, predictor)),
         });
         pagegen::http::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         anyhow::Ok(())
     })
+}
+
+/// Which predictor serves from the first request, and why (a trained checkpoint in the state
+/// directory serves at once; without one the EWMA serves until a training round promotes a model).
+fn serving(rt: &pagegen::runtime::Runtime, predictor: &str) -> String {
+    use pagegen::model::{checkpoint::Start, Serving};
+    let model = rt.model();
+    let now = match model.predictor().serving() {
+        Serving::Static => "static",
+        Serving::Ewma => "ewma",
+        Serving::Histogram => "histogram",
+        Serving::Recurrent => "model",
+    };
+    let why = match (&model.start, predictor) {
+        (_, p) if p != "model" => "pinned".to_owned(),
+        (Start::Loaded, _) => "trained checkpoint loaded".to_owned(),
+        (Start::Fresh, _) => format!(
+            "no trained model yet; the trainer's first round comes after {} s",
+            rt.config().trainer_interval.as_secs()
+        ),
+        (Start::Replaced { moved_to, .. }, _) => {
+            format!(
+                "the checkpoint was unusable, moved to {}",
+                moved_to.display()
+            )
+        }
+    };
+    format!("{now} ({why})")
 }
 
 fn run_tokio<F>(opts: &Options, ready: impl FnOnce(&Ready), shutdown: F) -> anyhow::Result<()>
@@ -300,6 +331,7 @@ where
             products,
             generated,
             knobs: None,
+            serving: None,
         });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -65,6 +65,10 @@ pub struct Args {
     pub recovery_s: Option<(f64, f64)>,
     /// Run the generator's own threads at real-time priority (`SCHED_FIFO` 1) when allowed.
     pub gen_realtime: bool,
+    /// Seconds of training load per mix for runtimes with a `train` entry (0: no training).
+    pub train_s: Option<f64>,
+    /// Training load, % of the reference capacity.
+    pub train_load: f64,
 }
 
 /// The usage text.
@@ -100,6 +104,11 @@ Recovery (after the sweep: warm up at AFTER, OVER for a while, then AFTER again;
 the light p99 over the last second stays within the objective):
   --recovery OVER,AFTER  loads, % of the reference capacity (200,70; --quick: 200,50); off: none
   --recovery-s S,T       seconds of overload and of measured normal load after it (10,20; --quick: 1,3)
+
+Training (before the sweep, for runtimes whose entry has `train`: each mix's load, then the
+`train` command, e.g. `pagegen train`, so the measured phases start from a trained model):
+  --train-s S            seconds of training load per mix (30; --quick: 3); 0: no training
+  --train-load P         its load, % of the reference capacity (70)
 
 Capacity (highest rate with light p99 <= 10 ms and goodput >= 99 %):
   --capacity RATE        skip the search: the reference capacity is RATE requests/s
@@ -173,6 +182,8 @@ impl Args {
             recovery: None,
             recovery_s: None,
             gen_realtime: true,
+            train_s: None,
+            train_load: 70.0,
         };
         let mut it = argv.into_iter();
         while let Some(flag) = it.next() {
@@ -239,6 +250,8 @@ impl Args {
                 }
                 "--light-p99-ms" => a.light_p99_ms = num("--light-p99-ms", &value()?)?,
                 "--min-goodput" => a.min_goodput = num("--min-goodput", &value()?)?,
+                "--train-s" => a.train_s = Some(num("--train-s", &value()?)?),
+                "--train-load" => a.train_load = num("--train-load", &value()?)?,
                 "--gen-priority" => {
                     a.gen_realtime = match value()?.as_str() {
                         "realtime" => true,
@@ -254,6 +267,12 @@ impl Args {
             .is_some_and(|l| l.iter().any(|p| *p <= 0.0))
         {
             bail!("--loads: give positive percentages, e.g. 50,110");
+        }
+        if a.train_s.is_some_and(|s| !(s >= 0.0 && s.is_finite())) {
+            bail!("--train-s: give seconds ≥ 0 (0: no training)");
+        }
+        if !(a.train_load > 0.0 && a.train_load.is_finite()) {
+            bail!("--train-load: give a positive percentage, e.g. 70");
         }
         if let Some(Some((over, after))) = a.recovery {
             if after <= 0.0 || over <= after {
@@ -323,6 +342,8 @@ mod tests {
             "--recovery-s 0,20",
             "--loads 50,-1",
             "--gen-priority high",
+            "--train-s -1",
+            "--train-load 0",
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
@@ -357,5 +378,13 @@ mod tests {
                 .unwrap()
                 .gen_realtime
         );
+    }
+
+    #[test]
+    fn training() {
+        let a = parse("").unwrap().unwrap();
+        assert_eq!((a.train_s, a.train_load), (None, 70.0));
+        let a = parse("--train-s 0 --train-load=50").unwrap().unwrap();
+        assert_eq!((a.train_s, a.train_load), (Some(0.0), 50.0));
     }
 }

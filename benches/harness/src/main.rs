@@ -37,7 +37,7 @@ use crate::{
     capacity::Objective,
     cgroup::Mechanism,
     mix::Workload,
-    plan::{Plan, RecoveryPlan},
+    plan::{Plan, RecoveryPlan, TrainPlan},
     report::{Report, RunFacts},
     server::RuntimeSpec,
 };
@@ -77,6 +77,7 @@ fn load_runtimes(a: &Args) -> Result<Vec<RuntimeSpec>> {
             name: name.to_string(),
             cmd,
             env: Default::default(),
+            train: None,
         });
     }
     if let Some(only) = &a.runtimes {
@@ -261,6 +262,12 @@ fn main() -> Result<()> {
         memory_limit_override: a.memory_limit_mb,
         recovery,
         realtime: a.gen_realtime,
+        train: Some(a.train_s.unwrap_or(if quick { 3.0 } else { 30.0 }))
+            .filter(|&s| s > 0.0)
+            .map(|seconds| TrainPlan {
+                seconds,
+                load_pct: a.train_load,
+            }),
         mixes,
         capacity_mix,
         runtimes,
@@ -279,7 +286,10 @@ fn main() -> Result<()> {
     } else {
         1
     };
-    let pb = ProgressBar::new(phases + probes_estimate);
+    let trainings = plan.train.map_or(0, |_| {
+        plan.runtimes.iter().filter(|r| r.train.is_some()).count() * plan.mixes.len()
+    }) as u64;
+    let pb = ProgressBar::new(phases + probes_estimate + trainings);
     if std::io::stdout().is_terminal() {
         pb.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -292,10 +302,24 @@ fn main() -> Result<()> {
     plan::say(
         &pb,
         &format!(
-            "pagegen-bench: {} runtime(s) [{}], mixes [{}], loads {:?} %, {}, {} repeat(s), out {}; memory limits: {}",
+            "pagegen-bench: {} runtime(s) [{}], mixes [{}], {}, loads {:?} %, {}, {} repeat(s), out {}; memory limits: {}",
             plan.runtimes.len(),
             plan.runtimes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
             mix_names.join(", "),
+            match plan.train {
+                Some(t) if trainings > 0 => format!(
+                    "training {:.0} s per mix at {:.0} % for [{}]",
+                    t.seconds,
+                    t.load_pct,
+                    plan.runtimes
+                        .iter()
+                        .filter(|r| r.train.is_some())
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => "no training".into(),
+            },
             plan.loads,
             match plan.recovery {
                 Some(r) => format!(

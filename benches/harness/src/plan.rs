@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,51 @@ pub struct Plan {
     pub recovery: Option<RecoveryPlan>,
     /// The generator's dispatcher threads ask for real-time priority.
     pub realtime: bool,
+    /// The training stage before the sweep (`None`: none).
+    pub train: Option<TrainPlan>,
+}
+
+/// The training stage: for each runtime with a `train` entry, a load of every mix, then its
+/// command (see [`RuntimeSpec::train`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TrainPlan {
+    /// Seconds of load per mix.
+    pub seconds: f64,
+    /// Load, % of the reference capacity.
+    pub load_pct: f64,
+}
+
+/// One mix's training load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainLoad {
+    /// Mix name.
+    pub mix: String,
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    /// Requests sent.
+    pub scheduled: u64,
+    /// Share answered 2xx.
+    pub goodput: f64,
+    /// How the server ended, or why the load could not run.
+    pub server: String,
+}
+
+/// A runtime's training stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Runtime name.
+    pub runtime: String,
+    /// The loads, one per mix, in order.
+    pub loads: Vec<TrainLoad>,
+    /// The command run after them (absent: load only).
+    pub command: Option<String>,
+    /// Its exit status.
+    pub status: Option<String>,
+    /// Its standard output, line by line (what it learned; `pagegen train` prints the gate's
+    /// scores).
+    pub output: Vec<String>,
+    /// Wall seconds the command took.
+    pub command_s: f64,
 }
 
 /// An overload followed by normal load, to see how soon the light class's tail recovers.
@@ -178,6 +223,9 @@ pub struct Outcome {
     /// Overload-then-normal runs, in the order run.
     #[serde(default)]
     pub recoveries: Vec<RecoveryRecord>,
+    /// Training stages, in the order run (before the sweep).
+    #[serde(default)]
+    pub trainings: Vec<TrainingRecord>,
 }
 
 /// Prints a line without breaking the progress bar (or to stderr when the bar is hidden).
@@ -377,6 +425,11 @@ impl Plan {
             }
         }
 
+        let trainings = match self.train {
+            Some(t) => self.train(t, reference, pb).await?,
+            None => Vec::new(),
+        };
+
         let mut phases = Vec::new();
         for repeat in 0..self.repeats {
             for w in &self.mixes {
@@ -440,7 +493,109 @@ impl Plan {
             reference_note,
             phases,
             recoveries,
+            trainings,
         })
+    }
+
+    /// The training stage (see [`TrainPlan`]): for each runtime with a `train` entry, every mix's
+    /// load in turn on a fresh server over the runtime's state directory, then its command. A
+    /// command that cannot start fails the run (as a server that cannot start does); one that
+    /// exits non-zero is reported and the sweep goes on.
+    async fn train(
+        &self,
+        t: TrainPlan,
+        reference: f64,
+        pb: &ProgressBar,
+    ) -> Result<Vec<TrainingRecord>> {
+        let rate = reference * t.load_pct / 100.0;
+        let mut out = Vec::new();
+        for rt in self.runtimes.iter().filter(|r| r.train.is_some()) {
+            let dir = server::state_dir(&self.out, &rt.name);
+            let mut record = TrainingRecord {
+                runtime: rt.name.clone(),
+                loads: Vec::new(),
+                command: None,
+                status: None,
+                output: Vec::new(),
+                command_s: 0.0,
+            };
+            for (mi, w) in self.mixes.iter().enumerate() {
+                let label = format!("train-{}-{}", w.mix.name, rt.name);
+                // Not the sweep's schedules: the model must not have seen the measured requests.
+                let seed = self.seed ^ 0x7a11_0000 ^ ((mi as u64) << 8);
+                let measure = Duration::from_secs_f64(t.seconds);
+                let load = match self
+                    .measure(rt, w, rate, measure, seed, None, &label, pb)
+                    .await
+                {
+                    Ok((run, end)) => TrainLoad {
+                        mix: w.mix.name.clone(),
+                        rate,
+                        scheduled: run.scheduled,
+                        goodput: run.goodput,
+                        server: end.status,
+                    },
+                    Err(e) => TrainLoad {
+                        mix: w.mix.name.clone(),
+                        rate,
+                        scheduled: 0,
+                        goodput: 0.0,
+                        server: format!("{e:#}"),
+                    },
+                };
+                say(
+                    pb,
+                    &format!(
+                        "  {label}: {:.0} req/s for {:.0} s, {} requests, goodput {:.1} %, {}",
+                        rate,
+                        t.seconds,
+                        load.scheduled,
+                        load.goodput * 100.0,
+                        load.server
+                    ),
+                );
+                record.loads.push(load);
+                pb.inc(1);
+            }
+            if let Some(argv) = rt.train_argv(&dir) {
+                let started = std::time::Instant::now();
+                let output = tokio::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .envs(&rt.env)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .with_context(|| format!("starting {}'s train command {argv:?}", rt.name))?;
+                record.command_s = started.elapsed().as_secs_f64();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let logs = self.out.join("logs");
+                std::fs::create_dir_all(&logs)?;
+                std::fs::write(
+                    logs.join(format!("train-{}.log", rt.name)),
+                    format!("$ {}\n{stdout}{stderr}", argv.join(" ")),
+                )?;
+                record.output = stdout.lines().map(String::from).collect();
+                record.status = Some(output.status.to_string());
+                record.command = Some(argv.join(" "));
+                for line in &record.output {
+                    say(pb, &format!("  train {}: {line}", rt.name));
+                }
+                if !output.status.success() {
+                    say(
+                        pb,
+                        &format!(
+                            "  train {}: {} ({}); the sweep goes on with what the directory holds",
+                            rt.name,
+                            output.status,
+                            stderr.trim()
+                        ),
+                    );
+                }
+            }
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// For every repeat, mix and runtime (interleaved): warm up at the normal load, overload,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     capacity::Objective,
     mix::Mix,
-    plan::{Outcome, PhaseRecord, RecoveryRecord},
+    plan::{Outcome, PhaseRecord, RecoveryRecord, TrainingRecord},
     recovery::Recovery,
     runner::RunResult,
     server::RuntimeSpec,
@@ -276,6 +276,8 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
         let _ = writeln!(md, "**Note:** {note}.\n");
     }
 
+    training_section(&mut md, &report.outcome.trainings);
+
     let mut mixes: Vec<&str> = Vec::new();
     for p in report.summary {
         if !mixes.contains(&p.mix.as_str()) {
@@ -426,6 +428,53 @@ pub fn markdown(report: &Report<'_>, charts: &[String]) -> String {
         }
     }
     md
+}
+
+/// The training stage: each runtime's loads and what its command printed.
+fn training_section(md: &mut String, records: &[TrainingRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Training
+
+Before the sweep, each runtime with a `train` entry served every mix's load on its own state directory (a different schedule from the measured phases), then ran its `train` command; the measured phases start from what the directory then holds.
+"
+    );
+    for r in records {
+        let loads = r
+            .loads
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} at {:.0} req/s: {} requests, goodput {:.1} % ({})",
+                    l.mix,
+                    l.rate,
+                    l.scheduled,
+                    l.goodput * 100.0,
+                    l.server
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(md, "- **{}**: {loads}.", r.runtime);
+        if let Some(cmd) = &r.command {
+            let _ = writeln!(
+                md,
+                "  `{cmd}` ({}, {:.1} s):
+",
+                r.status.as_deref().unwrap_or("?"),
+                r.command_s
+            );
+            let _ = writeln!(md, "  ```");
+            for line in &r.output {
+                let _ = writeln!(md, "  {line}");
+            }
+            let _ = writeln!(md, "  ```");
+        }
+    }
+    let _ = writeln!(md);
 }
 
 /// The overload-then-normal runs: per mix and runtime, over repeats.

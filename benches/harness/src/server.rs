@@ -35,9 +35,26 @@ pub struct RuntimeSpec {
     /// Extra environment variables.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Before the sweep, the runtime serves a training load of every mix (`--train-s`); then this
+    /// command, if not empty, runs with `{state_dir}` replaced (e.g. `pagegen train`), so the
+    /// measured phases start from what it learned. Empty: the training load only (a learner that
+    /// keeps its state in the directory starts warm, like one that trains). Absent: no training.
+    #[serde(default)]
+    pub train: Option<Vec<String>>,
 }
 
 impl RuntimeSpec {
+    /// The training command for `state_dir` (`None`: none to run).
+    pub fn train_argv(&self, state_dir: &Path) -> Option<Vec<String>> {
+        let state = state_dir.display().to_string();
+        let cmd = self.train.as_ref().filter(|c| !c.is_empty())?;
+        Some(
+            cmd.iter()
+                .map(|a| a.replace("{state_dir}", &state))
+                .collect(),
+        )
+    }
+
     /// The argument vector for one start.
     pub fn argv(&self, state_dir: &Path, workers: usize) -> Vec<String> {
         let state = state_dir.display().to_string();
@@ -339,7 +356,9 @@ mod tests {
             name: "t".into(),
             cmd: vec!["site".into(), "--runtime".into(), "tokio".into()],
             env: Default::default(),
+            train: None,
         };
+        assert_eq!(spec.train_argv(Path::new("/s")), None);
         assert_eq!(
             spec.argv(Path::new("/s"), 2).join(" "),
             "site --runtime tokio --port 0 --state-dir /s --workers 2"
@@ -356,5 +375,22 @@ mod tests {
             spec.argv(Path::new("/s"), 2).join(" "),
             "srv --listen=127.0.0.1:0 /s"
         );
+        let spec = RuntimeSpec {
+            train: Some(vec![
+                "pagegen".into(),
+                "train".into(),
+                "--state-dir={state_dir}".into(),
+            ]),
+            ..spec
+        };
+        assert_eq!(
+            spec.train_argv(Path::new("/s")).unwrap().join(" "),
+            "pagegen train --state-dir=/s"
+        );
+        let spec = RuntimeSpec {
+            train: Some(Vec::new()),
+            ..spec
+        };
+        assert_eq!(spec.train_argv(Path::new("/s")), None);
     }
 }
