@@ -185,21 +185,33 @@ fn open_model(dir: &Path) -> Result<ModelRuntime, String> {
     ModelRuntime::open(state, clock, ModelConfig::default()).map_err(|e| e.to_string())
 }
 
-fn export(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
+/// [`open_model`] for a command that needs an existing state directory; `None` once it has said
+/// on `err` why it cannot (`pagegen VERB: …`).
+fn open_existing(
+    verb: &str,
+    dir: &Path,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<ModelRuntime>> {
     if !dir.is_dir() {
         writeln!(
             err,
-            "pagegen export: no state directory at {}",
+            "pagegen {verb}: no state directory at {}",
             dir.display()
         )?;
-        return Ok(EXIT_FAILED);
+        return Ok(None);
     }
-    let model = match open_model(dir) {
-        Ok(m) => m,
+    match open_model(dir) {
+        Ok(m) => Ok(Some(m)),
         Err(e) => {
-            writeln!(err, "pagegen export: {e}")?;
-            return Ok(EXIT_FAILED);
+            writeln!(err, "pagegen {verb}: {e}")?;
+            Ok(None)
         }
+    }
+}
+
+fn export(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
+    let Some(model) = open_existing("export", dir, err)? else {
+        return Ok(EXIT_FAILED);
     };
     if model.start != Start::Loaded {
         writeln!(
@@ -238,20 +250,8 @@ fn train(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    if !dir.is_dir() {
-        writeln!(
-            err,
-            "pagegen train: no state directory at {}",
-            dir.display()
-        )?;
+    let Some(model) = open_existing("train", dir, err)? else {
         return Ok(EXIT_FAILED);
-    }
-    let model = match open_model(dir) {
-        Ok(m) => m,
-        Err(e) => {
-            writeln!(err, "pagegen train: {e}")?;
-            return Ok(EXIT_FAILED);
-        }
     };
     let (reports, recovery) = match model.train_now(rounds) {
         Ok(r) => r,
