@@ -13,7 +13,7 @@
 //! | `slice_us` | 100 | EEVDF scheduler slice of both pools, µs, where the kernel has it; 0 = kernel default |
 //! | `state_dir` | `./.pagegen` (`PAGEGEN_STATE_DIR`) | class ids, profiles, model checkpoints |
 //! | `memory_pool` | 70 % of the cgroup limit, else 50 % of RAM | bytes all live requests may hold |
-//! | `bulk_threshold_us` | 1000 | predicted CPU above which a request starts in the bulk pool |
+//! | `bulk_threshold_us` | 2000 | predicted CPU above which a request starts in the bulk pool |
 //! | `tail_threshold_us` | 20000 | upper CPU estimate above which a request starts in the bulk pool whatever its central one (`off`: none) |
 //! | `mem_margin` | 1.5 | memory budget = predicted upper peak × margin |
 //! | `mem_floor` | `4MiB` | smallest memory budget (room for what one poll allocates) |
@@ -134,11 +134,15 @@ impl Default for Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(pagegen_model::state_dir::DEFAULT_STATE_DIR)),
             memory_pool: None,
-            // A tenth of a 10 ms light-page objective: work predicted longer leaves the latency
+            // A fifth of a 10 ms light-page objective: work predicted longer leaves the latency
             // workers to light pages. At 5 ms the site's searches (2–8 ms, predicted ~3 ms) ran on
             // the latency workers, and in the harness's bursts mix at twice the capacity the light
             // pages' server-side p99 was 124 ms; at 1 ms, 4–17 ms (benches/RESULTS.md, 2026-12-05).
-            bulk_threshold: Duration::from_millis(1),
+            // 1 ms then sent the ~1.2 ms searches the trained model predicts at 1.1 ms to bulk,
+            // behind 10–80 ms ones (their p99 62 ms at twice the capacity); at 2 ms they stay on
+            // the latency workers (p99 4.1 ms) and light pages keep a p99 of 1.2–2.7 ms on every
+            // mix (benches/RESULTS.md, 2026-12-06 night, "the bulk threshold at 2 ms").
+            bulk_threshold: Duration::from_millis(2),
             // Twice the light pages' 10 ms objective: a request that may hold a latency worker for
             // longer in one poll starts in bulk even when it usually takes 1 ms (once its class
             // was learned from; the prior's upper estimate says nothing about a tail).

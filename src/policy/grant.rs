@@ -51,7 +51,7 @@ pub struct GrantPolicy {
 impl Default for GrantPolicy {
     fn default() -> Self {
         GrantPolicy {
-            bulk_threshold_ns: 1_000_000,
+            bulk_threshold_ns: 2_000_000,
             tail_threshold_ns: 20_000_000,
             has_bulk: true,
             margin: 1.5,
