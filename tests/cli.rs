@@ -130,6 +130,11 @@ fn the_profile_of_a_real_run_counts_each_route() {
     let hello = class_json(&json, "GET /hello");
     assert!(hello.contains(r#""requests":12,"#), "{hello}");
     assert!(hello.contains(r#""completed":12,"#), "{hello}");
+    // Every request was granted, and a light route starts on the latency workers.
+    assert!(
+        hello.contains(r#""granted":12,"started_bulk":0,"#),
+        "{hello}"
+    );
     assert!(
         hello.contains(r#""behaviour":{"spans":{"p50":2,"p99":2}"#),
         "{hello}"
@@ -163,7 +168,7 @@ fn the_profile_of_a_real_run_counts_each_route() {
     assert!(out.status.success());
     let table = text(&out.stdout);
     assert!(table.contains("GET /hello") && table.contains("GET /heap"));
-    assert!(table.contains("LAST RECORDED grant"));
+    assert!(table.contains("LAST RECORDED grant") && table.contains("in bulk"));
     assert!(table.contains("spans/req") && table.contains("extended"));
     assert!(table.contains("socket in") && table.contains("socket out"));
 

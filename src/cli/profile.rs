@@ -95,6 +95,12 @@ pub struct ClassProfile {
     pub cpu_accuracy: Accuracy,
     /// Memory prediction accuracy.
     pub mem_accuracy: Accuracy,
+    /// Records that carried a grant.
+    pub granted: u64,
+    /// Of those, the ones whose grant started them outside the latency pool (in bulk): with the
+    /// CPU spread beside it, where placement and cost disagree (short requests started in bulk
+    /// wait behind long ones).
+    pub started_bulk: u64,
     /// The grant of the newest record that had one.
     pub last_grant: Option<Grant>,
     /// How it behaves beyond how much: calls, backends, blocking, scheduling, instruction mix.
@@ -226,6 +232,10 @@ fn class_profile(name: String, id: u32, recs: &[&ProfileRecord]) -> ClassProfile
             Outcome::Cancelled(why) => *c.cancelled.entry(why.to_string()).or_default() += 1,
         }
         c.demoted += u64::from(r.demoted);
+        if let Some(g) = r.grant {
+            c.granted += 1;
+            c.started_bulk += u64::from(g.pool != pagegen_core::PoolId::LATENCY);
+        }
     }
     let spread = |f: &dyn Fn(&ProfileRecord) -> u64| spread(recs.iter().map(|r| f(r)).collect());
     c.cpu_ns = spread(&|r| r.usage.cpu.cpu_ns);
@@ -470,6 +480,8 @@ impl Profile {
                 ("predicted", Value::UInt(c.predicted)),
                 ("cpu_accuracy", accuracy_json(c.cpu_accuracy)),
                 ("mem_accuracy", accuracy_json(c.mem_accuracy)),
+                ("granted", Value::UInt(c.granted)),
+                ("started_bulk", Value::UInt(c.started_bulk)),
                 ("last_grant", grant),
                 ("behaviour", behaviour_json(&c.behaviour)),
             ])
@@ -494,6 +506,30 @@ mod tests {
         assert_eq!(spread(vec![5]), Spread { p50: 5, p99: 5 });
         let s = spread((1..=100).rev().collect());
         assert_eq!((s.p50, s.p99), (50, 99));
+    }
+
+    #[test]
+    fn placement_counts_the_requests_started_in_bulk() {
+        use pagegen_core::{ClassId, Grant, PoolId, ProfileRecord, Usage};
+        let class = ClassId::from_raw(1);
+        let granted = |pool: PoolId| {
+            let mut r = ProfileRecord::new(0, class, Usage::default());
+            r.grant = Some(Grant {
+                pool,
+                ..Grant::unlimited(class)
+            });
+            r
+        };
+        let recs = [
+            granted(PoolId::LATENCY),
+            granted(PoolId::BULK),
+            granted(PoolId::BULK),
+            ProfileRecord::new(0, class, Usage::default()),
+        ];
+        let refs: Vec<&ProfileRecord> = recs.iter().collect();
+        let c = class_profile("/search".into(), 1, &refs);
+        assert_eq!((c.requests, c.granted, c.started_bulk), (4, 3, 2));
+        assert_eq!(c.last_grant.map(|g| g.pool), Some(PoolId::BULK));
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub(super) fn render(p: &Profile) -> String {
     let _ = writeln!(
         out,
         "usage: p50/p99 over the stored records; accuracy: median |predicted - actual| / actual and \
-         share of uncensored requests over the upper estimate; grant: the LAST RECORDED grant of \
+         share of uncensored requests over the upper estimate; in bulk: share of granted requests \
+         started in the bulk pool; grant: the LAST RECORDED grant of \
          each class (the live grant needs the running server's model and annotations)\n"
     );
 
@@ -39,6 +40,7 @@ pub(super) fn render(p: &Profile) -> String {
         "cpu > upper",
         "mem err",
         "mem > upper",
+        "in bulk",
         "grant pool",
         "cpu",
         "wall",
@@ -106,7 +108,20 @@ pub(super) fn render(p: &Profile) -> String {
         ]);
         let (ce, co) = accuracy(c.cpu_accuracy);
         let (me, mo) = accuracy(c.mem_accuracy);
-        let mut r = vec![c.name.clone(), c.predicted.to_string(), ce, co, me, mo];
+        let in_bulk = if c.granted == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0}%", 100.0 * c.started_bulk as f64 / c.granted as f64)
+        };
+        let mut r = vec![
+            c.name.clone(),
+            c.predicted.to_string(),
+            ce,
+            co,
+            me,
+            mo,
+            in_bulk,
+        ];
         match c.last_grant {
             Some(g) => r.extend([
                 pool_name(g.pool),
