@@ -204,9 +204,13 @@ impl ModelRuntime {
     /// Trains now, on the calling thread and without the trainer thread's duty cycle: reads the
     /// newest records as a trainer round does, runs `rounds` rounds on them (one network, trained on
     /// across rounds, as the trainer thread does across ticks), and saves the champion to the
-    /// checkpoint when a round promoted one. The gate's decisions apply to this runtime's predictor
-    /// as after any round. For offline training from recorded profiles while no server holds the
-    /// state directory (`pagegen train`); beside a busy runtime the trainer thread is the way.
+    /// checkpoint when the last round's gate has the model serve: a promoted challenger, or a
+    /// champion that kept its place and still beats every baseline. (A fresh champion can be that
+    /// one: the per-class parts of the model adapt whatever its weights. Saving it keeps the
+    /// gate's decision across the restart; without a checkpoint a server starts on the EWMA.)
+    /// The gate's decisions apply to this runtime's predictor as after any round. For offline
+    /// training from recorded profiles while no server holds the state directory
+    /// (`pagegen train`); beside a busy runtime the trainer thread is the way.
     ///
     /// Returns each round's report and what reading the store met (corrupt parts are skipped).
     pub fn train_now(&self, rounds: usize) -> Result<(Vec<RoundReport>, Recovery), ModelError> {
@@ -220,10 +224,12 @@ impl ModelRuntime {
         for _ in 0..rounds {
             reports.push(trainer.round(records.clone(), &self.deployed)?);
         }
-        if reports
+        let serves_model = reports
             .iter()
-            .any(|r| r.decision.as_ref().is_some_and(|d| d.promote))
-        {
+            .rev()
+            .find_map(|r| r.decision.as_ref())
+            .is_some_and(|d| d.serve == Serving::Recurrent);
+        if serves_model {
             checkpoint::save(&self.deployed.recurrent().weights(), &self.dir.checkpoint())?;
         }
         Ok((reports, recovery))
@@ -368,6 +374,29 @@ mod tests {
         assert_eq!(again.start, Start::Loaded);
         assert_eq!(again.predictor().recurrent().weights(), weights);
         assert_eq!(again.predictor().serving(), Serving::Recurrent);
+        drop(again);
+
+        // A round that keeps the champion, which still beats the baselines, checkpoints it too:
+        // without the file a restart would serve the EWMA against the gate's decision. A learning
+        // rate this large wrecks the challenger, so the fresh champion stays.
+        std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+        let mut wild = cfg;
+        wild.trainer.lr = 1e9;
+        wild.trainer.steps = 5;
+        let m = ModelRuntime::open(
+            StateDir::open(tmp.path()).unwrap(),
+            Arc::new(VirtualClock::new()),
+            wild,
+        )
+        .unwrap();
+        assert_eq!(m.start, Start::Fresh);
+        let fresh = m.predictor().recurrent().weights();
+        let (reports, _) = m.train_now(1).unwrap();
+        let d = reports[0].decision.clone().expect("enough rows");
+        assert!(!d.promote, "{d:?}");
+        assert_eq!(d.serve, Serving::Recurrent, "{d:?}");
+        assert!(m.dir().checkpoint().exists());
+        assert_eq!(checkpoint::import(&m.dir().checkpoint()).unwrap(), *fresh);
     }
 
     #[test]

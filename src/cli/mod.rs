@@ -6,7 +6,7 @@
 //! | `pagegen profile [--state-dir DIR] [--json]` | per-route profiles, predictor accuracy and last grants, read without the lock ([`profile`]) |
 //! | `pagegen export FILE [--state-dir DIR]` | writes the champion model's weights ([`ModelRuntime::export`](pagegen_model::ModelRuntime::export)) |
 //! | `pagegen import FILE [--state-dir DIR]` | installs weights another instance exported ([`ModelRuntime::import`](pagegen_model::ModelRuntime::import)) |
-//! | `pagegen train [--rounds N] [--state-dir DIR]` | trains the model now from the recorded profiles, unpaced, and checkpoints what the gate promotes ([`ModelRuntime::train_now`](pagegen_model::ModelRuntime::train_now)) |
+//! | `pagegen train [--rounds N] [--state-dir DIR]` | trains the model now from the recorded profiles, unpaced, and checkpoints the model when the gate has it serve ([`ModelRuntime::train_now`](pagegen_model::ModelRuntime::train_now)) |
 //!
 //! `profile` only reads: a live server may hold the directory, and a corrupt file is reported and left
 //! as it is. `export`, `import` and `train` open the model as a runtime does, lock included, so they
@@ -241,8 +241,9 @@ fn serving_name(s: Serving) -> &'static str {
     }
 }
 
-/// `pagegen train`: one line per round on `out`, then what became of the checkpoint. Exit 0 whether
-/// or not a round promoted (the gate keeping the champion is an answer, not a failure); a directory
+/// `pagegen train`: one line per round on `out`, then what became of the checkpoint (written when
+/// the last gate has the model serve, see [`ModelRuntime::train_now`]). Exit 0 whatever the gate
+/// decided (keeping the champion or serving a baseline is an answer, not a failure); a directory
 /// with no state, a locked one or a failed round is [`EXIT_FAILED`].
 fn train(
     dir: &Path,
@@ -291,27 +292,35 @@ fn train(
             serving_name(d.serve)
         )?;
     }
-    let promoted = reports
-        .iter()
-        .any(|r| r.decision.as_ref().is_some_and(|d| d.promote));
-    if promoted {
-        writeln!(
+    let last = reports.iter().rev().find_map(|r| r.decision.as_ref());
+    match last {
+        Some(d) if d.serve == Serving::Recurrent => writeln!(
             out,
             "checkpoint written: {} (a server started on {} serves this model)",
             model.dir().checkpoint().display(),
             dir.display()
-        )?;
-    } else {
-        writeln!(
+        )?,
+        Some(d) => writeln!(
             out,
-            "no round promoted a model: {} is unchanged ({})",
+            "the gate serves the {} baseline: {} is unchanged ({})",
+            serving_name(d.serve),
+            model.dir().checkpoint().display(),
+            if model.start == Start::Loaded {
+                "a server started here serves the model there until its own gate round"
+            } else {
+                "there is none, so a server started here serves the EWMA"
+            }
+        )?,
+        None => writeln!(
+            out,
+            "nothing trained: {} is unchanged ({})",
             model.dir().checkpoint().display(),
             if model.start == Start::Loaded {
                 "the model there keeps serving"
             } else {
                 "there is none, so a server started here serves the EWMA"
             }
-        )?;
+        )?,
     }
     Ok(0)
 }
