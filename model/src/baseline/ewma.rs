@@ -4,7 +4,16 @@
 //! `y = ln(1 + v)`, with weight `max(1/n, alpha)` so the first requests form a plain running mean (a
 //! new class is learned from its first observation) and later ones forget at rate `alpha`.
 //! Central = `m` (the geometric mean, the median of a log-normal); upper = `m + z·s` with
-//! `z = Φ⁻¹(0.99)`. A censored record only moves `m` up: it says "at least this much".
+//! `z = Φ⁻¹(0.99)`, but never more than twice the largest value the class has shown. A censored
+//! record only moves `m` up: it says "at least this much".
+//!
+//! The cap: a route whose requests differ by orders of magnitude (`/synthetic?mem_kb=` serving a
+//! replay of 1–20 MiB calls after a storm of 64–256 MiB ones) has a log-space spread of several
+//! units, and `m + z·s` then lands at 10⁵ times anything seen: 282,493 GiB of memory and 114,478 s
+//! of CPU for that route in a harness run. Every request was refused as larger than the pool
+//! (`TooLarge`), a refused request is censored and cannot bring `m` down, so the class stayed
+//! shut until a restart. Twice the largest observation still covers the class's known tail, and a
+//! request past it is the checkpoints' business, not admission's.
 
 use std::sync::Mutex;
 
@@ -35,6 +44,8 @@ struct State {
     n: u32,
     mean: Targets,
     var: Targets,
+    /// Largest target seen (censored ones included: the usage was at least that).
+    max: Targets,
 }
 
 #[derive(Debug, Default)]
@@ -75,14 +86,18 @@ impl EwmaPredictor {
         let w = (1.0 / st.n as f32).max(self.config.alpha);
         let mut c = [0f32; RESOURCES];
         let mut u = [0f32; RESOURCES];
+        let first = st.n == 1;
         for i in 0..RESOURCES {
             let d = y[i] - st.mean[i];
             if !(censored && d <= 0.0) {
                 st.mean[i] += w * d;
                 st.var[i] = (1.0 - w) * (st.var[i] + w * d * d);
             }
+            st.max[i] = if first { y[i] } else { st.max[i].max(y[i]) };
             c[i] = st.mean[i];
-            u[i] = st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt();
+            u[i] = (st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt())
+                .min(st.max[i] + std::f32::consts::LN_2)
+                .max(c[i]);
         }
         slot.out.store(&c, &u);
     }
@@ -126,6 +141,29 @@ mod tests {
             "{d:?}"
         );
         assert!(d.cpu_ns.upper > 2_000_000);
+    }
+
+    #[test]
+    fn the_upper_estimate_stays_within_twice_the_largest_observation() {
+        let p = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
+        // One route, two populations five orders of magnitude apart.
+        for i in 0..200u64 {
+            p.observe(&rec(if i % 2 == 0 { 1_000 } else { 100_000_000 }));
+        }
+        let d = p.predict(ClassId::from_raw(1), &Features::default());
+        // m + z·s alone: about exp(11.5 + 2.33 · 5.7) ns, some minutes.
+        assert!(d.cpu_ns.upper >= 100_000_000, "{d:?}");
+        assert!(d.cpu_ns.upper <= 200_010_000, "{d:?}");
+        // A steady class keeps its own spread, far inside the cap.
+        let q = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
+        for i in 0..200u64 {
+            q.observe(&rec(1_000_000 + (i % 3) * 100_000));
+        }
+        let d = q.predict(ClassId::from_raw(1), &Features::default());
+        assert!(
+            d.cpu_ns.upper > 1_200_000 && d.cpu_ns.upper < 2_000_000,
+            "{d:?}"
+        );
     }
 
     #[test]
