@@ -285,7 +285,7 @@ fn train_checkpoints_a_promoted_model_and_says_when_it_cannot_train() {
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert_eq!(stdout.matches("training rows").count(), 2, "{stdout}");
-    assert!(stdout.contains("round 1: ") && stdout.contains("→ promoted; serves model"));
+    assert!(stdout.contains("round 1: ") && stdout.contains("→ promoted; serves recurrent"));
     assert!(stdout.contains("checkpoint written"));
     let model = pagegen::model::ModelRuntime::open(
         pagegen::model::StateDir::open(&dir).unwrap(),

@@ -454,7 +454,7 @@ fn each_binary_runs_the_runtimes_of_its_allocator() {
         products: 5,
         generated: None,
         knobs: Some(("model", "outstanding")),
-        serving: Some("model (trained checkpoint loaded)".into()),
+        serving: Some("recurrent (trained checkpoint loaded)".into()),
     };
     let o = app::parse(Allocator::Pagegen, &args(&[])).unwrap();
     let banner = app::banner(&o, Allocator::Pagegen, &ready);
@@ -462,5 +462,5 @@ fn each_binary_runs_the_runtimes_of_its_allocator() {
         banner.lines().next(),
         Some("listening on http://127.0.0.1:4321")
     );
-    assert!(banner.contains("\nserving: model (trained checkpoint loaded)\n"));
+    assert!(banner.contains("\nserving: recurrent (trained checkpoint loaded)\n"));
 }

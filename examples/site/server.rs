@@ -278,14 +278,9 @@ where
 /// Which predictor serves from the first request, and why (a trained checkpoint in the state
 /// directory serves at once; without one the EWMA serves until a training round promotes a model).
 fn serving(rt: &pagegen::runtime::Runtime, predictor: &str) -> String {
-    use pagegen::model::{checkpoint::Start, Serving};
+    use pagegen::model::checkpoint::Start;
     let model = rt.model();
-    let now = match model.predictor().serving() {
-        Serving::Static => "static",
-        Serving::Ewma => "ewma",
-        Serving::Histogram => "histogram",
-        Serving::Recurrent => "model",
-    };
+    let now = model.predictor().serving().name();
     let why = match (&model.start, predictor) {
         (_, p) if p != "model" => "pinned".to_owned(),
         (Start::Loaded, _) => "trained checkpoint loaded".to_owned(),

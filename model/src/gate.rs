@@ -74,6 +74,25 @@ impl Serving {
             _ => Serving::Recurrent,
         }
     }
+
+    /// The name users see and type: the `predictor` knob's value that pins this predictor, the
+    /// `predictor` label of the metrics, and what the CLI and the site's banner print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Serving::Static => "static",
+            Serving::Ewma => "ewma",
+            Serving::Histogram => "histogram",
+            Serving::Recurrent => "recurrent",
+        }
+    }
+
+    /// Every predictor, in `as u8` order.
+    pub const ALL: [Serving; 4] = [
+        Serving::Static,
+        Serving::Ewma,
+        Serving::Histogram,
+        Serving::Recurrent,
+    ];
 }
 
 /// Scores of one gate round and its decision.

@@ -232,15 +232,6 @@ fn export(dir: &Path, file: &Path, err: &mut dyn Write) -> std::io::Result<u8> {
     }
 }
 
-fn serving_name(s: Serving) -> &'static str {
-    match s {
-        Serving::Static => "static",
-        Serving::Ewma => "ewma",
-        Serving::Histogram => "histogram",
-        Serving::Recurrent => "model",
-    }
-}
-
 /// `pagegen train`: one line per round on `out`, then what became of the checkpoint (written when
 /// the last gate has the model serve, see [`ModelRuntime::train_now`]). Exit 0 whatever the gate
 /// decided (keeping the champion or serving a baseline is an answer, not a failure); a directory
@@ -280,7 +271,7 @@ fn train(
             scores += &format!(", champion {c:.4}");
         }
         for (who, score) in &d.baselines {
-            scores += &format!(", {} {score:.4}", serving_name(*who));
+            scores += &format!(", {} {score:.4}", who.name());
         }
         writeln!(
             out,
@@ -289,37 +280,38 @@ fn train(
             r.train_rows,
             r.train_loss,
             if d.promote { "promoted" } else { "kept the champion" },
-            serving_name(d.serve)
+            d.serve.name()
         )?;
     }
     let last = reports.iter().rev().find_map(|r| r.decision.as_ref());
+    let checkpoint = model.dir().checkpoint();
+    let unchanged = |loaded: &str| {
+        if model.start == Start::Loaded {
+            format!("{} is unchanged ({loaded})", checkpoint.display())
+        } else {
+            format!(
+                "{} is unchanged (there is none, so a server started here serves the EWMA)",
+                checkpoint.display()
+            )
+        }
+    };
     match last {
         Some(d) if d.serve == Serving::Recurrent => writeln!(
             out,
             "checkpoint written: {} (a server started on {} serves this model)",
-            model.dir().checkpoint().display(),
+            checkpoint.display(),
             dir.display()
         )?,
         Some(d) => writeln!(
             out,
-            "the gate serves the {} baseline: {} is unchanged ({})",
-            serving_name(d.serve),
-            model.dir().checkpoint().display(),
-            if model.start == Start::Loaded {
-                "a server started here serves the model there until its own gate round"
-            } else {
-                "there is none, so a server started here serves the EWMA"
-            }
+            "the gate serves the {} baseline: {}",
+            d.serve.name(),
+            unchanged("a server started here serves the model there until its own gate round")
         )?,
         None => writeln!(
             out,
-            "nothing trained: {} is unchanged ({})",
-            model.dir().checkpoint().display(),
-            if model.start == Start::Loaded {
-                "the model there keeps serving"
-            } else {
-                "there is none, so a server started here serves the EWMA"
-            }
+            "nothing trained: {}",
+            unchanged("the model there keeps serving")
         )?,
     }
     Ok(0)

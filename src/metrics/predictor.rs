@@ -13,14 +13,6 @@ use prometheus_client::metrics::MetricType;
 use crate::engine::Engine;
 use crate::metrics::registry::family;
 
-/// Every predictor the deployment can serve from, with its label value.
-const PREDICTORS: [(Serving, &str); 4] = [
-    (Serving::Static, "static"),
-    (Serving::Ewma, "ewma"),
-    (Serving::Histogram, "histogram"),
-    (Serving::Recurrent, "recurrent"),
-];
-
 /// Labels of `pagegen_predictor_serving`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Predictor {
@@ -48,12 +40,9 @@ impl Collector for PredictorCollector {
             let mut scores: Vec<(&'static str, f64)> = g
                 .baselines
                 .iter()
-                .filter_map(|&(s, v)| {
-                    let name = PREDICTORS.iter().find(|p| p.0 == s)?.1;
-                    Some((name, f64::from(v)))
-                })
+                .map(|&(s, v)| (s.name(), f64::from(v)))
                 .collect();
-            scores.push(("recurrent", f64::from(g.challenger)));
+            scores.push((Serving::Recurrent.name(), f64::from(g.challenger)));
             if let Some(c) = g.champion {
                 scores.push(("champion", f64::from(c)));
             }
@@ -82,8 +71,10 @@ impl Collector for PredictorCollector {
             "predictor_serving",
             "1 for the predictor that serves the request loop's predictions, 0 for the others.",
             None,
-            PREDICTORS.iter().map(|&(p, name)| {
-                let labels = Predictor { predictor: name };
+            Serving::ALL.iter().map(|&p| {
+                let labels = Predictor {
+                    predictor: p.name(),
+                };
                 (labels, ConstGauge::new(u64::from(p == serving)))
             }),
         )
