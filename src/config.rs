@@ -10,6 +10,7 @@
 //! | `workers` | cores | latency-pool workers (normal priority) |
 //! | `bulk_workers` | cores | bulk-pool workers (nice `bulk_nice`); 0 = no bulk pool |
 //! | `bulk_nice` | 10 | nice offset of the bulk pool |
+//! | `bulk_sched_idle` | false | run the bulk pool under `SCHED_IDLE` (CPU only when no normal thread wants it) |
 //! | `slice_us` | 100 | EEVDF scheduler slice of both pools, µs, where the kernel has it; 0 = kernel default |
 //! | `state_dir` | `./.pagegen` (`PAGEGEN_STATE_DIR`) | class ids, profiles, model checkpoints |
 //! | `memory_pool` | 70 % of the cgroup limit, else 50 % of RAM | bytes all live requests may hold |
@@ -17,6 +18,7 @@
 //! | `tail_threshold_us` | 20000 | upper CPU estimate above which a request starts in the bulk pool whatever its central one (`off`: none) |
 //! | `mem_margin` | 1.5 | memory budget = predicted upper peak × margin |
 //! | `mem_floor` | `4MiB` | smallest memory budget (room for what one poll allocates) |
+//! | `mem_reserve` | 0.1 | share of the memory pool only small budgets (at most `mem_floor`, or an eighth of the reserve if larger) may take, so a storm of large requests cannot keep light pages waiting for memory; 0 = none |
 //! | `admission_wait_ms` | 100 | longest wait for memory or a pool before a 503 |
 //! | `timeout_ms` | 30000 | wall-clock limit of a request without `timeout`; 0 = none |
 //! | `trainer` | true | retrain the model in the background |
@@ -65,6 +67,8 @@ pub struct Config {
     pub bulk_workers: usize,
     /// Nice offset of the bulk pool.
     pub bulk_nice: i32,
+    /// Whether the bulk pool runs under `SCHED_IDLE`.
+    pub bulk_sched_idle: bool,
     /// Scheduler slice of both pools (`None`: kernel default).
     pub slice: Option<Duration>,
     /// The state directory.
@@ -80,6 +84,8 @@ pub struct Config {
     pub mem_margin: f64,
     /// Smallest memory budget, bytes.
     pub mem_floor: u64,
+    /// Share of the memory pool kept for small budgets.
+    pub mem_reserve: f64,
     /// Longest admission wait.
     pub admission_wait: Duration,
     /// Default wall-clock limit (`None`: none).
@@ -129,6 +135,7 @@ impl Default for Config {
             // The bulk pool's nice +10 and both pools' 100 µs slice: the lowest light-class tail in
             // benches/isolation.rs (benches/RESULTS.md, 2026-11-30).
             bulk_nice: 10,
+            bulk_sched_idle: false,
             slice: Some(Duration::from_micros(100)),
             state_dir: std::env::var_os(pagegen_model::state_dir::STATE_DIR_ENV)
                 .map(PathBuf::from)
@@ -150,6 +157,7 @@ impl Default for Config {
             // Room over the upper estimate; the model's upper is already a ~99 % cover.
             mem_margin: 1.5,
             mem_floor: 4 << 20,
+            mem_reserve: 0.1,
             admission_wait: Duration::from_millis(100),
             timeout: Some(Duration::from_secs(30)),
             trainer: true,
@@ -292,6 +300,7 @@ impl Config {
                     .filter(|n| (0..=19).contains(n))
                     .ok_or_else(|| bad(knob, value, "an integer in 0..=19"))?
             }
+            "bulk_sched_idle" => self.bulk_sched_idle = boolean()?,
             "slice_us" => {
                 let us = int("microseconds (0: kernel default)")?;
                 self.slice = (us > 0).then(|| Duration::from_micros(us));
@@ -329,6 +338,13 @@ impl Config {
             "mem_floor" => {
                 self.mem_floor =
                     parse_size(v).ok_or_else(|| bad(knob, value, "a size such as 4MiB"))?
+            }
+            "mem_reserve" => {
+                self.mem_reserve = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|m| (0.0..=0.5).contains(m))
+                    .ok_or_else(|| bad(knob, value, "a share of the pool in 0..=0.5"))?
             }
             "admission_wait_ms" => self.admission_wait = ms("milliseconds")?,
             "timeout_ms" => {
@@ -422,6 +438,7 @@ pub const KNOBS: &[&str] = &[
     "workers",
     "bulk_workers",
     "bulk_nice",
+    "bulk_sched_idle",
     "slice_us",
     "state_dir",
     "memory_pool",
@@ -429,6 +446,7 @@ pub const KNOBS: &[&str] = &[
     "tail_threshold_us",
     "mem_margin",
     "mem_floor",
+    "mem_reserve",
     "admission_wait_ms",
     "timeout_ms",
     "trainer",
@@ -497,8 +515,9 @@ mod tests {
         let sample = |k: &str| match k {
             "state_dir" => "/tmp/x",
             "memory_pool" | "mem_floor" | "body_limit" => "8MiB",
-            "trainer" | "profile" => "false",
+            "trainer" | "profile" | "bulk_sched_idle" => "false",
             "mem_margin" => "2.0",
+            "mem_reserve" => "0.25",
             "metrics_addr" => "127.0.0.1:0",
             "predictor" => "ewma",
             "shares" => "equal",
@@ -509,6 +528,9 @@ mod tests {
             c.set(k, sample(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
         }
         assert_eq!(c.body_limit, 8 << 20);
+        assert_eq!((c.mem_reserve, c.bulk_sched_idle), (0.25, false));
+        let e = c.set("mem_reserve", "0.9").unwrap_err();
+        assert!(e.to_string().contains("`mem_reserve`"), "{e}");
         assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(c.predictor, Some(Serving::Ewma));
         assert_eq!(c.shares, SharesMode::Equal);

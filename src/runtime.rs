@@ -289,11 +289,19 @@ impl<U: PollHook> Builder<U> {
             pagegen_model::Predictor::observe(&*predictor, r);
         }
 
-        let memory = MemoryPool::with_capacity(cfg.memory_pool.unwrap_or_else(default_pool_bytes));
+        let memory = {
+            let bytes = cfg.memory_pool.unwrap_or_else(default_pool_bytes);
+            // Kept for small budgets: a storm of large requests fills the pool only down to it,
+            // so a light page's floor budget is admitted at once (pagegen_alloc::pool).
+            let reserve = (bytes as f64 * cfg.mem_reserve) as u64;
+            MemoryPool::with_small_reserve(bytes, reserve, cfg.mem_floor.max(reserve / 8))
+        };
         let decisions = Arc::new(Decisions::default());
         let specs = if self.pools.is_empty() {
             let mut latency = PoolSpec::new("latency", cfg.workers);
-            let mut bulk = PoolSpec::new("bulk", cfg.bulk_workers.max(1)).nice(cfg.bulk_nice);
+            let mut bulk = PoolSpec::new("bulk", cfg.bulk_workers.max(1))
+                .nice(cfg.bulk_nice)
+                .sched_idle(cfg.bulk_sched_idle);
             if let Some(s) = cfg.slice {
                 latency = latency.slice(s);
                 bulk = bulk.slice(s);

@@ -7,6 +7,13 @@
 //! that is not a request (the runtime, caches, the allocator's own fragmentation).
 //!
 //! Only the reservation arithmetic is atomic (one CAS loop per admission, a cold path).
+//!
+//! **Reserve for small grants** ([`MemoryPool::with_small_reserve`]): a grant larger than `small`
+//! bytes may not take the pool's last `reserve` bytes; grants of at most `small` may. A storm of
+//! 64-256 MiB requests then fills the pool only down to the reserve, and a light page's floor budget
+//! is admitted at once instead of waiting for a hog to finish (the idea of keeping capacity back for
+//! short requests is DARC's, for cores; here it is bytes). A reservation grown past `small` is a large
+//! grant from then on: its growth must leave the reserve too.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,15 +30,46 @@ const UNLIMITED_FLOOR: u64 = 1 << 62;
 pub struct MemoryPool {
     capacity: u64,
     reserved: AtomicU64,
+    /// Bytes only grants of at most `small` bytes may take.
+    reserve: u64,
+    small: u64,
 }
 
 impl MemoryPool {
     /// A pool of `bytes`.
     pub fn with_capacity(bytes: u64) -> Arc<Self> {
+        Self::with_small_reserve(bytes, 0, 0)
+    }
+
+    /// A pool of `bytes` whose last `reserve` bytes (at most the capacity) only grants of at most
+    /// `small` bytes may take (module docs).
+    pub fn with_small_reserve(bytes: u64, reserve: u64, small: u64) -> Arc<Self> {
         Arc::new(MemoryPool {
             capacity: bytes,
             reserved: AtomicU64::new(0),
+            reserve: reserve.min(bytes),
+            small,
         })
+    }
+
+    /// Bytes kept for small grants.
+    pub fn small_reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// The most a grant holding `bytes` may ever hold: the capacity for a small grant, the capacity
+    /// less the reserve for a larger one.
+    pub fn max_grant(&self, bytes: u64) -> u64 {
+        self.capacity - self.keep_for(bytes)
+    }
+
+    /// Bytes a grant that would hold `total` must leave free.
+    fn keep_for(&self, total: u64) -> u64 {
+        if total <= self.small {
+            0
+        } else {
+            self.reserve
+        }
     }
 
     /// A pool sized from this process's cgroup memory limit minus `headroom`.
@@ -66,16 +104,17 @@ impl MemoryPool {
         self.capacity.saturating_sub(self.reserved())
     }
 
-    fn take(&self, bytes: u64) -> Result<(), AllocError> {
+    /// Takes `bytes` for a grant that then holds `total`.
+    fn take(&self, bytes: u64, total: u64) -> Result<(), AllocError> {
+        let limit = self.max_grant(total);
         let mut cur = self.reserved.load(Ordering::Relaxed);
         loop {
-            let next = cur
-                .checked_add(bytes)
-                .filter(|&n| n <= self.capacity)
-                .ok_or(AllocError::PoolExhausted {
+            let next = cur.checked_add(bytes).filter(|&n| n <= limit).ok_or(
+                AllocError::PoolExhausted {
                     requested: bytes,
-                    available: self.capacity.saturating_sub(cur),
-                })?;
+                    available: limit.saturating_sub(cur),
+                },
+            )?;
             match self.reserved.compare_exchange_weak(
                 cur,
                 next,
@@ -92,9 +131,10 @@ impl MemoryPool {
         self.reserved.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Reserves `bytes` for one grant; released when the [`Reservation`] drops.
+    /// Reserves `bytes` for one grant; released when the [`Reservation`] drops. A grant larger than
+    /// the pool's `small` must leave the small-grant reserve free.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, AllocError> {
-        self.take(bytes)?;
+        self.take(bytes, bytes)?;
         Ok(Reservation {
             pool: Arc::clone(self),
             bytes,
@@ -116,8 +156,9 @@ impl Reservation {
         self.bytes
     }
     /// Holds `extra` more bytes (a checkpoint extending the grant), or fails leaving it unchanged.
+    /// Past the pool's `small`, the growth must leave the small-grant reserve free.
     pub fn grow(&mut self, extra: u64) -> Result<(), AllocError> {
-        self.pool.take(extra)?;
+        self.pool.take(extra, self.bytes.saturating_add(extra))?;
         self.bytes += extra;
         Ok(())
     }
@@ -215,6 +256,47 @@ mod tests {
             "an unlimited grant cannot be reserved"
         );
         assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn large_grants_leave_the_small_reserve() {
+        // 1000 bytes, the last 200 only for grants of at most 50.
+        let pool = MemoryPool::with_small_reserve(1000, 200, 50);
+        assert_eq!((pool.max_grant(50), pool.max_grant(51)), (1000, 800));
+        let big = pool.try_reserve(700).expect("leaves the reserve");
+        let err = pool.try_reserve(150).expect_err("would take the reserve");
+        assert!(matches!(
+            err,
+            AllocError::PoolExhausted {
+                requested: 150,
+                available: 100
+            }
+        ));
+        let mut smalls: Vec<Reservation> = (0..6)
+            .map(|_| pool.try_reserve(50).expect("small grants use the reserve"))
+            .collect();
+        assert_eq!(pool.available(), 0);
+        assert!(pool.try_reserve(1).is_err(), "the pool is full");
+        // A small grant grown past `small` is large: it may not keep the reserve's bytes.
+        drop(smalls.pop());
+        let mut grown = smalls.pop().expect("five left");
+        assert!(
+            grown.grow(40).is_err(),
+            "90 bytes is a large grant in a full reserve"
+        );
+        assert_eq!(grown.bytes(), 50, "a refused growth changes nothing");
+        drop(big);
+        grown
+            .grow(40)
+            .expect("room again after the big grant ended");
+        assert_eq!(pool.reserved(), 4 * 50 + 90);
+        drop((smalls, grown));
+        assert_eq!(pool.reserved(), 0);
+        // A reserve larger than the pool is the whole pool.
+        assert_eq!(
+            MemoryPool::with_small_reserve(10, 99, 1).small_reserve(),
+            10
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! Otherwise it waits — bounded by the configured admission wait, woken whenever a ticket is
 //! released — and is then shed with a [`Refusal`] (the HTTP edge answers 503 + `Retry-After`). A
-//! budget larger than the whole pool is refused at once ([`Refusal::TooLarge`]): no wait can help.
+//! budget larger than the whole pool (for a budget above the pool's small size: the pool less its
+//! small-grant reserve, `mem_reserve`) is refused at once ([`Refusal::TooLarge`]): no wait can help.
 //!
 //! A [`Ticket`] is the admitted request's hold on both: dropping it releases the reservation and the
 //! pool load and wakes waiters. Load is tracked per pool and per class (the shares policy reads the
@@ -47,7 +48,8 @@ pub enum Refusal {
     TooLarge {
         /// Bytes asked.
         needed: u64,
-        /// The pool's capacity.
+        /// The most a budget of this size may hold: the pool's capacity, less the small-grant
+        /// reserve for a budget above the pool's small size.
         capacity: u64,
     },
 }
@@ -205,7 +207,8 @@ impl Admission {
     /// The [`Refusal`] that applies now.
     pub fn try_admit(self: &Arc<Self>, grant: &Grant, demand: &Demand) -> Result<Ticket, Refusal> {
         let needed = grant.mem_hard;
-        let capacity = self.memory.capacity();
+        // A large budget may not take the pool's small-grant reserve (pagegen_alloc::pool).
+        let capacity = self.memory.max_grant(needed);
         if needed > capacity {
             return Err(Refusal::TooLarge { needed, capacity });
         }
@@ -223,7 +226,7 @@ impl Admission {
             .try_reserve(needed)
             .map_err(|_| Refusal::Memory {
                 needed,
-                available: self.memory.available(),
+                available: capacity.saturating_sub(self.memory.reserved()),
             })?;
         let (load, _) = &self.pools[pool];
         load.cpu_ns.fetch_add(cpu, Relaxed);
@@ -335,6 +338,50 @@ mod tests {
         let huge = grant(1, 101, u64::MAX, PoolId::LATENCY);
         let r = a.try_admit(&huge, &cpu(0)).unwrap_err();
         assert!(!r.retryable() && r.decision() == Decision::ShedTooLarge);
+    }
+
+    #[test]
+    fn large_budgets_leave_the_small_reserve_to_light_requests() {
+        // 100 bytes, the last 20 only for budgets of at most 5.
+        let a = Admission::new(
+            MemoryPool::with_small_reserve(100, 20, 5),
+            &[1, 1],
+            Arc::default(),
+        );
+        let hog = grant(1, 40, u64::MAX, PoolId::BULK);
+        let _h = [
+            a.try_admit(&hog, &cpu(0)).unwrap(),
+            a.try_admit(&hog, &cpu(0)).unwrap(),
+        ];
+        assert_eq!(
+            a.try_admit(&hog, &cpu(0)).unwrap_err(),
+            Refusal::Memory {
+                needed: 40,
+                available: 0
+            },
+            "the hogs stop at the reserve"
+        );
+        let light = grant(2, 5, u64::MAX, PoolId::LATENCY);
+        let lights: Vec<Ticket> = (0..4)
+            .map(|_| {
+                a.try_admit(&light, &cpu(0))
+                    .expect("the reserve is the light pages'")
+            })
+            .collect();
+        assert_eq!(lights.iter().map(Ticket::reserved).sum::<u64>(), 20);
+        assert!(matches!(
+            a.try_admit(&light, &cpu(0)),
+            Err(Refusal::Memory { .. })
+        ));
+        // A large budget that fits the pool but not the pool less the reserve can never start.
+        assert_eq!(
+            a.try_admit(&grant(1, 90, u64::MAX, PoolId::BULK), &cpu(0))
+                .unwrap_err(),
+            Refusal::TooLarge {
+                needed: 90,
+                capacity: 80
+            }
+        );
     }
 
     #[test]
