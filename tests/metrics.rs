@@ -404,6 +404,11 @@ fn the_endpoint_serves_the_request_loop_counters_as_valid_openmetrics() {
             (64 * MIB) as f64
         );
         assert_eq!(gauge("pagegen_memory_pool_reserved_bytes", &[]), 0.0);
+        // The default `mem_reserve`, 10 % of the pool.
+        assert_eq!(
+            gauge("pagegen_memory_pool_small_reserve_bytes", &[]),
+            (64 * MIB / 10) as f64
+        );
         for (pool, n) in [("latency", 2.0), ("bulk", 1.0)] {
             let p = [("pool", pool)];
             assert_eq!(gauge("pagegen_pool_configured_workers", &p), n);

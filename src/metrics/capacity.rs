@@ -73,6 +73,14 @@ impl Collector for CapacityCollector {
             Some(Unit::Bytes),
             memory.reserved(),
         )?;
+        gauge(
+            &mut enc,
+            "memory_pool_small_reserve",
+            "Bytes of the pool only small budgets may take (mem_reserve), so large requests \
+             cannot keep light ones waiting for memory.",
+            Some(Unit::Bytes),
+            memory.small_reserve(),
+        )?;
         let pools = self.sizes();
         family(
             &mut enc,

@@ -13,11 +13,11 @@
 //! |---|---|---|---|
 //! | `pagegen_decisions_total` | counter | `class`, `decision` ([`Decision::name`](crate::policy::Decision::name)) | [`Decisions::class`](crate::policy::Decisions::class) |
 //! | `pagegen_outstanding_requests` | gauge | `class` | [`Admission::outstanding`](crate::policy::Admission::outstanding) |
-//! | `pagegen_memory_pool_capacity_bytes`, `pagegen_memory_pool_reserved_bytes` | gauge | — | the memory pool |
+//! | `pagegen_memory_pool_capacity_bytes`, `pagegen_memory_pool_reserved_bytes`, `pagegen_memory_pool_small_reserve_bytes` | gauge | — | the memory pool (the last: bytes only small budgets may take, `mem_reserve`) |
 //! | `pagegen_pool_predicted_queue_delay_seconds` | gauge | `pool` | [`Admission::predicted_delay_ns`](crate::policy::Admission::predicted_delay_ns) |
 //! | `pagegen_pool_configured_workers`, `pagegen_pool_active_workers`, `pagegen_pool_parked_workers` | gauge | `pool` | [`Handle::pool_size`](crate::runtime::Handle::pool_size) |
 //! | `pagegen_refused_connections_total` | counter | — | [`Engine::refused_connections`](crate::engine::Engine::refused_connections) |
-//! | `pagegen_predictor_info` | info | `serving` (`static`, `ewma`, `histogram`, `recurrent`) | `Deployed::serving` |
+//! | `pagegen_predictor_serving` | gauge | `predictor` (`static`, `ewma`, `histogram`, `recurrent`: [`Serving::name`](pagegen_model::Serving::name)) | `Deployed::serving`: 1 for the predictor serving, 0 for the others |
 //! | `pagegen_polls_total`, `pagegen_long_polls_total` | counter | — | [`PollSummary`](crate::runtime::PollSummary) |
 //! | `pagegen_poll_busy_seconds`, `pagegen_poll_scheduled_delay_seconds`, `pagegen_poll_first_poll_delay_seconds` | gauge | `quantile` (0.5, 0.9, 0.99, 0.999, 1) | [`PollSummary`](crate::runtime::PollSummary) |
 //! | `pagegen_request_cpu_seconds`, `pagegen_request_memory_bytes`, `pagegen_request_io_bytes` | histogram | `class`, `kind` (`actual`, `predicted`) | [`RequestHistograms`](crate::profile::histograms::RequestHistograms), fed by the recorder |
