@@ -134,7 +134,18 @@ impl MemoryPool {
     /// Reserves `bytes` for one grant; released when the [`Reservation`] drops. A grant larger than
     /// the pool's `small` must leave the small-grant reserve free.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, AllocError> {
-        self.take(bytes, bytes)?;
+        self.try_reserve_as(bytes, bytes)
+    }
+
+    /// Reserves `bytes` for a grant that then holds `total` in all, `bytes` of it in this
+    /// reservation: a checkpoint's extension, kept apart from the admission's reservation, is
+    /// large or small by the whole grant's size.
+    pub fn try_reserve_as(
+        self: &Arc<Self>,
+        bytes: u64,
+        total: u64,
+    ) -> Result<Reservation, AllocError> {
+        self.take(bytes, total.max(bytes))?;
         Ok(Reservation {
             pool: Arc::clone(self),
             bytes,
@@ -158,7 +169,14 @@ impl Reservation {
     /// Holds `extra` more bytes (a checkpoint extending the grant), or fails leaving it unchanged.
     /// Past the pool's `small`, the growth must leave the small-grant reserve free.
     pub fn grow(&mut self, extra: u64) -> Result<(), AllocError> {
-        self.pool.take(extra, self.bytes.saturating_add(extra))?;
+        self.grow_as(extra, self.bytes.saturating_add(extra))
+    }
+
+    /// Holds `extra` more bytes for a grant that then holds `total` in all (see
+    /// [`MemoryPool::try_reserve_as`]), or fails leaving it unchanged.
+    pub fn grow_as(&mut self, extra: u64, total: u64) -> Result<(), AllocError> {
+        let total = total.max(self.bytes.saturating_add(extra));
+        self.pool.take(extra, total)?;
         self.bytes += extra;
         Ok(())
     }
@@ -291,6 +309,20 @@ mod tests {
             .expect("room again after the big grant ended");
         assert_eq!(pool.reserved(), 4 * 50 + 90);
         drop((smalls, grown));
+        assert_eq!(pool.reserved(), 0);
+        // An extension is as large as the grant it extends (790 held: 10 left above the reserve).
+        let big = pool.try_reserve(790).unwrap();
+        let mut ext = pool
+            .try_reserve_as(10, 40)
+            .expect("10 more for a 40-byte grant is small");
+        assert!(
+            pool.try_reserve_as(10, 800).is_err(),
+            "10 more for an 800-byte grant may not dip into the reserve"
+        );
+        ext.grow_as(40, 90)
+            .expect_err("grown to a 90-byte grant, it is large");
+        ext.grow_as(40, 50).expect("still small");
+        drop((big, ext));
         assert_eq!(pool.reserved(), 0);
         // A reserve larger than the pool is the whole pool.
         assert_eq!(

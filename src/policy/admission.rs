@@ -87,7 +87,8 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::TooLarge { needed, capacity } => write!(
                 f,
-                "request budget {needed} bytes exceeds the memory pool ({capacity} bytes)"
+                "request budget {needed} bytes exceeds the {capacity} bytes one budget of this size may \
+                 hold (`memory_pool`, less `mem_reserve` for budgets above the small size)"
             ),
         }
     }
@@ -374,13 +375,20 @@ mod tests {
             Err(Refusal::Memory { .. })
         ));
         // A large budget that fits the pool but not the pool less the reserve can never start.
+        let r = a
+            .try_admit(&grant(1, 90, u64::MAX, PoolId::BULK), &cpu(0))
+            .unwrap_err();
         assert_eq!(
-            a.try_admit(&grant(1, 90, u64::MAX, PoolId::BULK), &cpu(0))
-                .unwrap_err(),
+            r,
             Refusal::TooLarge {
                 needed: 90,
                 capacity: 80
             }
+        );
+        let why = r.to_string();
+        assert!(
+            why.contains("90 bytes exceeds the 80 bytes") && why.contains("mem_reserve"),
+            "{why}"
         );
     }
 

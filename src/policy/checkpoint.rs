@@ -158,7 +158,7 @@ impl Checkpoints {
             .min(bound);
         let projected = project(peak, est);
         let want = scale(projected, self.policy.margin).min(cap);
-        if want > hard && self.reserve_more(ctx.id().0, want - hard) {
+        if want > hard && self.reserve_more(ctx.id().0, want - hard, want) {
             {
                 grant.set_memory(projected.min(want), want);
                 ctx.mark_extended(Resource::Memory);
@@ -173,12 +173,13 @@ impl Checkpoints {
             .count(ctx.class(), Decision::ExtensionRefused);
     }
 
-    /// Reserves `bytes` more for request `id` (one reservation per request, grown in place).
-    fn reserve_more(&self, id: u64, bytes: u64) -> bool {
+    /// Reserves `bytes` more for request `id`, whose budget then is `total` (one reservation per
+    /// request, grown in place; large or small for the pool's reserve by `total`).
+    fn reserve_more(&self, id: u64, bytes: u64, total: u64) -> bool {
         let mut map = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(&id) {
-            Some(r) => r.grow(bytes).is_ok(),
-            None => match self.memory.try_reserve(bytes) {
+            Some(r) => r.grow_as(bytes, total).is_ok(),
+            None => match self.memory.try_reserve_as(bytes, total) {
                 Ok(r) => {
                     map.insert(id, r);
                     true
@@ -396,6 +397,33 @@ mod tests {
         cp.release(&c);
         assert_eq!(pool.reserved(), 0);
         assert_eq!(cp.extended_bytes(), 0);
+    }
+
+    #[test]
+    fn an_extension_to_a_large_budget_leaves_the_small_reserve() {
+        // 64 MiB, the last 16 only for budgets of at most 8 MiB; 40 MiB held by a large grant.
+        let pool = MemoryPool::with_small_reserve(64 << 20, 16 << 20, 8 << 20);
+        let d = Arc::new(Decisions::default());
+        let cp = Checkpoints::new(policy(), d.clone(), pool.clone(), None);
+        let _held = pool.try_reserve(40 << 20).unwrap();
+        let class = ClassId::from_raw(6);
+        let demand = Demand {
+            peak_bytes: Estimate::new(2 << 20, 4 << 20),
+            ..Demand::default()
+        };
+        // As in the test above, a peak of 5 MiB asks for a 15 MiB budget: 9 MiB more. The pool has
+        // 24 MiB free, but a 15 MiB budget is large and may use only the 8 above the reserve.
+        let c = ctx(mem_grant(class, 4 << 20, 6 << 20), demand);
+        alloc(&c, 5 << 20);
+        cp.check(&c, 0);
+        assert_eq!(
+            c.grant().mem_hard(),
+            6 << 20,
+            "refused: the hard limit stands"
+        );
+        assert!(c.checkpoint_log().refused(Resource::Memory));
+        assert_eq!(d.class(class).get(Decision::ExtensionRefused), 1);
+        assert_eq!(pool.reserved(), 40 << 20);
     }
 
     #[test]
