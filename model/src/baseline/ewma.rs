@@ -86,14 +86,14 @@ impl EwmaPredictor {
         let w = (1.0 / st.n as f32).max(self.config.alpha);
         let mut c = [0f32; RESOURCES];
         let mut u = [0f32; RESOURCES];
-        let first = st.n == 1;
         for i in 0..RESOURCES {
             let d = y[i] - st.mean[i];
             if !(censored && d <= 0.0) {
                 st.mean[i] += w * d;
                 st.var[i] = (1.0 - w) * (st.var[i] + w * d * d);
             }
-            st.max[i] = if first { y[i] } else { st.max[i].max(y[i]) };
+            // Targets are ≥ 0 (`ln(1 + v)`), so the zeroed state needs no first-observation case.
+            st.max[i] = st.max[i].max(y[i]);
             c[i] = st.mean[i];
             u[i] = (st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt())
                 .min(st.max[i] + std::f32::consts::LN_2)
