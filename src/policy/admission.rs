@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagegen_alloc::{MemoryPool, Reservation};
+use pagegen_alloc::{AllocError, MemoryPool, Reservation};
 use pagegen_core::{ClassId, Demand, Grant, PoolId};
 use tokio::sync::Notify;
 
@@ -34,7 +34,8 @@ pub enum Refusal {
     Memory {
         /// Bytes asked.
         needed: u64,
-        /// Bytes free when it gave up.
+        /// Bytes free for a budget of its size when it gave up (less the small-grant reserve for a
+        /// budget above the pool's small size), as the pool's last attempt saw them.
         available: u64,
     },
     /// Its pool's predicted queueing delay did not fit its deadline within the admission wait.
@@ -225,9 +226,13 @@ impl Admission {
         let reservation = self
             .memory
             .try_reserve(needed)
-            .map_err(|_| Refusal::Memory {
+            .map_err(|e| Refusal::Memory {
                 needed,
-                available: capacity.saturating_sub(self.memory.reserved()),
+                // What the pool's reservation attempt saw free for a budget of this size.
+                available: match e {
+                    AllocError::PoolExhausted { available, .. } => available,
+                    _ => 0,
+                },
             })?;
         let (load, _) = &self.pools[pool];
         load.cpu_ns.fetch_add(cpu, Relaxed);
