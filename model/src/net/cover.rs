@@ -38,6 +38,9 @@ pub struct CoverWindow {
     resid: [[f32; COVER_WINDOW]; RESOURCES],
     len: usize,
     next: usize,
+    /// Per resource, the [`rank`]-th largest residual of the window as it is (before the clamp),
+    /// kept current by [`push`](Self::push).
+    kth: [f32; RESOURCES],
 }
 
 impl Default for CoverWindow {
@@ -46,8 +49,14 @@ impl Default for CoverWindow {
             resid: [[f32::NEG_INFINITY; COVER_WINDOW]; RESOURCES],
             len: 0,
             next: 0,
+            kth: [f32::NEG_INFINITY; RESOURCES],
         }
     }
+}
+
+/// Which largest residual a window of `len` residuals is covered by.
+fn rank(len: usize) -> usize {
+    (len * COVER_RANK / COVER_WINDOW).max(1)
 }
 
 impl CoverWindow {
@@ -59,17 +68,32 @@ impl CoverWindow {
     /// Records the residuals of `step` against the served central estimates `central`. A censored
     /// value is a lower bound: it is informative only where it already exceeds the offset in force
     /// (`cover`).
+    ///
+    /// The rank-th largest residual `t` is rescanned only where it can have moved. It stays when
+    /// the rank is the same (a full window, or a young one between rank steps) and either the
+    /// residual leaving equals the one arriving, or the one leaving is below `t` and the one
+    /// arriving is not above it: the count of residuals above `t` is then unchanged and that of
+    /// residuals at or above it does not fall. Most pushes (a residual below a 99th-percentile
+    /// offset replacing another, or a resource whose residual is always the same) scan nothing.
     pub fn push(&mut self, step: &Step, central: &Targets, cover: &Targets) {
+        let (before, len) = (rank(self.len), (self.len + 1).min(COVER_WINDOW));
+        let after = rank(len);
         for r in 0..RESOURCES {
             let e = step.y[r] - central[r];
-            self.resid[r][self.next] = if step.censored && e <= cover[r] {
+            let new = if step.censored && e <= cover[r] {
                 f32::NEG_INFINITY
             } else {
                 e
             };
+            let old = std::mem::replace(&mut self.resid[r][self.next], new);
+            let t = self.kth[r];
+            let stays = old == new || (old < t && new <= t);
+            if before != after || !stays {
+                self.kth[r] = kth_largest(&self.resid[r], after);
+            }
         }
         self.next = (self.next + 1) % COVER_WINDOW;
-        self.len = (self.len + 1).min(COVER_WINDOW);
+        self.len = len;
     }
 
     /// The offset: the [`COVER_RANK`]-th largest recent residual per resource, clamped to ±4 (0
@@ -77,8 +101,7 @@ impl CoverWindow {
     pub fn cover(&self) -> Targets {
         let mut c = [0f32; RESOURCES];
         if self.len >= COVER_MIN {
-            for (out, res) in c.iter_mut().zip(&self.resid) {
-                let m = kth_largest(res, (self.len * COVER_RANK / COVER_WINDOW).max(1));
+            for (out, &m) in c.iter_mut().zip(&self.kth) {
                 *out = if m.is_finite() {
                     m.clamp(-4.0, 4.0)
                 } else {
@@ -111,6 +134,7 @@ fn kth_largest(v: &[f32], k: usize) -> f32 {
 mod tests {
     use super::*;
     use pagegen_core::Features;
+    use proptest::prelude::*;
 
     fn step(y: f32, censored: bool) -> Step {
         Step {
@@ -158,5 +182,36 @@ mod tests {
         assert_eq!(w.cover()[0], want);
         assert_eq!(kth_largest(&[1.0, 5.0, 3.0], 1), 5.0);
         assert_eq!(kth_largest(&[1.0, 5.0, 3.0], 2), 3.0);
+    }
+
+    proptest! {
+        /// The kept rank-th largest residual equals a scan of the window after every push: through
+        /// the young window's rank changes, evictions of the largest residuals, ties, censored
+        /// residuals under and over the offset, and non-finite values.
+        #[test]
+        fn the_kept_offset_is_the_scanned_one(
+            pushes in proptest::collection::vec(
+                (prop_oneof![
+                    8 => (-40i32..40).prop_map(|v| v as f32 / 8.0),
+                    1 => Just(f32::NAN),
+                    1 => Just(f32::INFINITY),
+                ], any::<bool>()),
+                0..(3 * COVER_WINDOW),
+            )
+        ) {
+            let mut w = CoverWindow::default();
+            let central = [0.0; RESOURCES];
+            for (y, censored) in pushes {
+                let cover = w.cover();
+                w.push(&step(y, censored), &central, &cover);
+                for r in 0..RESOURCES {
+                    let scanned = kth_largest(&w.resid[r], rank(w.len));
+                    prop_assert!(
+                        scanned == w.kth[r] || (scanned.is_nan() && w.kth[r].is_nan()),
+                        "kept {} scanned {} at len {}", w.kth[r], scanned, w.len
+                    );
+                }
+            }
+        }
     }
 }
