@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use pagegen_core::{
     ClassId, ClassRegistry, ClassSpec, Clock, ConnAccount, Demand, Features, Grant, Outcome,
-    ProfileRecord, RequestCtx, RequestId, RouteSpec,
+    ProfileRecord, RequestCtx, RequestId, RouteSpec, Serving,
 };
 use pagegen_model::{Deployed, Predictor};
 
@@ -84,6 +84,8 @@ pub struct Admitted {
     /// The request's context (grant, prediction, accounts).
     pub ctx: Arc<RequestCtx>,
     features: Features,
+    /// Who predicted it, and whether the prediction explored (for its record).
+    served: (Serving, bool),
     _ticket: Ticket,
 }
 
@@ -419,7 +421,8 @@ impl Engine {
         route: &RouteSpec,
         features: Features,
     ) -> Result<Admitted, Shed> {
-        let demand = self.predict(class, &features);
+        let served = self.predictor.predict_served(class, &features);
+        let demand = served.demand;
         let grant = self
             .grants
             .grant(class, &demand, route, self.learned(class));
@@ -431,12 +434,13 @@ impl Engine {
                 Ok(Admitted {
                     ctx,
                     features,
+                    served: (served.by, served.explored),
                     _ticket: ticket,
                 })
             }
             Err(refusal) => {
                 self.recorder
-                    .record(shed_record(id, class, features, demand, grant));
+                    .record(shed_record(id, class, features, served, grant));
                 let retry_after_s = refusal.retryable().then(|| self.wait.as_secs().max(1));
                 Err(Shed {
                     refusal,
@@ -513,7 +517,14 @@ impl Engine {
             Outcome::Cancelled(_) => Decision::CancelledOther,
         };
         self.decisions.count(class, d);
-        let record = finish_record(&admitted.ctx, admitted.features, outcome, self.clock.now());
+        let (by, explored) = admitted.served;
+        let record = finish_record(
+            &admitted.ctx,
+            admitted.features,
+            (Some(by), explored),
+            outcome,
+            self.clock.now(),
+        );
         // Extensions first, then the ticket (whose release wakes the admission waiters).
         self.checkpoints.release(&admitted.ctx);
         admitted.ctx.clear_cancel_waker();

@@ -157,6 +157,11 @@ fn the_profile_of_a_real_run_counts_each_route() {
         socket_p50("socket_bytes_out") > "hello".len() as u64,
         "{hello}"
     );
+    // A fresh state directory has no model yet: the EWMA predicted every request.
+    assert!(
+        hello.contains(r#""by_predictor":[{"predictor":"ewma","requests":12,"#),
+        "{hello}"
+    );
     let heap = class_json(&json, "GET /heap");
     assert!(heap.contains(r#""requests":8,"#), "{heap}");
     assert!(heap.contains(r#""spans":{"p50":0,"p99":0}"#), "{heap}");
@@ -171,6 +176,7 @@ fn the_profile_of_a_real_run_counts_each_route() {
     assert!(table.contains("LAST RECORDED grant") && table.contains("in bulk"));
     assert!(table.contains("spans/req") && table.contains("extended"));
     assert!(table.contains("socket in") && table.contains("socket out"));
+    assert!(table.contains("by predictor") && table.contains("ewma"));
 
     let after = (listing(tmp.path()), listing(&tmp.path().join("profiles")));
     assert_eq!(

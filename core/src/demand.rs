@@ -6,6 +6,9 @@
 //! placement (latency or bulk pool) from the central one, and from the upper one when it says the
 //! request may hold a latency worker far past the bulk threshold.
 //!
+//! [`Serving`] names the predictors a demand can come from (pagegen-model's gate picks one; a profile
+//! record keeps which one predicted it).
+//!
 //! Contract: every estimate is finite and `central <= upper`; [`Estimate::new`] enforces it so that no
 //! consumer has to. Units are nanoseconds for time, bytes for memory and I/O size, a count for ops.
 
@@ -77,6 +80,57 @@ impl Estimate {
             upper: value,
         }
     }
+}
+
+/// Which predictor makes the predictions requests are served under (pagegen-model's gate decides;
+/// a [`ProfileRecord`](crate::ProfileRecord) keeps the one that predicted it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Serving {
+    /// The static annotation baseline.
+    Static = 0,
+    /// The EWMA baseline.
+    Ewma = 1,
+    /// The decaying-histogram baseline.
+    Histogram = 2,
+    /// The recurrent model's champion weights.
+    Recurrent = 3,
+}
+
+impl Serving {
+    /// Decodes `as u8` (an unknown code is the recurrent model).
+    pub fn from_u8(v: u8) -> Serving {
+        match v {
+            0 => Serving::Static,
+            1 => Serving::Ewma,
+            2 => Serving::Histogram,
+            _ => Serving::Recurrent,
+        }
+    }
+
+    /// Decodes `as u8`; `None` for a code no predictor has.
+    pub fn try_from_u8(v: u8) -> Option<Serving> {
+        Serving::ALL.get(usize::from(v)).copied()
+    }
+
+    /// The name users see and type: the `predictor` knob's value that pins this predictor, the
+    /// `predictor` label of the metrics, and what the CLI and the site's banner print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Serving::Static => "static",
+            Serving::Ewma => "ewma",
+            Serving::Histogram => "histogram",
+            Serving::Recurrent => "recurrent",
+        }
+    }
+
+    /// Every predictor, in `as u8` order.
+    pub const ALL: [Serving; 4] = [
+        Serving::Static,
+        Serving::Ewma,
+        Serving::Histogram,
+        Serving::Recurrent,
+    ];
 }
 
 /// Predicted needs of one request.

@@ -54,7 +54,7 @@ pub use class::{ClassId, ClassSpec, PoolId, RouteSpec, Shares};
 pub use clock::{Clock, Nanos, RealClock, VirtualClock};
 pub use conn::{ConnAccount, OnSent};
 pub use ctx::{CheckpointLevel, CheckpointLog, CtxGuard, RequestCtx, RequestId};
-pub use demand::{Demand, Estimate, Resource};
+pub use demand::{Demand, Estimate, Resource, Serving};
 pub use driver::{Driver, DriverFactory, Unpark, WorkerInfo};
 pub use error::{DecodeError, RegistryError};
 pub use grant::{Grant, GrantCell};

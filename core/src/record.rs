@@ -17,7 +17,7 @@
 
 use crate::class::{ClassId, PoolId};
 use crate::ctx::CheckpointLog;
-use crate::demand::{Demand, Estimate};
+use crate::demand::{Demand, Estimate, Serving};
 use crate::error::DecodeError;
 use crate::grant::Grant;
 use crate::hook::CancelReason;
@@ -27,7 +27,7 @@ use crate::usage::{
 };
 
 /// Version of the record encoding written by this build.
-pub const PROFILE_SCHEMA_VERSION: u16 = 3;
+pub const PROFILE_SCHEMA_VERSION: u16 = 4;
 /// Number of request features.
 pub const FEATURE_WIDTH: usize = 32;
 const MAGIC: &[u8; 4] = b"PGPR";
@@ -113,6 +113,12 @@ pub struct ProfileRecord {
     /// What its checkpoints saw and did (schema 2; zero in records of schema 1). Schema 3 appends
     /// the socket usage ([`Usage::socket`]).
     pub checkpoints: CheckpointLog,
+    /// The predictor whose prediction ([`predicted`](Self::predicted)) the request was granted
+    /// from (schema 4; `None` in older records and where the runtime did not say).
+    pub served_by: Option<Serving>,
+    /// Whether its upper estimates were widened to explore (one request in every
+    /// `explore_every`, so that the model also sees what requests do with more room; schema 4).
+    pub explored: bool,
 }
 
 impl ProfileRecord {
@@ -129,6 +135,8 @@ impl ProfileRecord {
             outcome: Outcome::Completed,
             demoted: false,
             checkpoints: CheckpointLog::default(),
+            served_by: None,
+            explored: false,
         }
     }
 
@@ -238,6 +246,9 @@ impl ProfileRecord {
         ] {
             w.u64(v);
         }
+        // 0: not known; otherwise the predictor's code + 1.
+        w.u8(self.served_by.map_or(0, |p| p as u8 + 1));
+        w.u8(u8::from(self.explored));
     }
 
     /// The encoding as a new vector.
@@ -386,6 +397,20 @@ impl ProfileRecord {
         } else {
             SocketUsage::default()
         };
+        let (served_by, explored) = if version >= 4 {
+            let served_by = match r.u8()? {
+                0 => None,
+                v => Some(
+                    Serving::try_from_u8(v - 1).ok_or(DecodeError::InvalidField {
+                        field: "served_by",
+                        value: u64::from(v),
+                    })?,
+                ),
+            };
+            (served_by, r.flag("explored")?)
+        } else {
+            (None, false)
+        };
         if r.pos != bytes.len() {
             return Err(DecodeError::TrailingBytes(bytes.len() - r.pos));
         }
@@ -408,6 +433,8 @@ impl ProfileRecord {
             outcome,
             demoted,
             checkpoints,
+            served_by,
+            explored,
         })
     }
 }
@@ -522,6 +549,8 @@ mod tests {
             upper_quantile: 0.99,
             ..Demand::default()
         });
+        r.served_by = Some(Serving::Recurrent);
+        r.explored = true;
         r.grant = Some(Grant::unlimited(ClassId::from_raw(5)));
         r.outcome = Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory));
         r
@@ -537,7 +566,26 @@ mod tests {
     }
 
     #[test]
-    fn schema_1_and_2_records_still_decode_with_what_they_lack_zeroed() {
+    fn every_predictor_round_trips_and_an_unknown_one_is_an_error() {
+        let mut r = sample();
+        for p in Serving::ALL.map(Some).into_iter().chain([None]) {
+            r.served_by = p;
+            assert_eq!(ProfileRecord::decode(&r.to_bytes()), Ok(r));
+        }
+        let mut bytes = r.to_bytes();
+        let at = bytes.len() - 2;
+        bytes[at] = Serving::ALL.len() as u8 + 1;
+        assert_eq!(
+            ProfileRecord::decode(&bytes),
+            Err(DecodeError::InvalidField {
+                field: "served_by",
+                value: Serving::ALL.len() as u64 + 1
+            })
+        );
+    }
+
+    #[test]
+    fn schema_1_to_3_records_still_decode_with_what_they_lack_zeroed() {
         let mut r = sample();
         r.checkpoints = CheckpointLog {
             reached: 0b101,
@@ -552,8 +600,14 @@ mod tests {
             recv_ns: 40_000,
             send_ns: 7_000,
         };
-        let v3 = r.to_bytes();
-        assert_eq!(ProfileRecord::decode(&v3), Ok(r));
+        let v4 = r.to_bytes();
+        assert_eq!(ProfileRecord::decode(&v4), Ok(r));
+        // Schema 3 is schema 4 without the trailing predictor and exploration bytes.
+        let mut v3 = v4[..v4.len() - 2].to_vec();
+        v3[4..6].copy_from_slice(&3u16.to_le_bytes());
+        let old = ProfileRecord::decode(&v3).unwrap();
+        assert_eq!((old.served_by, old.explored), (None, false));
+        assert_eq!(old.usage.socket, r.usage.socket);
         // Schema 2 is schema 3 without the trailing socket usage (6 × 8 bytes).
         let mut v2 = v3[..v3.len() - 48].to_vec();
         v2[4..6].copy_from_slice(&2u16.to_le_bytes());

@@ -148,6 +148,36 @@ impl Deployed {
     pub fn recurrent(&self) -> &RecurrentPredictor {
         &self.recurrent
     }
+    /// The serving predictor's prediction for a request, with who made it and whether it is one
+    /// of the explored requests (one in [`ExploreConfig::every`], upper estimates widened by its
+    /// factor): what the request's profile record keeps of its prediction.
+    pub fn predict_served(&self, class: ClassId, features: &Features) -> Served {
+        let by = self.serving();
+        let mut demand = self.get(by).predict(class, features);
+        let every = self.config.explore.every;
+        let mut explored = false;
+        if every > 0 {
+            let n = EXPLORE_COUNTER.with(|c| {
+                let n = c.get().wrapping_add(1);
+                c.set(n);
+                n
+            });
+            if n.is_multiple_of(every) {
+                explored = true;
+                for r in Resource::ALL {
+                    let e = demand.get_mut(r);
+                    let up = (e.upper as f64 * self.config.explore.factor).min(u64::MAX as f64);
+                    e.upper = (up as u64).max(e.central);
+                }
+            }
+        }
+        Served {
+            demand,
+            by,
+            explored,
+        }
+    }
+
     /// The predictor a [`Serving`] names.
     pub fn get(&self, s: Serving) -> &dyn Predictor {
         match s {
@@ -159,28 +189,23 @@ impl Deployed {
     }
 }
 
+/// A prediction and where it came from ([`Deployed::predict_served`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Served {
+    /// The prediction.
+    pub demand: Demand,
+    /// The predictor that made it.
+    pub by: Serving,
+    /// Whether its upper estimates were widened to explore.
+    pub explored: bool,
+}
+
 impl Predictor for Deployed {
     fn name(&self) -> &'static str {
         "deployed"
     }
     fn predict(&self, class: ClassId, features: &Features) -> Demand {
-        let mut d = self.get(self.serving()).predict(class, features);
-        let every = self.config.explore.every;
-        if every > 0 {
-            let n = EXPLORE_COUNTER.with(|c| {
-                let n = c.get().wrapping_add(1);
-                c.set(n);
-                n
-            });
-            if n.is_multiple_of(every) {
-                for r in Resource::ALL {
-                    let e = d.get_mut(r);
-                    let up = (e.upper as f64 * self.config.explore.factor).min(u64::MAX as f64);
-                    e.upper = (up as u64).max(e.central);
-                }
-            }
-        }
-        d
+        self.predict_served(class, features).demand
     }
     /// Every learning predictor observes the record, as its own `observe` would, with the record's
     /// log-space targets computed once and the clock read once for all of them.
@@ -236,6 +261,30 @@ mod tests {
         assert_eq!((explored, plain), (2, 6), "{uppers:?}");
         let off = deployed(0);
         assert!((0..8).all(|_| off.predict(c, &Features::default()) == base));
+    }
+
+    #[test]
+    fn a_served_prediction_names_its_predictor_and_its_exploration() {
+        let d = deployed(4);
+        let c = ClassId::from_raw(1);
+        let base = d.fixed().predict(c, &Features::default());
+        let served: Vec<Served> = (0..8)
+            .map(|_| d.predict_served(c, &Features::default()))
+            .collect();
+        assert!(served.iter().all(|s| s.by == Serving::Static));
+        for s in &served {
+            let widened = s.demand.cpu_ns.upper == base.cpu_ns.upper * 2;
+            assert_eq!(s.explored, widened, "{s:?}");
+        }
+        assert_eq!(served.iter().filter(|s| s.explored).count(), 2);
+        d.set_serving(Serving::Ewma);
+        let s = d.predict_served(c, &Features::default());
+        assert_eq!(s.by, Serving::Ewma);
+        assert_eq!(
+            s.demand,
+            d.get(Serving::Ewma).predict(c, &Features::default()),
+            "the ninth request is not explored"
+        );
     }
 
     #[test]

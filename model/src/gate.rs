@@ -50,50 +50,8 @@ pub fn score(
     }
 }
 
-/// Who serves requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Serving {
-    /// The static annotation baseline.
-    Static = 0,
-    /// The EWMA baseline.
-    Ewma = 1,
-    /// The decaying-histogram baseline.
-    Histogram = 2,
-    /// The recurrent model's champion weights.
-    Recurrent = 3,
-}
-
-impl Serving {
-    /// Decodes `as u8`.
-    pub fn from_u8(v: u8) -> Serving {
-        match v {
-            0 => Serving::Static,
-            1 => Serving::Ewma,
-            2 => Serving::Histogram,
-            _ => Serving::Recurrent,
-        }
-    }
-
-    /// The name users see and type: the `predictor` knob's value that pins this predictor, the
-    /// `predictor` label of the metrics, and what the CLI and the site's banner print.
-    pub fn name(self) -> &'static str {
-        match self {
-            Serving::Static => "static",
-            Serving::Ewma => "ewma",
-            Serving::Histogram => "histogram",
-            Serving::Recurrent => "recurrent",
-        }
-    }
-
-    /// Every predictor, in `as u8` order.
-    pub const ALL: [Serving; 4] = [
-        Serving::Static,
-        Serving::Ewma,
-        Serving::Histogram,
-        Serving::Recurrent,
-    ];
-}
+/// Who serves requests (defined in pagegen-core, so a profile record can say which one served it).
+pub use pagegen_core::Serving;
 
 /// Scores of one gate round and its decision.
 #[derive(Clone, Debug, PartialEq)]

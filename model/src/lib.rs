@@ -48,7 +48,7 @@ pub mod trainer;
 pub use baseline::{
     EwmaConfig, EwmaPredictor, HistogramConfig, HistogramPredictor, StaticPredictor,
 };
-pub use deployed::{Deployed, DeployedConfig, ExploreConfig};
+pub use deployed::{Deployed, DeployedConfig, ExploreConfig, Served};
 pub use error::ModelError;
 pub use gate::{Decision, Serving};
 pub use predictor::Predictor;

@@ -10,16 +10,19 @@
 //! (known only to the server's code) and the memory pool, none of which a state directory holds.
 //! The profile shows the grant of each class's newest stored record instead, and says so.
 //!
-//! Accuracy: records do not say which predictor served them, so accuracy is that of the predictions
-//! the requests actually ran under: the median of `|central − actual| / actual` for CPU and peak
-//! memory, and the share of uncensored records whose usage passed the upper estimate.
+//! Accuracy: that of the predictions the requests actually ran under: the median of
+//! `|central − actual| / actual` for CPU and peak memory, and the share of uncensored records whose
+//! usage passed the upper estimate. Records of schema 4 say which predictor made their prediction
+//! and whether it was widened to explore; the same figures per predictor leave explored requests
+//! out (their upper estimates are not the predictor's), so a class's table shows what each
+//! predictor that served it got right on this site's own traffic.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use pagegen_core::{Grant, Outcome, PoolId, ProfileRecord};
+use pagegen_core::{Grant, Outcome, PoolId, ProfileRecord, Serving};
 use pagegen_model::StoreSnapshot;
 
 use super::json::Value;
@@ -56,6 +59,21 @@ pub struct Accuracy {
     pub median_rel_error: Option<f64>,
     /// Share of uncensored predicted records whose usage passed the upper estimate.
     pub over_upper: Option<f64>,
+}
+
+/// How well one predictor's predictions matched, over the requests of a class it served.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PredictorAccuracy {
+    /// The predictor.
+    pub predictor: Serving,
+    /// Records whose prediction it made.
+    pub requests: u64,
+    /// Of those, the ones whose upper estimates were widened to explore (left out of the figures).
+    pub explored: u64,
+    /// CPU prediction accuracy.
+    pub cpu: Accuracy,
+    /// Memory prediction accuracy.
+    pub mem: Accuracy,
 }
 
 /// One class's profile.
@@ -95,6 +113,9 @@ pub struct ClassProfile {
     pub cpu_accuracy: Accuracy,
     /// Memory prediction accuracy.
     pub mem_accuracy: Accuracy,
+    /// Accuracy per predictor that served the class, in [`Serving::ALL`] order (records that say
+    /// who predicted them: schema 4).
+    pub by_predictor: Vec<PredictorAccuracy>,
     /// Records that carried a grant.
     pub granted: u64,
     /// Of those, the ones whose grant started them outside the latency pool (in bulk): with the
@@ -246,6 +267,24 @@ fn class_profile(name: String, id: u32, recs: &[&ProfileRecord]) -> ClassProfile
     c.predicted = recs.iter().filter(|r| r.predicted.is_some()).count() as u64;
     c.cpu_accuracy = accuracy(recs, |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns);
     c.mem_accuracy = accuracy(recs, |d| d.peak_bytes, peak);
+    c.by_predictor = Serving::ALL
+        .into_iter()
+        .filter_map(|p| {
+            let mine: Vec<&ProfileRecord> = recs
+                .iter()
+                .copied()
+                .filter(|r| r.served_by == Some(p))
+                .collect();
+            let plain: Vec<&ProfileRecord> = mine.iter().copied().filter(|r| !r.explored).collect();
+            (!mine.is_empty()).then(|| PredictorAccuracy {
+                predictor: p,
+                requests: mine.len() as u64,
+                explored: (mine.len() - plain.len()) as u64,
+                cpu: accuracy(&plain, |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns),
+                mem: accuracy(&plain, |d| d.peak_bytes, peak),
+            })
+        })
+        .collect();
     // Store order is append order: the newest record is last.
     c.last_grant = recs.iter().rev().find_map(|r| r.grant);
     c.behaviour = behaviour(recs);
@@ -480,6 +519,23 @@ impl Profile {
                 ("predicted", Value::UInt(c.predicted)),
                 ("cpu_accuracy", accuracy_json(c.cpu_accuracy)),
                 ("mem_accuracy", accuracy_json(c.mem_accuracy)),
+                (
+                    "by_predictor",
+                    Value::Arr(
+                        c.by_predictor
+                            .iter()
+                            .map(|p| {
+                                Value::Obj(vec![
+                                    ("predictor", Value::Str(p.predictor.name().into())),
+                                    ("requests", Value::UInt(p.requests)),
+                                    ("explored", Value::UInt(p.explored)),
+                                    ("cpu_accuracy", accuracy_json(p.cpu)),
+                                    ("mem_accuracy", accuracy_json(p.mem)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
                 ("granted", Value::UInt(c.granted)),
                 ("started_bulk", Value::UInt(c.started_bulk)),
                 ("last_grant", grant),
@@ -567,5 +623,66 @@ mod tests {
         // Only censored records: no figure rather than a misleading one.
         let a = accuracy(&refs[3..], |d| d.cpu_ns, |r| r.usage.cpu.cpu_ns);
         assert_eq!((a.median_rel_error, a.over_upper), (None, None));
+    }
+
+    #[test]
+    fn accuracy_per_predictor_counts_who_predicted_and_leaves_exploration_out() {
+        use pagegen_core::{ClassId, Demand, Estimate, ProfileRecord, Usage};
+        let class = ClassId::from_raw(1);
+        let record = |cpu_ns: u64, by: Option<Serving>, explored: bool| {
+            let mut usage = Usage::default();
+            usage.cpu.cpu_ns = cpu_ns;
+            let mut r = ProfileRecord::new(0, class, usage);
+            r.predicted = Some(Demand {
+                cpu_ns: Estimate::new(1_000_000, 2_000_000),
+                ..Demand::default()
+            });
+            (r.served_by, r.explored) = (by, explored);
+            r
+        };
+        let recs = [
+            // The EWMA: right twice, and once past its upper estimate.
+            record(1_000_000, Some(Serving::Ewma), false),
+            record(1_000_000, Some(Serving::Ewma), false),
+            record(3_000_000, Some(Serving::Ewma), false),
+            // The model: right, plus an explored request past its (widened) upper, left out.
+            record(1_000_000, Some(Serving::Recurrent), false),
+            record(9_000_000, Some(Serving::Recurrent), true),
+            // An older record that does not say.
+            record(5_000_000, None, false),
+        ];
+        let refs: Vec<&ProfileRecord> = recs.iter().collect();
+        let c = class_profile("c".into(), 1, &refs);
+        assert_eq!(c.predicted, 6);
+        let by: Vec<(Serving, u64, u64)> = c
+            .by_predictor
+            .iter()
+            .map(|p| (p.predictor, p.requests, p.explored))
+            .collect();
+        assert_eq!(
+            by,
+            vec![(Serving::Ewma, 3, 0), (Serving::Recurrent, 2, 1)],
+            "in Serving::ALL order, only those that served"
+        );
+        let ewma = c.by_predictor[0].cpu;
+        assert_eq!(ewma.median_rel_error, Some(0.0));
+        assert_eq!(ewma.over_upper, Some(1.0 / 3.0));
+        let model = c.by_predictor[1].cpu;
+        assert_eq!(
+            (model.median_rel_error, model.over_upper),
+            (Some(0.0), Some(0.0))
+        );
+        // The class's own figure keeps every request's prediction as it ran.
+        assert_eq!(c.cpu_accuracy.over_upper, Some(3.0 / 6.0));
+        let json = Profile {
+            classes: vec![c],
+            ..Profile::default()
+        }
+        .to_json()
+        .to_string();
+        assert!(
+            json.contains(r#""by_predictor":[{"predictor":"ewma","requests":3,"explored":0,"#),
+            "{json}"
+        );
     }
 }

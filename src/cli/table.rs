@@ -148,6 +148,41 @@ pub(super) fn render(p: &Profile) -> String {
     out.push('\n');
     aligned(&model, &mut out);
     out.push('\n');
+    let mut by = vec![row(&[
+        "class",
+        "predictor",
+        "predicted",
+        "explored",
+        "cpu err",
+        "cpu > upper",
+        "mem err",
+        "mem > upper",
+    ])];
+    for c in &p.classes {
+        for a in &c.by_predictor {
+            let (ce, co) = accuracy(a.cpu);
+            let (me, mo) = accuracy(a.mem);
+            by.push(vec![
+                c.name.clone(),
+                a.predictor.name().into(),
+                a.requests.to_string(),
+                a.explored.to_string(),
+                ce,
+                co,
+                me,
+                mo,
+            ]);
+        }
+    }
+    if by.len() > 1 {
+        let _ = writeln!(
+            out,
+            "by predictor (the one that made each request's prediction; explored requests, whose \
+             upper estimates were widened, left out of the figures):"
+        );
+        aligned(&by, &mut out);
+        out.push('\n');
+    }
     aligned(&how, &mut out);
     if p.classes.iter().all(|c| c.behaviour.instructions.is_none()) {
         let _ = writeln!(

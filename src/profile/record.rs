@@ -2,13 +2,16 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pagegen_core::{ClassId, Demand, Features, Grant, Outcome, ProfileRecord, RequestCtx, Usage};
+use pagegen_core::{ClassId, Features, Grant, Outcome, ProfileRecord, RequestCtx, Serving, Usage};
+use pagegen_model::Served;
 
 /// The record of a request that ran (`ctx` holds its grant, prediction and accounts) and ended with
-/// `outcome` at `now_ns` (the clock that stamped its admission).
+/// `outcome` at `now_ns` (the clock that stamped its admission); `served_by` made its prediction,
+/// widened to explore when `explored`.
 pub fn finish_record(
     ctx: &RequestCtx,
     features: Features,
+    (served_by, explored): (Option<Serving>, bool),
     outcome: Outcome,
     now_ns: u64,
 ) -> ProfileRecord {
@@ -24,6 +27,8 @@ pub fn finish_record(
         outcome,
         demoted: ctx.demoted(),
         checkpoints: ctx.checkpoint_log(),
+        served_by,
+        explored,
     }
 }
 
@@ -32,7 +37,7 @@ pub fn shed_record(
     request_id: u64,
     class: ClassId,
     features: Features,
-    demand: Demand,
+    served: Served,
     grant: Grant,
 ) -> ProfileRecord {
     ProfileRecord {
@@ -40,12 +45,14 @@ pub fn shed_record(
         class,
         started_unix_ms: unix_ms_ago(0),
         features,
-        predicted: Some(demand),
+        predicted: Some(served.demand),
         grant: Some(grant),
         usage: Usage::default(),
         outcome: Outcome::Shed,
         demoted: false,
         checkpoints: Default::default(),
+        served_by: Some(served.by),
+        explored: served.explored,
     }
 }
 
@@ -59,7 +66,7 @@ fn unix_ms_ago(ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagegen_core::{CancelReason, Estimate, RequestId, Resource};
+    use pagegen_core::{CancelReason, Demand, Estimate, RequestId, Resource};
 
     #[test]
     fn records_carry_prediction_grant_usage_and_outcome() {
@@ -77,16 +84,27 @@ mod tests {
         let r = finish_record(
             &ctx,
             Features::default(),
+            (Some(Serving::Ewma), true),
             Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory)),
             5_000,
         );
         assert_eq!((r.request_id, r.class), (42, ClassId::from_raw(6)));
         assert_eq!(r.predicted, Some(d));
+        assert_eq!((r.served_by, r.explored), (Some(Serving::Ewma), true));
         assert_eq!(r.grant.map(|g| g.mem_hard), Some(1 << 20));
         assert_eq!((r.usage.cpu.cpu_ns, r.usage.cpu.wall_ns), (300, 4_000));
         assert!(r.censored(), "a cancelled request's usage is a lower bound");
         assert!(r.started_unix_ms > 1_600_000_000_000);
-        let s = shed_record(1, ClassId::from_raw(6), Features::default(), d, g);
+        let served = Served {
+            demand: d,
+            by: Serving::Recurrent,
+            explored: false,
+        };
+        let s = shed_record(1, ClassId::from_raw(6), Features::default(), served, g);
         assert!(s.censored() && s.usage.cpu.polls == 0);
+        assert_eq!(
+            (s.predicted, s.served_by),
+            (Some(d), Some(Serving::Recurrent))
+        );
     }
 }
