@@ -588,20 +588,22 @@ mod tests {
         assert_eq!(c.last_grant.map(|g| g.pool), Some(PoolId::BULK));
     }
 
+    /// A record of class 1 that used `cpu_ns` of CPU, predicted at 1 ms (upper 2 ms).
+    fn predicted_1ms(cpu_ns: u64) -> ProfileRecord {
+        use pagegen_core::{ClassId, Demand, Estimate, Usage};
+        let mut usage = Usage::default();
+        usage.cpu.cpu_ns = cpu_ns;
+        let mut r = ProfileRecord::new(0, ClassId::from_raw(1), usage);
+        r.predicted = Some(Demand {
+            cpu_ns: Estimate::new(1_000_000, 2_000_000),
+            ..Demand::default()
+        });
+        r
+    }
+
     #[test]
     fn accuracy_leaves_out_shed_cancelled_and_demoted_requests() {
-        use pagegen_core::{ClassId, Demand, Estimate, Outcome, ProfileRecord, Usage};
-        let class = ClassId::from_raw(1);
-        let record = |cpu_ns: u64| {
-            let mut usage = Usage::default();
-            usage.cpu.cpu_ns = cpu_ns;
-            let mut r = ProfileRecord::new(0, class, usage);
-            r.predicted = Some(Demand {
-                cpu_ns: Estimate::new(1_000_000, 2_000_000),
-                ..Demand::default()
-            });
-            r
-        };
+        let record = predicted_1ms;
         // Three completed requests predicted exactly.
         let mut recs: Vec<ProfileRecord> = (0..3).map(|_| record(1_000_000)).collect();
         // Two shed (usage zero), one demoted and one cancelled early (usage a lower bound).
@@ -627,16 +629,8 @@ mod tests {
 
     #[test]
     fn accuracy_per_predictor_counts_who_predicted_and_leaves_exploration_out() {
-        use pagegen_core::{ClassId, Demand, Estimate, ProfileRecord, Usage};
-        let class = ClassId::from_raw(1);
         let record = |cpu_ns: u64, by: Option<Serving>, explored: bool| {
-            let mut usage = Usage::default();
-            usage.cpu.cpu_ns = cpu_ns;
-            let mut r = ProfileRecord::new(0, class, usage);
-            r.predicted = Some(Demand {
-                cpu_ns: Estimate::new(1_000_000, 2_000_000),
-                ..Demand::default()
-            });
+            let mut r = predicted_1ms(cpu_ns);
             (r.served_by, r.explored) = (by, explored);
             r
         };

@@ -106,22 +106,14 @@ pub(super) fn render(p: &Profile) -> String {
             spread(c.io_ops, |v| v.to_string()),
             spread(c.io_bytes, bytes),
         ]);
-        let (ce, co) = accuracy(c.cpu_accuracy);
-        let (me, mo) = accuracy(c.mem_accuracy);
         let in_bulk = if c.granted == 0 {
             "-".to_owned()
         } else {
             format!("{:.0}%", 100.0 * c.started_bulk as f64 / c.granted as f64)
         };
-        let mut r = vec![
-            c.name.clone(),
-            c.predicted.to_string(),
-            ce,
-            co,
-            me,
-            mo,
-            in_bulk,
-        ];
+        let mut r = vec![c.name.clone(), c.predicted.to_string()];
+        r.extend(accuracy_cells(c.cpu_accuracy, c.mem_accuracy));
+        r.push(in_bulk);
         match c.last_grant {
             Some(g) => r.extend([
                 pool_name(g.pool),
@@ -160,18 +152,14 @@ pub(super) fn render(p: &Profile) -> String {
     ])];
     for c in &p.classes {
         for a in &c.by_predictor {
-            let (ce, co) = accuracy(a.cpu);
-            let (me, mo) = accuracy(a.mem);
-            by.push(vec![
+            let mut r = vec![
                 c.name.clone(),
                 a.predictor.name().into(),
                 a.requests.to_string(),
                 a.explored.to_string(),
-                ce,
-                co,
-                me,
-                mo,
-            ]);
+            ];
+            r.extend(accuracy_cells(a.cpu, a.mem));
+            by.push(r);
         }
     }
     if by.len() > 1 {
@@ -244,9 +232,15 @@ fn limit(v: u64, unit: impl Fn(u64) -> String) -> String {
     }
 }
 
-fn accuracy(a: Accuracy) -> (String, String) {
+/// The four accuracy columns: CPU error, CPU over the upper estimate, then the same for memory.
+fn accuracy_cells(cpu: Accuracy, mem: Accuracy) -> [String; 4] {
     let pct = |v: Option<f64>| v.map_or("-".into(), ratio);
-    (pct(a.median_rel_error), pct(a.over_upper))
+    [
+        pct(cpu.median_rel_error),
+        pct(cpu.over_upper),
+        pct(mem.median_rel_error),
+        pct(mem.over_upper),
+    ]
 }
 
 fn ns(v: u64) -> String {
