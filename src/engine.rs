@@ -517,11 +517,10 @@ impl Engine {
             Outcome::Cancelled(_) => Decision::CancelledOther,
         };
         self.decisions.count(class, d);
-        let (by, explored) = admitted.served;
         let record = finish_record(
             &admitted.ctx,
             admitted.features,
-            (Some(by), explored),
+            admitted.served,
             outcome,
             self.clock.now(),
         );

@@ -100,12 +100,7 @@ pub enum Serving {
 impl Serving {
     /// Decodes `as u8` (an unknown code is the recurrent model).
     pub fn from_u8(v: u8) -> Serving {
-        match v {
-            0 => Serving::Static,
-            1 => Serving::Ewma,
-            2 => Serving::Histogram,
-            _ => Serving::Recurrent,
-        }
+        Serving::try_from_u8(v).unwrap_or(Serving::Recurrent)
     }
 
     /// Decodes `as u8`; `None` for a code no predictor has.

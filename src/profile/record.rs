@@ -11,7 +11,7 @@ use pagegen_model::Served;
 pub fn finish_record(
     ctx: &RequestCtx,
     features: Features,
-    (served_by, explored): (Option<Serving>, bool),
+    (served_by, explored): (Serving, bool),
     outcome: Outcome,
     now_ns: u64,
 ) -> ProfileRecord {
@@ -27,7 +27,7 @@ pub fn finish_record(
         outcome,
         demoted: ctx.demoted(),
         checkpoints: ctx.checkpoint_log(),
-        served_by,
+        served_by: Some(served_by),
         explored,
     }
 }
@@ -84,7 +84,7 @@ mod tests {
         let r = finish_record(
             &ctx,
             Features::default(),
-            (Some(Serving::Ewma), true),
+            (Serving::Ewma, true),
             Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory)),
             5_000,
         );
