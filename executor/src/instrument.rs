@@ -137,10 +137,9 @@ impl Buckets {
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
+                // A marked counter was recorded at least once (and saturates, never wraps to 0).
                 let c = std::mem::take(&mut self.counts[i]);
-                if c != 0 {
-                    let _ = h.record_n(Self::value(i).clamp(1, MAX_NS), u64::from(c));
-                }
+                let _ = h.record_n(Self::value(i).clamp(1, MAX_NS), u64::from(c));
             }
         }
     }
