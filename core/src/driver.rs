@@ -6,8 +6,11 @@
 //! thread-local state (a ring per worker), because every call on it comes from that one thread.
 //!
 //! The executor's contract with a driver:
-//! - between tasks, at least every `driver_interval` polls, it calls [`Driver::poll_nonblocking`] to reap
-//!   completions (which wake tasks);
+//! - between tasks, every `driver_interval` polls, it calls [`Driver::poll_nonblocking`] to reap
+//!   completions (which wake tasks); while the worker already has half a queue of tasks waiting it
+//!   may skip a few of these calls (completions then wait in the kernel, in arrival order, rather
+//!   than overflow its queue), but never more than a small fixed number in a row, so completions
+//!   are reaped at least every few `driver_interval`s however busy the worker is;
 //! - when the worker has nothing to run, it calls [`Driver::park`] instead of sleeping on its own
 //!   condition variable, with the timeout it would have used (`None`: until woken);
 //! - to wake a parked worker (new task, remote wake), it calls the worker's [`Unpark`], obtained once

@@ -135,3 +135,55 @@ fn a_failing_driver_factory_falls_back_to_own_parking() {
     }
     assert_eq!(counts.parks.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_backlogged_worker_polls_its_driver_less_often_but_never_stops() {
+    // One worker, 300 tasks that each yield 20 times: its queue holds well over half a queue
+    // (128) of tasks for almost the whole run, so most periodic polls are skipped, but at most
+    // three in a row (executor worker.rs, `MAX_DRIVER_SKIPS`).
+    const TASKS: usize = 300;
+    const YIELDS: usize = 20;
+    let counts = Arc::new(Counts::default());
+    let rt = Builder::new()
+        .workers(1)
+        .tokio_compat(false)
+        .driver(Arc::new(Factory {
+            counts: counts.clone(),
+            fail: false,
+        }))
+        .build()
+        .unwrap();
+    let before = counts.polls.load(Ordering::SeqCst);
+    let done = rt.block_on(rt.spawn(async {
+        let handles: Vec<_> = (0..TASKS)
+            .map(|_| {
+                pagegen_executor::spawn(async {
+                    for _ in 0..YIELDS {
+                        pagegen_executor::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let mut done = 0;
+        for h in handles {
+            h.await.unwrap();
+            done += 1;
+        }
+        done
+    }));
+    assert_eq!(done.unwrap(), TASKS);
+    let polls = counts.polls.load(Ordering::SeqCst) - before;
+    drop(rt);
+    let task_polls = TASKS * (YIELDS + 1);
+    // Every 61 ticks without the gate; at least every 4 x 61 with it.
+    let ungated = task_polls / 61;
+    let floor = task_polls / (61 * 4);
+    assert!(
+        polls >= floor,
+        "{polls} driver polls over {task_polls} task polls: the gate must not starve I/O"
+    );
+    assert!(
+        polls < ungated * 2 / 3,
+        "{polls} driver polls over {task_polls} task polls: a backlogged worker skips most"
+    );
+}

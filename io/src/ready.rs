@@ -39,9 +39,10 @@ use crate::sys::{self, Epoll, EventFd};
 
 const EVENTFD_TOKEN: u64 = u64::MAX;
 
-/// Events one wait collects at most. 256: a worker serves a few hundred connections' events per
-/// wake in the benchmarks; more simply wait for the next call.
-const EVENTS: usize = 256;
+/// Events one wait collects at most: 128, what fits in the half queue the executor keeps free
+/// before it checks the driver (`DRIVER_BACKLOG` in the executor's worker.rs); more wait in the
+/// kernel's first-in first-out ready list for the next check.
+const EVENTS: usize = 128;
 
 /// A direction of readiness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
