@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pagegen_core::{Driver, DriverFactory, Unpark, WorkerInfo};
-use pagegen_executor::Builder;
+use pagegen_executor::{Builder, Runtime};
 
 #[derive(Default)]
 struct Counts {
@@ -82,18 +82,23 @@ impl DriverFactory for Factory {
     }
 }
 
-#[test]
-fn workers_build_park_and_wake_through_their_driver() {
-    let counts = Arc::new(Counts::default());
-    let rt = Builder::new()
-        .workers(2)
+/// A runtime of `workers` workers whose drivers come from a [`Factory`] counting into `counts`.
+fn runtime(workers: usize, counts: &Arc<Counts>, fail: bool) -> Runtime {
+    Builder::new()
+        .workers(workers)
         .tokio_compat(false)
         .driver(Arc::new(Factory {
             counts: counts.clone(),
-            fail: false,
+            fail,
         }))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn workers_build_park_and_wake_through_their_driver() {
+    let counts = Arc::new(Counts::default());
+    let rt = runtime(2, &counts, false);
     assert_eq!(counts.made_on_worker.load(Ordering::Relaxed), 2);
     // Many rounds of "worker idle → remote spawn must wake it": a lost wake would hang here.
     for i in 0..200u32 {
@@ -121,15 +126,7 @@ fn workers_build_park_and_wake_through_their_driver() {
 #[test]
 fn a_failing_driver_factory_falls_back_to_own_parking() {
     let counts = Arc::new(Counts::default());
-    let rt = Builder::new()
-        .workers(2)
-        .tokio_compat(false)
-        .driver(Arc::new(Factory {
-            counts: counts.clone(),
-            fail: true,
-        }))
-        .build()
-        .unwrap();
+    let rt = runtime(2, &counts, true);
     for i in 0..50u32 {
         assert_eq!(rt.block_on(rt.spawn(async move { i })).unwrap(), i);
     }
@@ -144,15 +141,7 @@ fn a_backlogged_worker_polls_its_driver_less_often_but_never_stops() {
     const TASKS: usize = 300;
     const YIELDS: usize = 20;
     let counts = Arc::new(Counts::default());
-    let rt = Builder::new()
-        .workers(1)
-        .tokio_compat(false)
-        .driver(Arc::new(Factory {
-            counts: counts.clone(),
-            fail: false,
-        }))
-        .build()
-        .unwrap();
+    let rt = runtime(1, &counts, false);
     let before = counts.polls.load(Ordering::SeqCst);
     let done = rt.block_on(rt.spawn(async {
         let handles: Vec<_> = (0..TASKS)
