@@ -1,7 +1,9 @@
 //! The network path, side by side: a hyper HTTP/1.1 server (one spawned task per connection, a
 //! small rendered page) on tokio, on pagegen with `tokio::net` sockets (what pagegen served
-//! through before `pagegen::net`), and on pagegen with `pagegen::net` on io_uring and on the
-//! readiness fallback (`PAGEGEN_IO=blocking`); 2 workers each.
+//! through before `pagegen::net`), and on pagegen with `pagegen::net` on io_uring, on io_uring
+//! with sockets on readiness (`PAGEGEN_IO_SOCKETS=readiness`: files on the ring, sockets in the
+//! worker's epoll set, which the ring watches) and on the readiness fallback
+//! (`PAGEGEN_IO=blocking`); 2 workers each.
 //!
 //! Each server runs in a child process of this binary (`--serve KIND`; the io backend is chosen
 //! per process), the load generator in this one: one tokio thread writing a fixed request and
@@ -53,14 +55,17 @@ enum Server {
     PagegenTokioNet,
     /// pagegen's executor, `pagegen::net` on io_uring.
     PagegenUring,
+    /// pagegen's executor on io_uring, `pagegen::net` sockets on readiness.
+    PagegenUringReadiness,
     /// pagegen's executor, `pagegen::net` on the readiness fallback.
     PagegenReady,
 }
 
-const SERVERS: [Server; 4] = [
+const SERVERS: [Server; 5] = [
     Server::Tokio,
     Server::PagegenTokioNet,
     Server::PagegenUring,
+    Server::PagegenUringReadiness,
     Server::PagegenReady,
 ];
 
@@ -171,6 +176,10 @@ fn start(kind: Server) -> Running {
     match kind {
         Server::PagegenReady => cmd.env("PAGEGEN_IO", "blocking"),
         _ => cmd.env_remove("PAGEGEN_IO"),
+    };
+    match kind {
+        Server::PagegenUringReadiness => cmd.env("PAGEGEN_IO_SOCKETS", "readiness"),
+        _ => cmd.env("PAGEGEN_IO_SOCKETS", "ring"),
     };
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
@@ -302,7 +311,9 @@ fn main() {
         let kind = SERVERS
             .into_iter()
             .find(|k| Some(&format!("{k:?}")) == args.get(i + 1))
-            .expect("--serve Tokio|PagegenTokioNet|PagegenUring|PagegenReady");
+            .expect(
+                "--serve Tokio|PagegenTokioNet|PagegenUring|PagegenUringReadiness|PagegenReady",
+            );
         serve(kind);
     }
     // `PAGEGEN_NET_ONLY=PagegenUring:64` runs one server at one connection count for 5 s (for a
@@ -314,7 +325,7 @@ fn main() {
         let kind = SERVERS
             .into_iter()
             .find(|k| format!("{k:?}") == s)
-            .expect("Tokio, PagegenTokioNet, PagegenUring or PagegenReady");
+            .expect("Tokio, PagegenTokioNet, PagegenUring, PagegenUringReadiness or PagegenReady");
         let child = start(kind);
         let r = load(child.addr, n.parse().unwrap(), 5.0);
         println!(
@@ -349,7 +360,7 @@ fn main() {
         for (i, s) in SERVERS.iter().enumerate() {
             let (rps, p50, p99) = (m(i, |r| r.rps), m(i, |r| r.p50_us), m(i, |r| r.p99_us));
             println!(
-                "  {:<16} {rps:>9.0} req/s  {:.2}x tokio   p50 {p50:>8.1} us  p99 {p99:>8.1} us  ({:.2}x tokio's p99)",
+                "  {:<21} {rps:>9.0} req/s  {:.2}x tokio   p50 {p50:>8.1} us  p99 {p99:>8.1} us  ({:.2}x tokio's p99)",
                 format!("{s:?}"),
                 rps / base,
                 p99 / base_p99

@@ -83,3 +83,51 @@ pub(crate) fn resolve(choice: BackendChoice) -> Result<Backend, IoError> {
 pub fn uring_available() -> bool {
     ring::probe().is_ok()
 }
+
+/// The environment variable that picks how sockets do their I/O on the io_uring backend:
+/// `readiness` (the default) or `ring`.
+pub const SOCKETS_ENV_VAR: &str = "PAGEGEN_IO_SOCKETS";
+
+/// How [`net`](crate::net) sockets do their I/O.
+///
+/// The default is [`Readiness`](SocketPath::Readiness) on both backends, by measurement: with 2
+/// workers on cores shared with other work, sockets on the ring have a bimodal tail (a receive
+/// completes on its submitting worker's ring only, so a worker waiting for a CPU holds its
+/// connections), while on readiness whichever worker runs takes any ready connection
+/// (benches/RESULTS.md, network entries of 2026-12-06 and 2026-12-07).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketPath {
+    /// Accept, receive and send as io_uring operations on the polling worker's ring (multishot
+    /// accept, owned buffers; uring backend only).
+    Ring,
+    /// Non-blocking system calls that wait for readiness in the polling worker's epoll set. On
+    /// the uring backend the worker's ring watches the set (one poll entry), so one park covers
+    /// files on the ring and sockets.
+    Readiness,
+}
+
+impl SocketPath {
+    /// The path for `backend`: readiness on the blocking backend; on io_uring, what
+    /// `PAGEGEN_IO_SOCKETS` says (`readiness` or `ring`), else [`SocketPath::Readiness`]. Another
+    /// value is reported once and ignored.
+    pub fn for_backend(backend: Backend) -> SocketPath {
+        static BAD_VALUE: Once = Once::new();
+        if backend == Backend::Blocking {
+            return SocketPath::Readiness;
+        }
+        match std::env::var(SOCKETS_ENV_VAR) {
+            Ok(v) if v.eq_ignore_ascii_case("ring") => SocketPath::Ring,
+            Ok(v) if v.eq_ignore_ascii_case("readiness") || v.is_empty() => SocketPath::Readiness,
+            Ok(v) => {
+                BAD_VALUE.call_once(|| {
+                    tracing::warn!(
+                        "pagegen-io: {SOCKETS_ENV_VAR}={v:?} is neither `readiness` nor `ring`; \
+                         sockets use readiness"
+                    )
+                });
+                SocketPath::Readiness
+            }
+            Err(_) => SocketPath::Readiness,
+        }
+    }
+}

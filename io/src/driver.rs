@@ -5,7 +5,10 @@
 //! created and installed on the worker thread by `worker_driver`, reaped by that worker only, torn
 //! down (cancel everything, wait for every completion) when the driver is dropped on that thread or
 //! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write), skipped when it is
-//! called on the ring's own thread (which is not parked then).
+//! called on the ring's own thread (which is not parked then). With sockets on the readiness path
+//! (the default; `PAGEGEN_IO_SOCKETS=ring` puts them on the ring) a worker's driver also owns a readiness set for its sockets:
+//! the ring watches the set's epoll fd with one poll entry (so a park ends when a socket has an
+//! event), and the driver harvests the set after each reap and each park.
 //!
 //! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
 //! the driver owns the thread's readiness set (`ready.rs`: the epoll instance its sockets wait in),
@@ -21,7 +24,7 @@ use std::{fmt, io};
 
 use pagegen_core::{Driver, Unpark};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SocketPath};
 use crate::handle::Io;
 use crate::ready::{self, ReadySet};
 use crate::ring::{self, Inbox, LocalRing};
@@ -70,6 +73,9 @@ enum Kind {
         /// Whether this driver installed the ring (and so tears it down), and the ring it displaced.
         owns: bool,
         displaced: Option<Box<LocalRing>>,
+        /// Sockets on the readiness path: the thread's readiness set, which the ring watches, and
+        /// the set it displaced in the thread-local.
+        sockets: Option<(Arc<ReadySet>, Option<Arc<ReadySet>>)>,
     },
     Ready {
         set: Arc<ReadySet>,
@@ -145,19 +151,37 @@ impl IoDriver {
                 }
             },
             Backend::Uring => match ring::with_local(io.id(), |r| Arc::clone(r.inbox())) {
+                // A ring this runtime installed here before (a `block_on` thread): its sockets on
+                // the readiness path use the readiness thread.
                 Some(inbox) => Kind::Ring {
                     inbox,
                     owns: false,
                     displaced: None,
+                    sockets: None,
                 },
                 None => {
-                    let r = LocalRing::new(io.id())?;
+                    let mut r = LocalRing::new(io.id())?;
+                    let sockets = match io.socket_path() {
+                        SocketPath::Ring => None,
+                        SocketPath::Readiness => match ReadySet::new(io.id()) {
+                            Ok(set) => {
+                                r.watch(Arc::clone(&set));
+                                let displaced = ready::install(Arc::clone(&set));
+                                Some((set, displaced))
+                            }
+                            Err(e) => {
+                                tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
+                                None
+                            }
+                        },
+                    };
                     let inbox = Arc::clone(r.inbox());
                     let displaced = ring::install(r).map(Box::new);
                     Kind::Ring {
                         inbox,
                         owns: true,
                         displaced,
+                        sockets,
                     }
                 }
             },
@@ -203,16 +227,31 @@ impl IoDriver {
 impl Driver for IoDriver {
     fn poll_nonblocking(&mut self) -> usize {
         match &self.kind {
+            Kind::Ring {
+                sockets: Some((set, _)),
+                ..
+            } => {
+                let set = Arc::clone(set);
+                self.run(|r| r.poll()) + harvest(&set)
+            }
             Kind::Ring { .. } => self.run(|r| r.poll()),
             // No socket waits here: no system call (file-only services pay nothing).
-            Kind::Ready { set, .. } if set.registered() == 0 => 0,
-            Kind::Ready { set, .. } => set.wait(Some(Duration::ZERO)),
+            Kind::Ready { set, .. } => harvest(set),
             Kind::Park(_) => 0,
         }
     }
 
     fn park(&mut self, timeout: Option<Duration>) {
         match &self.kind {
+            Kind::Ring {
+                sockets: Some((set, _)),
+                ..
+            } => {
+                // The ring's watch on the set ends the park when a socket has an event.
+                let set = Arc::clone(set);
+                self.run(|r| r.park(timeout));
+                harvest(&set);
+            }
             Kind::Ring { .. } => {
                 self.run(|r| r.park(timeout));
             }
@@ -238,6 +277,15 @@ impl Driver for IoDriver {
     }
 }
 
+/// Wakes the sockets of `set` whose readiness changed, without waiting; no system call while none
+/// is registered (file-only services pay nothing).
+fn harvest(set: &ReadySet) -> usize {
+    if set.registered() == 0 {
+        return 0;
+    }
+    set.wait(Some(Duration::ZERO))
+}
+
 impl Drop for IoDriver {
     fn drop(&mut self) {
         if let Kind::Ready { displaced, .. } = &mut self.kind {
@@ -251,6 +299,7 @@ impl Drop for IoDriver {
         if let Kind::Ring {
             owns: true,
             displaced,
+            sockets,
             ..
         } = &mut self.kind
         {
@@ -261,6 +310,12 @@ impl Drop for IoDriver {
                     ring::install(*d);
                 }
                 drop(ring);
+                if let Some((_, displaced)) = sockets.take() {
+                    ready::uninstall();
+                    if let Some(d) = displaced {
+                        ready::install(d);
+                    }
+                }
             }
             // Dropped elsewhere: the thread-local's destructor tears the ring down at thread exit.
         }
@@ -295,5 +350,72 @@ mod tests {
         // And it is consumed: this park returns at once instead of sleeping.
         driver.park(None);
         assert!(!inbox.is_notified());
+    }
+
+    #[test]
+    fn a_ring_with_sockets_on_readiness_ends_its_park_for_a_socket_event() {
+        use crate::ready::{Dir, Interest};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let Ok(io) = Io::with_sockets(BackendChoice::Uring, SocketPath::Readiness) else {
+            return; // No io_uring here: the blocking backend's sockets are tested in ready.rs.
+        };
+        let mut driver = IoDriver::new(&io).unwrap();
+        let set = ready::local(io.id()).expect("the driver installed the thread's readiness set");
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let interest = Arc::new(Interest::default());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut buf = [0u8; 8];
+        let r = interest.poll_io(
+            &mut Context::from_waker(&waker),
+            Dir::Read,
+            rx.as_raw_fd(),
+            || Ok(Arc::clone(&set)),
+            || std::io::Read::read(&mut &rx, &mut buf),
+        );
+        assert!(r.is_pending());
+        assert_eq!(
+            set.registered(),
+            1,
+            "the socket waits in the worker's own set"
+        );
+        // The registration's writable report concerns the other direction: no wake.
+        driver.poll_nonblocking();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        tx.write_all(b"hi").unwrap();
+        // The park ends on the ring's watch of the set (not on its timeout), and reports the
+        // socket.
+        driver.park(Some(Duration::from_secs(10)));
+        let fired = ring::with_local(io.id(), |r| r.take_woken());
+        assert_eq!(
+            fired,
+            Some(true),
+            "the ring's watch on the set ended the park"
+        );
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the park reported the socket"
+        );
+        // Nothing left: a short park wakes nothing more.
+        driver.park(Some(Duration::from_millis(1)));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        interest.deregister(rx.as_raw_fd());
+        drop(driver);
+        assert!(
+            ready::local(io.id()).is_none(),
+            "the driver's drop uninstalls its set"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use pagegen_core::{Driver, DriverFactory, WorkerInfo};
 
-use crate::backend::{resolve, Backend, BackendChoice};
+use crate::backend::{resolve, Backend, BackendChoice, SocketPath};
 use crate::classes::{IoClasses, DEFAULT_DEVICE_DEPTH};
 use crate::driver::IoDriver;
 use crate::error::IoError;
@@ -49,6 +49,7 @@ struct ReadyThread {
 struct Shared {
     id: u64,
     backend: Backend,
+    sockets: SocketPath,
     classes: Arc<IoClasses>,
     pool: Pool,
     reaper: OnceLock<io::Result<Reaper>>,
@@ -98,19 +99,38 @@ static GLOBAL: OnceLock<Io> = OnceLock::new();
 
 impl Io {
     /// A runtime on the chosen backend with default limits (see [`DEFAULT_DEVICE_DEPTH`]).
+    /// Sockets take [`SocketPath::for_backend`] (`PAGEGEN_IO_SOCKETS`).
     pub fn new(choice: BackendChoice) -> Result<Io, IoError> {
         let backend = resolve(choice)?;
-        Ok(Io {
+        Ok(Io::build(backend, SocketPath::for_backend(backend)))
+    }
+
+    /// As [`new`](Self::new), with sockets on `sockets` (the blocking backend has only
+    /// [`SocketPath::Readiness`]: asking it for the ring is an error).
+    pub fn with_sockets(choice: BackendChoice, sockets: SocketPath) -> Result<Io, IoError> {
+        let backend = resolve(choice)?;
+        if backend == Backend::Blocking && sockets == SocketPath::Ring {
+            return Err(IoError::UringUnavailable(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sockets on the ring need the io_uring backend",
+            )));
+        }
+        Ok(Io::build(backend, sockets))
+    }
+
+    fn build(backend: Backend, sockets: SocketPath) -> Io {
+        Io {
             shared: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 backend,
+                sockets,
                 classes: IoClasses::new(DEFAULT_DEVICE_DEPTH),
                 pool: Pool::default(),
                 reaper: OnceLock::new(),
                 ready: OnceLock::new(),
                 live: Arc::new(AtomicUsize::new(0)),
             }),
-        })
+        }
     }
 
     /// The process-wide runtime ([`BackendChoice::Auto`]), created on first use.
@@ -136,6 +156,11 @@ impl Io {
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.shared.backend
+    }
+
+    /// How this runtime's sockets do their I/O.
+    pub fn socket_path(&self) -> SocketPath {
+        self.shared.sockets
     }
 
     /// Per-class limits. Subscribe them to the class registry to set classes up on registration.

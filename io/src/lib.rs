@@ -12,17 +12,17 @@
 //! | module | what |
 //! |---|---|
 //! | [`fs`] | `read`, `read_to_string`, `write`, `metadata`, [`File`](fs::File) — tokio/std names |
-//! | [`net`] | [`TcpListener`](net::TcpListener), [`TcpStream`](net::TcpStream) on the worker's ring (or its readiness set), tokio's `AsyncRead`/`AsyncWrite` |
+//! | [`net`] | [`TcpListener`](net::TcpListener), [`TcpStream`](net::TcpStream) on the worker's readiness set (or its ring), tokio's `AsyncRead`/`AsyncWrite` |
 //! | [`Io`] | one runtime: backend, class limits, reaper thread; [`Io::block_on`]; the [`DriverFactory`](pagegen_core::DriverFactory) |
 //! | [`IoDriver`] | the per-worker [`Driver`](pagegen_core::Driver): reap, park, unpark |
 //! | [`IoClasses`] | per-class depth and bandwidth, fair queue by shares; the [`ClassObserver`](pagegen_core::ClassObserver) |
-//! | [`Backend`] | which backend, and how it is chosen (`PAGEGEN_IO=blocking`, probing) |
+//! | [`Backend`], [`SocketPath`] | which backend, and how it is chosen (`PAGEGEN_IO=blocking`, probing); how sockets wait (`PAGEGEN_IO_SOCKETS`) |
 //!
 //! Internals, one concept per file: `op` (an operation's lifecycle — the memory-safety protocol,
 //! read it first), `ring` (a thread's ring, its inbox and thread-local), `entry` (an op's
 //! submission entry), `chain` (`fs::read` as one linked submission into a direct descriptor),
 //! `pool` (blocking pool), `fair` (the admission state machine), `profile` (per-request
-//! accounting), `ready` (the blocking backend's per-worker readiness set for sockets), `sys`
+//! accounting), `ready` (the per-worker readiness set for sockets on the readiness path), `sys`
 //! (system calls).
 //!
 //! **Unsafe code** lives only in `sys` (FFI), `ring` (pushing entries that carry raw pointers) and
@@ -63,7 +63,7 @@ mod ring;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use backend::{uring_available, Backend, BackendChoice, ENV_VAR};
+pub use backend::{uring_available, Backend, BackendChoice, SocketPath, ENV_VAR, SOCKETS_ENV_VAR};
 pub use classes::{IoClasses, DEFAULT_DEVICE_DEPTH};
 pub use driver::IoDriver;
 pub use error::IoError;

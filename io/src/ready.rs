@@ -96,6 +96,11 @@ impl ReadySet {
         self.regs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The epoll instance's fd, for a ring to watch (readable while the set has events).
+    pub(crate) fn epoll_fd(&self) -> RawFd {
+        self.epoll.raw()
+    }
+
     /// Sockets registered here now.
     pub(crate) fn registered(&self) -> usize {
         self.registered.load(Ordering::Acquire)

@@ -30,6 +30,7 @@ use pagegen_core::Unpark;
 use crate::chain;
 use crate::entry;
 use crate::op::{Op, Res};
+use crate::ready::ReadySet;
 use crate::sys::{self, EventFd};
 
 /// Submission-queue entries per ring. 256 covers a worker's concurrency in every bench here
@@ -40,6 +41,8 @@ pub(crate) const RING_ENTRIES: u32 = 256;
 const EVENTFD_TAG: u64 = u64::MAX;
 const CANCEL_TAG: u64 = u64::MAX - 1;
 const CLOSE_TAG: u64 = u64::MAX - 2;
+/// The poll entry on the watched fd ([`LocalRing::watch`]).
+const WATCH_TAG: u64 = u64::MAX - 3;
 
 // An operation's user_data: in-flight slot index (bits 0..32), the slot's generation (32..58),
 // the entry's index within a chain (58..61, chain.rs). Internal entries that carry a number set
@@ -166,6 +169,10 @@ pub(crate) struct LocalRing {
     /// Wakers of completed operations, woken by the caller once the ring is no longer borrowed.
     pub(crate) wakers: Vec<Waker>,
     shutting_down: bool,
+    /// A readiness set the ring wakes for when it has events ([`watch`](Self::watch)); held so its
+    /// epoll fd stays open while the poll entry may use it.
+    watch: Option<Arc<ReadySet>>,
+    watch_armed: bool,
 }
 
 impl std::fmt::Debug for LocalRing {
@@ -241,6 +248,8 @@ impl LocalRing {
             cqes: Vec::with_capacity(64),
             wakers: Vec::new(),
             shutting_down: false,
+            watch: None,
+            watch_armed: false,
         };
         r.arm_eventfd();
         Ok(r)
@@ -288,6 +297,35 @@ impl LocalRing {
                 _ => return,
             }
         }
+    }
+
+    /// Makes a park return when `set` has events (a worker's epoll set, where sockets on the
+    /// readiness path wait while files use the ring): one oneshot poll entry on its epoll fd,
+    /// armed when the ring is about to sleep unless one is still pending. The caller harvests the
+    /// set after the park.
+    pub(crate) fn watch(&mut self, set: Arc<ReadySet>) {
+        self.watch = Some(set);
+    }
+
+    /// Whether a reap since the last call consumed a wake or a watch completion (tests).
+    #[cfg(test)]
+    pub(crate) fn take_woken(&mut self) -> bool {
+        std::mem::take(&mut self.woken)
+    }
+
+    fn arm_watch(&mut self) {
+        if self.watch_armed || self.shutting_down {
+            return;
+        }
+        let Some(fd) = self.watch.as_ref().map(|s| s.epoll_fd()) else {
+            return;
+        };
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(WATCH_TAG);
+        // SAFETY: a poll references no memory; the epoll fd stays open while `self.watch` holds
+        // its set, which the ring keeps until it is dropped, after the entry's completion.
+        self.watch_armed = unsafe { self.push(&e) };
     }
 
     fn arm_eventfd(&mut self) {
@@ -596,6 +634,10 @@ impl LocalRing {
                         // AcqRel: whatever a waker published before waking is visible after this.
                         self.inbox.notified.swap(false, Ordering::AcqRel);
                     }
+                    WATCH_TAG => {
+                        self.watch_armed = false;
+                        self.woken = true; // The park returns; its caller checks the set.
+                    }
                     CANCEL_TAG | CLOSE_TAG => self.internal -= 1,
                     ud if ud & INTERNAL != 0 => {
                         self.internal -= 1;
@@ -705,6 +747,9 @@ impl LocalRing {
         {
             return n + self.poll();
         }
+        // Armed only here, so a busy worker's reaps never submit it: it goes in with the wait,
+        // and completes at once if the watched set already has events.
+        self.arm_watch();
         let r = match timeout {
             None => self.ring.submit_and_wait(1),
             Some(d) => {
@@ -749,7 +794,20 @@ impl Drop for LocalRing {
             // Completes the eventfd read; it is not re-armed while shutting down.
             self.inbox.efd.notify();
         }
-        while self.in_flight > 0 || self.internal > 0 || self.efd_armed {
+        let mut watch_removal_sent = false;
+        while self.in_flight > 0 || self.internal > 0 || self.efd_armed || self.watch_armed {
+            if self.watch_armed && !watch_removal_sent {
+                // The watch completes only when removed (or its fd becomes readable); retried
+                // each turn until the removal fits in the submission queue.
+                let e = opcode::PollRemove::new(WATCH_TAG)
+                    .build()
+                    .user_data(CANCEL_TAG);
+                // SAFETY: a poll removal references no memory (the target is named by user_data).
+                watch_removal_sent = unsafe { self.push(&e) };
+                if watch_removal_sent {
+                    self.internal += 1;
+                }
+            }
             if let Err(e) = self.ring.submit_and_wait(1) {
                 if e.raw_os_error() != Some(libc::EINTR) {
                     tracing::warn!("pagegen-io: io_uring wait during shutdown failed: {e}");

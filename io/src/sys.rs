@@ -441,6 +441,11 @@ impl Epoll {
         }
     }
 
+    /// The instance's own fd (pollable: readable while it has events to report).
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
     /// Removes `fd` (an error, e.g. `ENOENT`, is ignored: the fd is being closed anyway).
     pub(crate) fn delete(&self, fd: RawFd) {
         // SAFETY: a null event is allowed for EPOLL_CTL_DEL (Linux >= 2.6.9).

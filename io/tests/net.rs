@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::Poll;
 
-use common::{backends, counting_waker, poll_once};
+use common::{counting_waker, poll_once, socket_runtimes};
 use pagegen_core::{ClassId, Grant, RequestCtx, RequestId};
 use pagegen_executor::{Builder, Runtime};
 use pagegen_io::net::{TcpListener, TcpStream};
-use pagegen_io::{Backend, Io};
+use pagegen_io::{Io, SocketPath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn runtime(io: &Io, workers: usize) -> Runtime {
@@ -73,7 +73,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn echo_round_trip_on_both_backends() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 2);
         let (l, addr) = listener(&io);
         let accepted = spawn_echo_server(&rt, l);
@@ -127,7 +127,7 @@ fn read_response(c: &mut std::net::TcpStream) -> (String, Vec<u8>) {
 
 #[test]
 fn hyper_keep_alive_round_trips_are_charged_to_the_request() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 2);
         let (l, addr) = listener(&io);
         let ctx = RequestCtx::new(RequestId(1), Grant::unlimited(ClassId::DEFAULT), 0);
@@ -182,7 +182,7 @@ fn hyper_keep_alive_round_trips_are_charged_to_the_request() {
 fn thousands_of_short_connections() {
     const CLIENTS: usize = 4;
     const EACH: usize = 500;
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 2);
         let (l, addr) = listener(&io);
         let accepted = spawn_echo_server(&rt, l);
@@ -215,7 +215,7 @@ fn thousands_of_short_connections() {
 
 #[test]
 fn half_closed_connections_keep_the_other_direction() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 1);
         let (l, addr) = listener(&io);
         let server = rt.spawn(async move {
@@ -273,7 +273,7 @@ fn reset(c: std::net::TcpStream) {
 
 #[test]
 fn a_peer_that_resets_mid_body_is_an_error_and_the_server_goes_on() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 1);
         let (l, addr) = listener(&io);
         let (tx, rx) = mpsc::channel();
@@ -313,7 +313,7 @@ fn a_peer_that_resets_mid_body_is_an_error_and_the_server_goes_on() {
 fn a_slow_reader_does_not_stall_other_connections() {
     // Far more than loopback's socket buffers hold, so the writer must wait for the reader.
     const BIG: u64 = 64 << 20;
-    for io in backends() {
+    for io in socket_runtimes() {
         // One worker: a writer that blocked its thread would stall everybody.
         let rt = runtime(&io, 1);
         let (l, addr) = listener(&io);
@@ -377,7 +377,7 @@ fn pair(io: &Io) -> (TcpStream, std::net::TcpStream) {
 
 #[test]
 fn a_dropped_read_future_leaves_the_receive_owned_and_loses_nothing() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let base = io.live_ops();
         let (mut s, mut c) = pair(&io);
         let (_, waker) = counting_waker();
@@ -386,7 +386,7 @@ fn a_dropped_read_future_leaves_the_receive_owned_and_loses_nothing() {
             let mut read = pin!(s.read(&mut buf));
             assert!(poll_once(read.as_mut(), &waker).is_pending());
         }
-        if io.backend() == Backend::Uring {
+        if io.socket_path() == SocketPath::Ring {
             assert_eq!(
                 io.live_ops(),
                 base + 1,
@@ -402,7 +402,7 @@ fn a_dropped_read_future_leaves_the_receive_owned_and_loses_nothing() {
 
 #[test]
 fn dropping_a_stream_with_a_receive_in_the_kernel_cancels_it_and_frees_the_buffer_after() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let base = io.live_ops();
         let (s, mut c) = pair(&io);
         let io2 = io.clone();
@@ -415,7 +415,7 @@ fn dropping_a_stream_with_a_receive_in_the_kernel_cancels_it_and_frees_the_buffe
                 assert!(poll_once(read.as_mut(), &waker).is_pending());
             }
             drop(s);
-            if io.backend() == Backend::Uring {
+            if io.socket_path() == SocketPath::Ring {
                 assert_eq!(io.live_ops(), base + 1, "the kernel still owns the buffer");
             }
             // Each yield lets this thread's driver submit the cancel and reap its completion.
@@ -431,7 +431,7 @@ fn dropping_a_stream_with_a_receive_in_the_kernel_cancels_it_and_frees_the_buffe
 
 #[test]
 fn dropping_a_stream_with_a_send_in_the_kernel_keeps_its_buffer_until_the_completion() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let base = io.live_ops();
         let (s, mut c) = pair(&io);
         let backend = io.backend();
@@ -452,11 +452,11 @@ fn dropping_a_stream_with_a_send_in_the_kernel_keeps_its_buffer_until_the_comple
                     Poll::Pending => break,
                 }
             }
-            if io.backend() == Backend::Uring {
+            if io.socket_path() == SocketPath::Ring {
                 assert_eq!(io.live_ops(), base + 1, "a send is in the kernel");
             }
             drop(s);
-            if io.backend() == Backend::Uring {
+            if io.socket_path() == SocketPath::Ring {
                 assert_eq!(
                     io.live_ops(),
                     base + 1,
@@ -486,7 +486,7 @@ fn dropping_a_stream_with_a_send_in_the_kernel_keeps_its_buffer_until_the_comple
 
 #[test]
 fn a_dropped_accept_future_keeps_the_connection_for_the_next_accept() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let base = io.live_ops();
         let (l, addr) = listener(&io);
         io.block_on(async {
@@ -517,7 +517,7 @@ fn a_dropped_accept_future_keeps_the_connection_for_the_next_accept() {
 
 #[test]
 fn a_dropped_listener_refuses_connections_at_once() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = runtime(&io, 1);
         let (l, addr) = listener(&io);
         let backend = io.backend();
@@ -540,7 +540,7 @@ fn a_dropped_listener_refuses_connections_at_once() {
 
 #[test]
 fn priority_and_tos_are_set_on_the_socket() {
-    for io in backends() {
+    for io in socket_runtimes() {
         let (s, _c) = pair(&io);
         s.set_priority(5).unwrap();
         assert_eq!(s.priority().unwrap(), 5);
@@ -561,7 +561,7 @@ fn converts_from_tokio_and_std_sockets() {
         .enable_io()
         .build()
         .unwrap();
-    for io in backends() {
+    for io in socket_runtimes() {
         let _g = io.enter();
         let (tl, tc) = rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

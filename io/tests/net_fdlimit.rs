@@ -10,7 +10,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 
-use common::backends;
+use common::socket_runtimes;
 use pagegen_executor::Builder;
 use pagegen_io::net::TcpListener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,7 +93,7 @@ fn accept_at_the_descriptor_limit_fails_and_the_server_continues() {
     const CLIENTS: usize = 10;
     const ROOM: u64 = 3;
     let original = nofile();
-    for io in backends() {
+    for io in socket_runtimes() {
         let rt = Builder::new()
             .workers(1)
             .tokio_compat(false)

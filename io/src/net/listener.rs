@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::backend::Backend;
+use crate::backend::SocketPath;
 use crate::file::os_err;
 use crate::handle::Io;
 use crate::op::{self, Multi, Res};
@@ -38,7 +38,7 @@ impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
             .field("addr", &self.sock.local_addr().ok())
-            .field("backend", &self.io.backend())
+            .field("path", &self.io.socket_path())
             .finish()
     }
 }
@@ -50,15 +50,15 @@ impl TcpListener {
         TcpListener::from_std_on(&Io::current(), std::net::TcpListener::bind(addr)?)
     }
 
-    /// Wraps a bound std listener for `io`'s backend (blocking mode on a ring, non-blocking on the
-    /// readiness backend).
+    /// Wraps a bound std listener for `io`'s socket path (blocking mode on a ring, non-blocking
+    /// on readiness).
     pub fn from_std_on(io: &Io, sock: std::net::TcpListener) -> io::Result<TcpListener> {
-        let kind = match io.backend() {
-            Backend::Uring => {
+        let kind = match io.socket_path() {
+            SocketPath::Ring => {
                 sock.set_nonblocking(false)?;
                 Kind::Ring(Mutex::new(None))
             }
-            Backend::Blocking => {
+            SocketPath::Readiness => {
                 sock.set_nonblocking(true)?;
                 Kind::Ready(Arc::default())
             }

@@ -1,7 +1,8 @@
 //! TCP sockets on pagegen's own workers: [`TcpListener`] and [`TcpStream`].
 //!
-//! On the **uring** backend a socket's operations run on the ring of the worker that polls them
-//! (the reaper ring for threads without one), under the op.rs protocol for sockets: no class
+//! Two paths ([`SocketPath`](crate::SocketPath), per runtime). On the **ring**
+//! (`PAGEGEN_IO_SOCKETS=ring`, uring backend) a socket's operations run on the ring of the worker
+//! that polls them (the reaper ring for threads without one), under the op.rs protocol for sockets: no class
 //! permit, a buffer the operation owns until the kernel's completion. The listener keeps one
 //! *multishot* accept in flight; a stream receives into a buffer of its own (up to
 //! [`MAX_RECV`] bytes per operation) and hands the bytes out on the next reads. A write first
@@ -15,10 +16,16 @@
 //! operation in flight for the next call (nothing received is lost); dropping the stream or the
 //! listener cancels it, and its buffer lives until the kernel's completion.
 //!
-//! On the **blocking** backend (`PAGEGEN_IO=blocking`, or a failed io_uring probe) sockets are
+//! On **readiness** — the default, and the only path on the blocking backend
+//! (`PAGEGEN_IO=blocking`, or a failed io_uring probe) — sockets are
 //! non-blocking and wait for readiness in the polling worker's own readiness set (ready.rs),
-//! which its driver checks between tasks and sleeps in when idle; no other thread is involved on a
-//! worker. Threads without a pagegen worker use the runtime's readiness thread.
+//! which its driver checks between tasks and sleeps in when idle (on io_uring the worker's ring
+//! watches the set with one poll entry, so one park covers files on the ring and sockets); no
+//! other thread is involved on a worker. Threads without a pagegen worker use the runtime's
+//! readiness thread. Reads and writes are then plain system calls made by whichever worker polls
+//! the task, so a ready connection is never tied to one worker's ring: on cores shared with other
+//! work this path has the lower tail, which is why it is the default (benches/RESULTS.md,
+//! network entries).
 //!
 //! Both implement tokio's [`AsyncRead`](tokio::io::AsyncRead) / [`AsyncWrite`](tokio::io::AsyncWrite)
 //! (so hyper runs on them through `hyper_util::rt::TokioIo`), convert from tokio's and std's

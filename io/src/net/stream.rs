@@ -15,7 +15,7 @@ use pagegen_core::ConnAccount;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::backend::Backend;
+use crate::backend::SocketPath;
 use crate::file::os_err;
 use crate::handle::Io;
 use crate::op::{self, Done, Res, Wait};
@@ -125,7 +125,7 @@ impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
             .field("peer", &self.s.sock.peer_addr().ok())
-            .field("backend", &self.s.io.backend())
+            .field("path", &self.s.io.socket_path())
             .finish()
     }
 }
@@ -135,18 +135,18 @@ fn retry(result: i32) -> bool {
 }
 
 impl TcpStream {
-    /// Wraps a connected std stream for `io`'s backend (blocking mode on a ring, non-blocking on
-    /// the readiness backend).
+    /// Wraps a connected std stream for `io`'s socket path (blocking mode on a ring, non-blocking
+    /// on readiness).
     pub fn from_std_on(io: &Io, sock: std::net::TcpStream) -> io::Result<TcpStream> {
-        sock.set_nonblocking(io.backend() == Backend::Blocking)?;
+        sock.set_nonblocking(io.socket_path() == SocketPath::Readiness)?;
         Ok(TcpStream::from_prepared(io, sock))
     }
 
     /// Wraps a stream already in the mode `io`'s backend needs (an accepted one).
     pub(crate) fn from_prepared(io: &Io, sock: std::net::TcpStream) -> TcpStream {
-        let kind = match io.backend() {
-            Backend::Uring => Kind::Ring(Ring::default()),
-            Backend::Blocking => Kind::Ready(Ready::default()),
+        let kind = match io.socket_path() {
+            SocketPath::Ring => Kind::Ring(Ring::default()),
+            SocketPath::Readiness => Kind::Ready(Ready::default()),
         };
         TcpStream {
             s: Sock {

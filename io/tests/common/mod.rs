@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use pagegen_io::{Backend, BackendChoice, Io};
+use pagegen_io::{Backend, BackendChoice, Io, SocketPath};
 
 /// Every backend that works here: io_uring when the probe passes (else the test covers the
 /// fallback only, and says so), and always the blocking pool.
@@ -19,6 +19,22 @@ pub fn backends() -> Vec<Io> {
     }
     v.push(Io::new(BackendChoice::Blocking).expect("the blocking backend always exists"));
     assert_eq!(v.last().map(Io::backend), Some(Backend::Blocking));
+    v
+}
+
+/// Every way sockets can run here: with io_uring (when the probe passes) on the ring and on
+/// readiness (files on the ring), and on the blocking backend (readiness).
+pub fn socket_runtimes() -> Vec<Io> {
+    let mut v = Vec::new();
+    for path in [SocketPath::Ring, SocketPath::Readiness] {
+        match Io::with_sockets(BackendChoice::Uring, path) {
+            Ok(io) => v.push(io),
+            Err(e) => {
+                eprintln!("io_uring unavailable here ({e}); testing the blocking backend only")
+            }
+        }
+    }
+    v.push(Io::new(BackendChoice::Blocking).expect("the blocking backend always exists"));
     v
 }
 
