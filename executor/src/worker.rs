@@ -11,9 +11,9 @@
 //!
 //! The driver is polled without blocking every [`DRIVER_INTERVAL`] ticks (skipped while the
 //! worker's queues hold [`DRIVER_BACKLOG`] tasks, at most [`MAX_DRIVER_SKIPS`] times in a row) and
-//! before parking (`core::driver`'s contract). The request context of the task being polled is made current; it is
-//! kept current across consecutive tasks of the same request (no `Arc` traffic per poll when one
-//! request's tasks run back to back) and cleared before parking.
+//! before parking (`core::driver`'s contract). The request context of the task being polled is
+//! made current; it is kept current across consecutive tasks of the same request (no `Arc`
+//! traffic per poll when one request's tasks run back to back) and cleared before parking.
 #![forbid(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -6,9 +6,10 @@
 //! down (cancel everything, wait for every completion) when the driver is dropped on that thread or
 //! when the thread exits. [`Unpark`] is the ring's inbox wake (an eventfd write), skipped when it is
 //! called on the ring's own thread (which is not parked then). With sockets on the readiness path
-//! (the default; `PAGEGEN_IO_SOCKETS=ring` puts them on the ring) a worker's driver also owns a readiness set for its sockets:
-//! the ring watches the set's epoll fd with one poll entry (so a park ends when a socket has an
-//! event), and the driver harvests the set after each reap and each park.
+//! (the default; `PAGEGEN_IO_SOCKETS=ring` puts them on the ring) a worker's driver also owns a
+//! readiness set for its sockets: the ring watches the set's epoll fd with one poll entry (so a
+//! park ends when a socket has an event), and the driver harvests the set after each reap and
+//! each park.
 //!
 //! On the blocking backend completions arrive from pool threads, which wake their tasks directly;
 //! the driver owns the thread's readiness set (`ready.rs`: the epoll instance its sockets wait in),
@@ -73,16 +74,60 @@ enum Kind {
         /// Whether this driver installed the ring (and so tears it down), and the ring it displaced.
         owns: bool,
         displaced: Option<Box<LocalRing>>,
-        /// Sockets on the readiness path: the thread's readiness set, which the ring watches, and
-        /// the set it displaced in the thread-local.
-        sockets: Option<(Arc<ReadySet>, Option<Arc<ReadySet>>)>,
+        /// Sockets on the readiness path: the thread's readiness set, which the ring watches.
+        sockets: Option<ThreadSet>,
     },
-    Ready {
-        set: Arc<ReadySet>,
-        /// The set this driver displaced in the thread-local (restored when it drops).
-        displaced: Option<Arc<ReadySet>>,
-    },
+    /// The blocking backend: the thread's readiness set is also where it sleeps.
+    Ready(ThreadSet),
     Park(Arc<Parker>),
+}
+
+/// A readiness set installed as its thread's (ready.rs thread-local) for the driver's life, so
+/// sockets polled on the thread register in it; dropped on that thread, it restores the set it
+/// displaced.
+struct ThreadSet {
+    set: Arc<ReadySet>,
+    displaced: Option<Arc<ReadySet>>,
+    thread: ThreadId,
+}
+
+impl ThreadSet {
+    /// Makes and installs a set for `io` on the calling thread; `None` (said once in the log)
+    /// if the kernel refuses one, and the thread's sockets then use the runtime's readiness
+    /// thread.
+    fn install(io: &Io) -> Option<ThreadSet> {
+        match ReadySet::new(io.id()) {
+            Ok(set) => Some(ThreadSet {
+                displaced: ready::install(Arc::clone(&set)),
+                set,
+                thread: std::thread::current().id(),
+            }),
+            Err(e) => {
+                tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
+                None
+            }
+        }
+    }
+
+    /// Wakes the sockets whose readiness changed, without waiting; no system call while none is
+    /// registered (file-only services pay nothing).
+    fn harvest(&self) -> usize {
+        if self.set.registered() == 0 {
+            return 0;
+        }
+        self.set.wait(Some(Duration::ZERO))
+    }
+}
+
+impl Drop for ThreadSet {
+    fn drop(&mut self) {
+        if self.thread == std::thread::current().id() {
+            ready::uninstall();
+            if let Some(d) = self.displaced.take() {
+                ready::install(d);
+            }
+        }
+    }
 }
 
 /// The executor's wake for a worker parked in its ring: an eventfd write on the ring's inbox,
@@ -140,15 +185,9 @@ impl IoDriver {
     /// runtime already installed here).
     pub(crate) fn new(io: &Io) -> io::Result<IoDriver> {
         let kind = match io.backend() {
-            Backend::Blocking => match ReadySet::new(io.id()) {
-                Ok(set) => {
-                    let displaced = ready::install(Arc::clone(&set));
-                    Kind::Ready { set, displaced }
-                }
-                Err(e) => {
-                    tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
-                    Kind::Park(Arc::default())
-                }
+            Backend::Blocking => match ThreadSet::install(io) {
+                Some(set) => Kind::Ready(set),
+                None => Kind::Park(Arc::default()),
             },
             Backend::Uring => match ring::with_local(io.id(), |r| Arc::clone(r.inbox())) {
                 // A ring this runtime installed here before (a `block_on` thread): its sockets on
@@ -163,18 +202,11 @@ impl IoDriver {
                     let mut r = LocalRing::new(io.id())?;
                     let sockets = match io.socket_path() {
                         SocketPath::Ring => None,
-                        SocketPath::Readiness => match ReadySet::new(io.id()) {
-                            Ok(set) => {
-                                r.watch(Arc::clone(&set));
-                                let displaced = ready::install(Arc::clone(&set));
-                                Some((set, displaced))
-                            }
-                            Err(e) => {
-                                tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
-                                None
-                            }
-                        },
+                        SocketPath::Readiness => ThreadSet::install(io),
                     };
+                    if let Some(s) = &sockets {
+                        r.watch(Arc::clone(&s.set));
+                    }
                     let inbox = Arc::clone(r.inbox());
                     let displaced = ring::install(r).map(Box::new);
                     Kind::Ring {
@@ -203,60 +235,69 @@ impl IoDriver {
             spare: Vec::new(),
         }
     }
+}
 
-    fn run(&mut self, f: impl FnOnce(&mut LocalRing) -> usize) -> usize {
-        debug_assert_eq!(
-            self.thread,
-            std::thread::current().id(),
-            "a Driver is used on its own worker thread only"
-        );
-        let spare = &mut self.spare;
-        let n = ring::with_local(self.io.id(), |r| {
-            let n = f(r);
-            std::mem::swap(&mut r.wakers, spare);
-            n
-        })
-        .unwrap_or(0);
-        for w in self.spare.drain(..) {
-            w.wake();
-        }
+/// Runs `f` on the thread's ring of `io`, then wakes the tasks it completed (outside the ring's
+/// borrow, through `spare`, a buffer kept between calls).
+fn run_ring(
+    io: &Io,
+    thread: ThreadId,
+    spare: &mut Vec<Waker>,
+    f: impl FnOnce(&mut LocalRing) -> usize,
+) -> usize {
+    debug_assert_eq!(
+        thread,
+        std::thread::current().id(),
+        "a Driver is used on its own worker thread only"
+    );
+    let n = ring::with_local(io.id(), |r| {
+        let n = f(r);
+        std::mem::swap(&mut r.wakers, spare);
         n
+    })
+    .unwrap_or(0);
+    for w in spare.drain(..) {
+        w.wake();
     }
+    n
 }
 
 impl Driver for IoDriver {
     fn poll_nonblocking(&mut self) -> usize {
-        match &self.kind {
-            Kind::Ring {
-                sockets: Some((set, _)),
-                ..
-            } => {
-                let set = Arc::clone(set);
-                self.run(|r| r.poll()) + harvest(&set)
+        let IoDriver {
+            io,
+            kind,
+            thread,
+            spare,
+        } = self;
+        match kind {
+            Kind::Ring { sockets, .. } => {
+                run_ring(io, *thread, spare, LocalRing::poll)
+                    + sockets.as_ref().map_or(0, ThreadSet::harvest)
             }
-            Kind::Ring { .. } => self.run(|r| r.poll()),
-            // No socket waits here: no system call (file-only services pay nothing).
-            Kind::Ready { set, .. } => harvest(set),
+            Kind::Ready(s) => s.harvest(),
             Kind::Park(_) => 0,
         }
     }
 
     fn park(&mut self, timeout: Option<Duration>) {
-        match &self.kind {
-            Kind::Ring {
-                sockets: Some((set, _)),
-                ..
-            } => {
-                // The ring's watch on the set ends the park when a socket has an event.
-                let set = Arc::clone(set);
-                self.run(|r| r.park(timeout));
-                harvest(&set);
+        let IoDriver {
+            io,
+            kind,
+            thread,
+            spare,
+        } = self;
+        match kind {
+            Kind::Ring { sockets, .. } => {
+                // With sockets on readiness, the ring's watch on their set ends the park when one
+                // has an event; the harvest then wakes its task.
+                run_ring(io, *thread, spare, |r| r.park(timeout));
+                if let Some(s) = sockets {
+                    s.harvest();
+                }
             }
-            Kind::Ring { .. } => {
-                self.run(|r| r.park(timeout));
-            }
-            Kind::Ready { set, .. } => {
-                set.wait(timeout);
+            Kind::Ready(s) => {
+                s.set.wait(timeout);
             }
             Kind::Park(p) => p.park(timeout),
         }
@@ -268,8 +309,8 @@ impl Driver for IoDriver {
                 inbox: Arc::clone(inbox),
                 owner: self.thread,
             }),
-            Kind::Ready { set, .. } => Arc::new(ReadyUnpark {
-                set: Arc::clone(set),
+            Kind::Ready(s) => Arc::new(ReadyUnpark {
+                set: Arc::clone(&s.set),
                 owner: self.thread,
             }),
             Kind::Park(p) => Arc::clone(p) as Arc<dyn Unpark>,
@@ -277,29 +318,11 @@ impl Driver for IoDriver {
     }
 }
 
-/// Wakes the sockets of `set` whose readiness changed, without waiting; no system call while none
-/// is registered (file-only services pay nothing).
-fn harvest(set: &ReadySet) -> usize {
-    if set.registered() == 0 {
-        return 0;
-    }
-    set.wait(Some(Duration::ZERO))
-}
-
 impl Drop for IoDriver {
     fn drop(&mut self) {
-        if let Kind::Ready { displaced, .. } = &mut self.kind {
-            if self.thread == std::thread::current().id() {
-                ready::uninstall();
-                if let Some(d) = displaced.take() {
-                    ready::install(d);
-                }
-            }
-        }
         if let Kind::Ring {
             owns: true,
             displaced,
-            sockets,
             ..
         } = &mut self.kind
         {
@@ -310,12 +333,6 @@ impl Drop for IoDriver {
                     ring::install(*d);
                 }
                 drop(ring);
-                if let Some((_, displaced)) = sockets.take() {
-                    ready::uninstall();
-                    if let Some(d) = displaced {
-                        ready::install(d);
-                    }
-                }
             }
             // Dropped elsewhere: the thread-local's destructor tears the ring down at thread exit.
         }

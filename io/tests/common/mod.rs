@@ -25,15 +25,16 @@ pub fn backends() -> Vec<Io> {
 /// Every way sockets can run here: with io_uring (when the probe passes) on the ring and on
 /// readiness (files on the ring), and on the blocking backend (readiness).
 pub fn socket_runtimes() -> Vec<Io> {
-    let mut v = Vec::new();
-    for path in [SocketPath::Ring, SocketPath::Readiness] {
-        match Io::with_sockets(BackendChoice::Uring, path) {
-            Ok(io) => v.push(io),
-            Err(e) => {
-                eprintln!("io_uring unavailable here ({e}); testing the blocking backend only")
-            }
-        }
-    }
+    let mut v: Vec<Io> = [SocketPath::Ring, SocketPath::Readiness]
+        .into_iter()
+        .map_while(|path| {
+            Io::with_sockets(BackendChoice::Uring, path)
+                .map_err(|e| {
+                    eprintln!("io_uring unavailable here ({e}); testing the blocking backend only")
+                })
+                .ok()
+        })
+        .collect();
     v.push(Io::new(BackendChoice::Blocking).expect("the blocking backend always exists"));
     v
 }
