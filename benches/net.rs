@@ -15,14 +15,15 @@
 //! `cargo bench --bench net` (3 rounds of 2 s per server and connection count); `-- --quick` or
 //! `PAGEGEN_NET_QUICK=1` for a smoke run (1 round of 0.3 s, 1 and 64 connections);
 //! `PAGEGEN_NET_ONLY=Server:connections` for one 5 s run (for a profiler);
-//! `PAGEGEN_NET_WORKERS=N` for N workers per server instead of 2.
+//! `PAGEGEN_NET_WORKERS=N` for N workers per server instead of 2;
+//! `PAGEGEN_NET_PAGE_KB=N` adds N KiB of markup to each page (a real site's page size).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -69,9 +70,29 @@ const SERVERS: [Server; 5] = [
     Server::PagegenReady,
 ];
 
-/// A small rendered page (~1 KiB): what a page-generation handler answers.
+/// The markup `PAGEGEN_NET_PAGE_KB` adds to each page (none by default). The server is a child
+/// process, so a bad value stops it before it prints its address.
+fn padding() -> &'static str {
+    static PAD: OnceLock<String> = OnceLock::new();
+    PAD.get_or_init(|| {
+        let kb = match std::env::var("PAGEGEN_NET_PAGE_KB") {
+            Err(_) => 0,
+            Ok(v) => v
+                .parse::<usize>()
+                .unwrap_or_else(|_| panic!("PAGEGEN_NET_PAGE_KB={v:?}: expected a number of KiB")),
+        };
+        let mut pad = String::with_capacity(kb * 1024);
+        while pad.len() + 32 <= kb * 1024 {
+            pad.push_str("<p class=\"row\">pagegen row</p>\n");
+        }
+        pad
+    })
+}
+
+/// A small rendered page (~1 KiB, plus [`padding`]): what a page-generation handler answers.
 async fn page(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut html = String::with_capacity(1536);
+    let pad = padding();
+    let mut html = String::with_capacity(1536 + pad.len());
     html.push_str("<!doctype html><html><head><title>pagegen</title></head><body><h1>");
     html.push_str(req.uri().path());
     html.push_str("</h1><ul>");
@@ -82,7 +103,9 @@ async fn page(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
             i * 17
         );
     }
-    html.push_str("</ul></body></html>");
+    html.push_str("</ul>");
+    html.push_str(pad);
+    html.push_str("</body></html>");
     Ok(Response::new(Full::new(Bytes::from(html))))
 }
 

@@ -324,6 +324,30 @@ pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> i32 {
     }
 }
 
+/// `sendmsg(2)` of `bufs` in order (the first `IOV_MAX` of them) with `MSG_NOSIGNAL | flags`;
+/// bytes sent or `-errno` (`-EAGAIN`: the send buffer is full).
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>], flags: i32) -> i32 {
+    let bufs = &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)];
+    // SAFETY: `msghdr` is plain data; all zeroes is a valid value (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (its documented guarantee); the kernel
+    // only reads through this pointer.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: the kernel reads `msg`, its iovecs and the bytes they describe, all borrowed for
+        // the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return n.min(i32::MAX as isize) as i32;
+        }
+        let e = neg_errno();
+        if e != -libc::EINTR {
+            return e;
+        }
+    }
+}
+
 /// `accept4(2)` with `flags` (`SOCK_CLOEXEC` is always added); the new connection or `-errno`.
 pub(crate) fn accept(fd: RawFd, flags: i32) -> Result<OwnedFd, i32> {
     loop {

@@ -603,3 +603,53 @@ async fn yield_now() {
     })
     .await
 }
+
+#[test]
+fn vectored_writes_send_every_slice_in_order_past_a_full_send_buffer() {
+    for io in socket_runtimes() {
+        let (s, mut c) = pair(&io);
+        assert!(tokio::io::AsyncWrite::is_write_vectored(&s));
+        // A head, a body far larger than a socket's send buffer grows to (4 MiB by default), so
+        // the socket fills and on the ring path the rest goes to the kernel as owned sends, and a
+        // tail.
+        let parts = [
+            pattern(100, 1),
+            pattern(32 << 20, 2),
+            pattern(7, 3),
+            Vec::new(),
+        ];
+        let expected: Vec<u8> = parts.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            got
+        });
+        let calls = io.block_on(async move {
+            let mut s = s;
+            let mut slices: Vec<std::io::IoSlice<'_>> =
+                parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+            let mut left = &mut slices[..];
+            let mut calls = 0;
+            while !left.is_empty() {
+                let n = s.write_vectored(left).await.unwrap();
+                assert!(n > 0 || left.iter().all(|b| b.is_empty()));
+                if calls == 0 {
+                    // An empty send buffer takes more than the head: one call spans slices.
+                    assert!(n > 100, "the first call sent {n} bytes, the head alone");
+                }
+                calls += 1;
+                std::io::IoSlice::advance_slices(&mut left, n);
+            }
+            s.shutdown().await.unwrap();
+            calls
+        });
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), expected.len(), "{}", io.backend());
+        assert!(
+            got == expected,
+            "{}: bytes differ or out of order",
+            io.backend()
+        );
+        assert!(calls >= 2, "a 32 MiB body cannot leave in one call");
+    }
+}

@@ -360,6 +360,48 @@ impl Ring {
         }));
         Poll::Ready(Ok(n))
     }
+
+    /// [`poll_write`](Self::poll_write) of several buffers: one `sendmsg` at once; what the
+    /// socket cannot take goes to the ring as one owned send of up to [`MAX_SEND`] bytes, copied
+    /// from the buffers in order.
+    fn poll_write_vectored(
+        &mut self,
+        stream: &Sock,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = std::task::ready!(self.poll_sent(stream, cx)) {
+            return Poll::Ready(Err(e));
+        }
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        let since = Instant::now();
+        let r = sys::send_vectored(stream.sock.as_raw_fd(), bufs, libc::MSG_DONTWAIT);
+        if r > 0 {
+            stream.charge_send(r as u64, since.elapsed().as_nanos() as u64);
+            return Poll::Ready(Ok(r as usize));
+        }
+        if r < 0 && r != -libc::EAGAIN {
+            return Poll::Ready(Err(os_err(r)));
+        }
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        for b in bufs {
+            let room = MAX_SEND - buf.len();
+            buf.extend_from_slice(&b[..b.len().min(room)]);
+            if buf.len() == MAX_SEND {
+                break;
+            }
+        }
+        let n = buf.len();
+        self.send = Some(stream.start(Res::Send {
+            sock: Arc::clone(&stream.sock),
+            buf,
+            from: 0,
+        }));
+        Poll::Ready(Ok(n))
+    }
 }
 
 impl Ready {
@@ -388,26 +430,21 @@ impl Ready {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_write(
+    /// Sends what the socket takes of `len` bytes with `send` (a non-blocking call), waiting for
+    /// room if it takes nothing.
+    fn poll_send(
         &mut self,
         stream: &Sock,
         cx: &mut Context<'_>,
-        data: &[u8],
+        len: usize,
+        send: impl FnMut() -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        if data.is_empty() {
+        if len == 0 {
             return Poll::Ready(Ok(0));
         }
         let since = *self.write_since.get_or_insert_with(Instant::now);
         let fd = stream.sock.as_raw_fd();
         let io = &stream.io;
-        let send = || {
-            let r = sys::send(fd, data);
-            if r < 0 {
-                Err(os_err(r))
-            } else {
-                Ok(r as usize)
-            }
-        };
         let Poll::Ready(r) = self
             .interest
             .poll_io(cx, Dir::Write, fd, || io.ready_set(), send)
@@ -417,9 +454,18 @@ impl Ready {
         };
         self.write_since = None;
         let n = r?;
-        self.unsent = n < data.len();
+        self.unsent = n < len;
         stream.charge_send(n as u64, since.elapsed().as_nanos() as u64);
         Poll::Ready(Ok(n))
+    }
+}
+
+/// A send's `-errno` or byte count as a result.
+fn sent(r: i32) -> io::Result<usize> {
+    if r < 0 {
+        Err(os_err(r))
+    } else {
+        Ok(r as usize)
     }
 }
 
@@ -459,8 +505,36 @@ impl AsyncWrite for TcpStream {
         }
         match kind {
             Kind::Ring(r) => r.poll_write(s, cx, data),
-            Kind::Ready(r) => r.poll_write(s, cx, data),
+            Kind::Ready(r) => {
+                let fd = s.sock.as_raw_fd();
+                r.poll_send(s, cx, data.len(), || sent(sys::send(fd, data)))
+            }
         }
+    }
+
+    /// One `sendmsg` for all of `bufs` (hyper then queues a response's head and body instead of
+    /// copying the body behind the head).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let TcpStream { s, kind } = self.get_mut();
+        if s.account.is_some() {
+            s.apply_priority();
+        }
+        match kind {
+            Kind::Ring(r) => r.poll_write_vectored(s, cx, bufs),
+            Kind::Ready(r) => {
+                let fd = s.sock.as_raw_fd();
+                let len = bufs.iter().map(|b| b.len()).sum();
+                r.poll_send(s, cx, len, || sent(sys::send_vectored(fd, bufs, 0)))
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Ring: waits until the kernel has taken every byte written so far. Readiness: nothing to do
