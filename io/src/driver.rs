@@ -237,64 +237,55 @@ impl IoDriver {
     }
 }
 
-/// Runs `f` on the thread's ring of `io`, then wakes the tasks it completed (outside the ring's
-/// borrow, through `spare`, a buffer kept between calls).
-fn run_ring(
-    io: &Io,
-    thread: ThreadId,
-    spare: &mut Vec<Waker>,
-    f: impl FnOnce(&mut LocalRing) -> usize,
-) -> usize {
-    debug_assert_eq!(
-        thread,
-        std::thread::current().id(),
-        "a Driver is used on its own worker thread only"
-    );
-    let n = ring::with_local(io.id(), |r| {
-        let n = f(r);
-        std::mem::swap(&mut r.wakers, spare);
+impl IoDriver {
+    /// Runs `f` on the thread's ring, then wakes the tasks it completed (outside the ring's
+    /// borrow, through `spare`, a buffer kept between calls).
+    fn run_ring(&mut self, f: impl FnOnce(&mut LocalRing) -> usize) -> usize {
+        debug_assert_eq!(
+            self.thread,
+            std::thread::current().id(),
+            "a Driver is used on its own worker thread only"
+        );
+        let spare = &mut self.spare;
+        let n = ring::with_local(self.io.id(), |r| {
+            let n = f(r);
+            std::mem::swap(&mut r.wakers, spare);
+            n
+        })
+        .unwrap_or(0);
+        for w in spare.drain(..) {
+            w.wake();
+        }
         n
-    })
-    .unwrap_or(0);
-    for w in spare.drain(..) {
-        w.wake();
     }
-    n
+
+    /// Harvests a ring's readiness set, when its sockets are on the readiness path.
+    fn harvest_ring_sockets(&self) -> usize {
+        match &self.kind {
+            Kind::Ring {
+                sockets: Some(s), ..
+            } => s.harvest(),
+            _ => 0,
+        }
+    }
 }
 
 impl Driver for IoDriver {
     fn poll_nonblocking(&mut self) -> usize {
-        let IoDriver {
-            io,
-            kind,
-            thread,
-            spare,
-        } = self;
-        match kind {
-            Kind::Ring { sockets, .. } => {
-                run_ring(io, *thread, spare, LocalRing::poll)
-                    + sockets.as_ref().map_or(0, ThreadSet::harvest)
-            }
+        match &self.kind {
+            Kind::Ring { .. } => self.run_ring(LocalRing::poll) + self.harvest_ring_sockets(),
             Kind::Ready(s) => s.harvest(),
             Kind::Park(_) => 0,
         }
     }
 
     fn park(&mut self, timeout: Option<Duration>) {
-        let IoDriver {
-            io,
-            kind,
-            thread,
-            spare,
-        } = self;
-        match kind {
-            Kind::Ring { sockets, .. } => {
+        match &self.kind {
+            Kind::Ring { .. } => {
                 // With sockets on readiness, the ring's watch on their set ends the park when one
                 // has an event; the harvest then wakes its task.
-                run_ring(io, *thread, spare, |r| r.park(timeout));
-                if let Some(s) = sockets {
-                    s.harvest();
-                }
+                self.run_ring(|r| r.park(timeout));
+                self.harvest_ring_sockets();
             }
             Kind::Ready(s) => {
                 s.set.wait(timeout);

@@ -301,29 +301,6 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> i32 {
     }
 }
 
-/// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`, on a socket that may be in blocking mode; bytes
-/// sent or `-errno` (`-EAGAIN`: the send buffer is full).
-pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> i32 {
-    loop {
-        // SAFETY: reads `buf.len()` bytes from a live slice borrowed for the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return n.min(i32::MAX as isize) as i32;
-        }
-        let e = neg_errno();
-        if e != -libc::EINTR {
-            return e;
-        }
-    }
-}
-
 /// `sendmsg(2)` of `bufs` in order (the first `IOV_MAX` of them) with `MSG_NOSIGNAL | flags`;
 /// bytes sent or `-errno` (`-EAGAIN`: the send buffer is full).
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>], flags: i32) -> i32 {

@@ -325,46 +325,11 @@ impl Ring {
         Poll::Ready(Ok(()))
     }
 
+    /// Once the last send is done, offers `bufs` to the socket at once (one `sendmsg`). What it
+    /// takes is the kernel's before this returns, as with a readiness write, so a flush has
+    /// nothing to wait for; only what it cannot take (a full send buffer) goes to the ring as one
+    /// owned send of up to [`MAX_SEND`] bytes, copied from the buffers in order.
     fn poll_write(
-        &mut self,
-        stream: &Sock,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if let Err(e) = std::task::ready!(self.poll_sent(stream, cx)) {
-            return Poll::Ready(Err(e));
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        // Nothing in flight: offer the bytes to the socket at once. What it takes is the kernel's
-        // before this returns, as with a readiness write, so a flush has nothing to wait for;
-        // only what it cannot take (a full send buffer) goes to the ring as an owned send.
-        let since = Instant::now();
-        let r = sys::send_nowait(stream.sock.as_raw_fd(), data);
-        if r > 0 {
-            stream.charge_send(r as u64, since.elapsed().as_nanos() as u64);
-            return Poll::Ready(Ok(r as usize));
-        }
-        if r < 0 && r != -libc::EAGAIN {
-            return Poll::Ready(Err(os_err(r)));
-        }
-        let n = data.len().min(MAX_SEND);
-        let mut buf = std::mem::take(&mut self.spare);
-        buf.clear();
-        buf.extend_from_slice(&data[..n]);
-        self.send = Some(stream.start(Res::Send {
-            sock: Arc::clone(&stream.sock),
-            buf,
-            from: 0,
-        }));
-        Poll::Ready(Ok(n))
-    }
-
-    /// [`poll_write`](Self::poll_write) of several buffers: one `sendmsg` at once; what the
-    /// socket cannot take goes to the ring as one owned send of up to [`MAX_SEND`] bytes, copied
-    /// from the buffers in order.
-    fn poll_write_vectored(
         &mut self,
         stream: &Sock,
         cx: &mut Context<'_>,
@@ -430,21 +395,29 @@ impl Ready {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what the socket takes of `len` bytes with `send` (a non-blocking call), waiting for
-    /// room if it takes nothing.
-    fn poll_send(
+    /// Sends what the socket takes of `bufs` (one `sendmsg`), waiting for room if it takes
+    /// nothing.
+    fn poll_write(
         &mut self,
         stream: &Sock,
         cx: &mut Context<'_>,
-        len: usize,
-        send: impl FnMut() -> io::Result<usize>,
+        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
         let since = *self.write_since.get_or_insert_with(Instant::now);
         let fd = stream.sock.as_raw_fd();
         let io = &stream.io;
+        let send = || {
+            let r = sys::send_vectored(fd, bufs, 0);
+            if r < 0 {
+                Err(os_err(r))
+            } else {
+                Ok(r as usize)
+            }
+        };
         let Poll::Ready(r) = self
             .interest
             .poll_io(cx, Dir::Write, fd, || io.ready_set(), send)
@@ -457,15 +430,6 @@ impl Ready {
         self.unsent = n < len;
         stream.charge_send(n as u64, since.elapsed().as_nanos() as u64);
         Poll::Ready(Ok(n))
-    }
-}
-
-/// A send's `-errno` or byte count as a result.
-fn sent(r: i32) -> io::Result<usize> {
-    if r < 0 {
-        Err(os_err(r))
-    } else {
-        Ok(r as usize)
     }
 }
 
@@ -499,17 +463,7 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let TcpStream { s, kind } = self.get_mut();
-        if s.account.is_some() {
-            s.apply_priority();
-        }
-        match kind {
-            Kind::Ring(r) => r.poll_write(s, cx, data),
-            Kind::Ready(r) => {
-                let fd = s.sock.as_raw_fd();
-                r.poll_send(s, cx, data.len(), || sent(sys::send(fd, data)))
-            }
-        }
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     /// One `sendmsg` for all of `bufs` (hyper then queues a response's head and body instead of
@@ -524,12 +478,8 @@ impl AsyncWrite for TcpStream {
             s.apply_priority();
         }
         match kind {
-            Kind::Ring(r) => r.poll_write_vectored(s, cx, bufs),
-            Kind::Ready(r) => {
-                let fd = s.sock.as_raw_fd();
-                let len = bufs.iter().map(|b| b.len()).sum();
-                r.poll_send(s, cx, len, || sent(sys::send_vectored(fd, bufs, 0)))
-            }
+            Kind::Ring(r) => r.poll_write(s, cx, bufs),
+            Kind::Ready(r) => r.poll_write(s, cx, bufs),
         }
     }
 
