@@ -27,7 +27,7 @@ use pagegen_core::{Driver, Unpark};
 
 use crate::backend::{Backend, SocketPath};
 use crate::handle::Io;
-use crate::ready::{self, ReadySet};
+use crate::ready::{self, PoolSets, ReadySet};
 use crate::ring::{self, Inbox, LocalRing};
 
 /// A token parker for threads without a ring.
@@ -89,18 +89,21 @@ struct ThreadSet {
     set: Arc<ReadySet>,
     displaced: Option<Arc<ReadySet>>,
     thread: ThreadId,
+    /// The worker's pool, whose full sets place sockets in this one while the driver lives.
+    pool: Option<Arc<PoolSets>>,
 }
 
 impl ThreadSet {
-    /// Makes and installs a set for `io` on the calling thread; `None` (said once in the log)
-    /// if the kernel refuses one, and the thread's sockets then use the runtime's readiness
-    /// thread.
-    fn install(io: &Io) -> Option<ThreadSet> {
+    /// Makes and installs a set for `io` on the calling thread, in `pool`'s sets when the thread
+    /// is a pool's worker; `None` (said once in the log) if the kernel refuses one, and the
+    /// thread's sockets then use the runtime's readiness thread.
+    fn install(io: &Io, pool: Option<Arc<PoolSets>>) -> Option<ThreadSet> {
         match ReadySet::new(io.id()) {
             Ok(set) => Some(ThreadSet {
                 displaced: ready::install(Arc::clone(&set)),
-                set,
                 thread: std::thread::current().id(),
+                pool: pool.inspect(|p| p.join(&set)),
+                set,
             }),
             Err(e) => {
                 tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
@@ -121,6 +124,9 @@ impl ThreadSet {
 
 impl Drop for ThreadSet {
     fn drop(&mut self) {
+        if let Some(p) = &self.pool {
+            p.leave(&self.set);
+        }
         if self.thread == std::thread::current().id() {
             ready::uninstall();
             if let Some(d) = self.displaced.take() {
@@ -183,9 +189,9 @@ impl fmt::Debug for IoDriver {
 impl IoDriver {
     /// A driver for the calling thread: installs a ring on the uring backend (or reuses the one this
     /// runtime already installed here).
-    pub(crate) fn new(io: &Io) -> io::Result<IoDriver> {
+    pub(crate) fn new(io: &Io, pool: Option<Arc<PoolSets>>) -> io::Result<IoDriver> {
         let kind = match io.backend() {
-            Backend::Blocking => match ThreadSet::install(io) {
+            Backend::Blocking => match ThreadSet::install(io, pool) {
                 Some(set) => Kind::Ready(set),
                 None => Kind::Park(Arc::default()),
             },
@@ -202,7 +208,7 @@ impl IoDriver {
                     let mut r = LocalRing::new(io.id())?;
                     let sockets = match io.socket_path() {
                         SocketPath::Ring => None,
-                        SocketPath::Readiness => ThreadSet::install(io),
+                        SocketPath::Readiness => ThreadSet::install(io, pool),
                     };
                     if let Some(s) = &sockets {
                         r.watch(Arc::clone(&s.set));
@@ -343,7 +349,7 @@ mod tests {
         if io.backend() != Backend::Uring {
             return;
         }
-        let mut driver = IoDriver::new(&io).unwrap();
+        let mut driver = IoDriver::new(&io, None).unwrap();
         let Kind::Ring { inbox, .. } = &driver.kind else {
             panic!("the uring backend's driver owns a ring");
         };
@@ -377,7 +383,7 @@ mod tests {
         let Ok(io) = Io::with_sockets(BackendChoice::Uring, SocketPath::Readiness) else {
             return; // No io_uring here: the blocking backend's sockets are tested in ready.rs.
         };
-        let mut driver = IoDriver::new(&io).unwrap();
+        let mut driver = IoDriver::new(&io, None).unwrap();
         let set = ready::local(io.id()).expect("the driver installed the thread's readiness set");
         let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
         rx.set_nonblocking(true).unwrap();

@@ -10,16 +10,17 @@
 //! through its inbox. The reaper costs one cross-thread wake per batch; workers pay none.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 
-use pagegen_core::{Driver, DriverFactory, WorkerInfo};
+use pagegen_core::{Driver, DriverFactory, PoolId, WorkerInfo};
 
 use crate::backend::{resolve, Backend, BackendChoice, SocketPath};
 use crate::classes::{IoClasses, DEFAULT_DEVICE_DEPTH};
@@ -27,7 +28,7 @@ use crate::driver::IoDriver;
 use crate::error::IoError;
 use crate::op::{self, Done, Op, Res};
 use crate::pool::Pool;
-use crate::ready::{self, ReadySet};
+use crate::ready::{self, PoolSets, ReadySet};
 use crate::ring::{self, Inbox, LocalRing};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -55,6 +56,8 @@ struct Shared {
     reaper: OnceLock<io::Result<Reaper>>,
     ready: OnceLock<io::Result<ReadyThread>>,
     live: Arc<AtomicUsize>,
+    /// Each worker pool's readiness sets ([`ReadySet::place`]).
+    pools: Mutex<HashMap<PoolId, Arc<PoolSets>>>,
 }
 
 impl Drop for Shared {
@@ -129,6 +132,7 @@ impl Io {
                 reaper: OnceLock::new(),
                 ready: OnceLock::new(),
                 live: Arc::new(AtomicUsize::new(0)),
+                pools: Mutex::default(),
             }),
         }
     }
@@ -221,12 +225,13 @@ impl Io {
         &self.shared.live
     }
 
-    /// The readiness set a socket polled on this thread registers in (blocking backend): the
-    /// thread's own (a worker's, or inside [`block_on`](Self::block_on)), else the runtime's
-    /// readiness thread's, started on first use.
+    /// The readiness set a socket polled on this thread registers in (sockets on the readiness
+    /// path): the thread's own (a worker's, or inside [`block_on`](Self::block_on)) or, once that
+    /// holds its share, its pool's emptiest ([`ReadySet::place`]); else the runtime's readiness
+    /// thread's, started on first use.
     pub(crate) fn ready_set(&self) -> io::Result<Arc<ReadySet>> {
         if let Some(set) = ready::local(self.id()) {
-            return Ok(set);
+            return Ok(set.place());
         }
         let r = self.shared.ready.get_or_init(|| {
             let set = ReadySet::new(self.id())?;
@@ -300,7 +305,7 @@ impl Io {
 
     /// A driver for the calling thread (its own ring on the uring backend).
     pub(crate) fn driver_for_this_thread(&self) -> Box<dyn Driver> {
-        match IoDriver::new(self) {
+        match IoDriver::new(self, None) {
             Ok(d) => Box::new(d),
             Err(e) => {
                 tracing::warn!("pagegen-io: no ring for this thread ({e}); parking without one");
@@ -342,9 +347,13 @@ fn reaper_loop(mut ring: LocalRing, stop: Arc<AtomicBool>) {
 
 impl DriverFactory for Io {
     /// Installs this thread's ring (uring backend) and makes this runtime the thread's current one.
-    fn worker_driver(&self, _worker: &WorkerInfo) -> io::Result<Box<dyn Driver>> {
+    fn worker_driver(&self, worker: &WorkerInfo) -> io::Result<Box<dyn Driver>> {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        Ok(Box::new(IoDriver::new(self)?))
+        let pool = worker.pool.map(|p| {
+            let mut pools = self.shared.pools.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(pools.entry(p).or_default())
+        });
+        Ok(Box::new(IoDriver::new(self, pool)?))
     }
 }
 

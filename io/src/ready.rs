@@ -4,9 +4,12 @@
 //! Each worker's driver owns one [`ReadySet`] (an epoll instance plus an eventfd for unparking),
 //! installed in this module's thread-local; threads without one (tests, tokio tasks) use their
 //! `Io`'s readiness thread, the way files use the reaper ring. A socket registers **once**,
-//! edge-triggered, in the set of the thread where it first had to wait; from then on that set's
-//! thread reports its events, whichever thread polls the socket (the idea is mio's and tokio's I/O
-//! driver: register once, edge-triggered, and count events so a wait never misses one).
+//! edge-triggered, in the set of the thread where it first had to wait, or, when that set already
+//! holds [`SPILL`] sockets, in the set of the thread's pool that holds the fewest ([`PoolSets`]);
+//! from then on that set's thread reports its events, whichever thread polls the socket (the idea
+//! is mio's and tokio's I/O driver: register once, edge-triggered, and count events so a wait
+//! never misses one). A woken task is queued on the thread that woke it, so a connection moves to
+//! its set's worker with its first event.
 //!
 //! Readiness protocol (cited as "ready.rs protocol"), per direction (read, write):
 //! 1. Before trying the system call, the socket reads the direction's event count `seq`.
@@ -29,7 +32,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -43,6 +46,19 @@ const EVENTFD_TOKEN: u64 = u64::MAX;
 /// before it checks the driver (`DRIVER_BACKLOG` in the executor's worker.rs); more wait in the
 /// kernel's first-in first-out ready list for the next check.
 const EVENTS: usize = 128;
+
+/// Sockets a worker's set takes before new ones go to the emptiest set of its pool: one harvest's
+/// worth ([`EVENTS`]).
+///
+/// Below it, every socket of a connection a worker accepted waits in that worker's set, and one
+/// first-in first-out harvest feeds the pool (idle peers steal the woken tasks): the layout with
+/// the best tail at 64 connections. Above it, that one worker's harvests and wakes become the
+/// pool's bottleneck: at 1,024 connections on 2 workers the accepting worker used twice its
+/// peer's CPU, and the peer slept and was woken ~5,000 times a second to steal; spilling the rest
+/// evenly cut the CPU per request by 11-14 % and the switches by 70-80 % (benches/RESULTS.md,
+/// 2026-12-07, "placement"). Spilling from the first socket (every set kept even) lost that tail
+/// at 64 connections (p99 1.7x tokio's against 0.64x).
+pub(crate) const SPILL: usize = EVENTS;
 
 /// A direction of readiness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +89,8 @@ pub(crate) struct ReadySet {
     regs: Mutex<Slab>,
     registered: AtomicUsize,
     events: Mutex<Vec<libc::epoll_event>>,
+    /// The sets of this set's worker pool, once it joined one ([`PoolSets::join`]).
+    pool: OnceLock<Weak<PoolSets>>,
 }
 
 impl ReadySet {
@@ -89,7 +107,23 @@ impl ReadySet {
             regs: Mutex::new(Slab::default()),
             registered: AtomicUsize::new(0),
             events: Mutex::new(Vec::with_capacity(EVENTS)),
+            pool: OnceLock::new(),
         }))
+    }
+
+    /// The set a socket that first waits on this set's thread registers in: this one until it
+    /// holds [`SPILL`] sockets, then the set of its pool with the fewest (this one on a tie).
+    pub(crate) fn place(self: &Arc<Self>) -> Arc<ReadySet> {
+        let own = self.registered();
+        if own < SPILL {
+            return Arc::clone(self);
+        }
+        self.pool
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|p| p.emptiest())
+            .filter(|s| s.registered() < own)
+            .unwrap_or_else(|| Arc::clone(self))
     }
 
     fn slab(&self) -> MutexGuard<'_, Slab> {
@@ -198,6 +232,36 @@ impl ReadySet {
 impl Unpark for ReadySet {
     fn unpark(&self) {
         self.wake();
+    }
+}
+
+/// The readiness sets of one pool's workers, where a full set places new sockets
+/// ([`ReadySet::place`]). Only one pool's: a socket accepted by a latency worker never waits in a
+/// bulk worker's set, whose lower priority would delay its events.
+#[derive(Debug, Default)]
+pub(crate) struct PoolSets {
+    sets: Mutex<Vec<Arc<ReadySet>>>,
+}
+
+impl PoolSets {
+    fn sets(&self) -> MutexGuard<'_, Vec<Arc<ReadySet>>> {
+        self.sets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a worker's set to the pool, for as long as the worker runs ([`leave`](Self::leave)).
+    pub(crate) fn join(self: &Arc<Self>, set: &Arc<ReadySet>) {
+        let _ = set.pool.set(Arc::downgrade(self));
+        self.sets().push(Arc::clone(set));
+    }
+
+    /// Takes a worker's set out of the pool: it gets no new sockets (those registered in it stay,
+    /// reported by whatever thread waits on it).
+    pub(crate) fn leave(&self, set: &Arc<ReadySet>) {
+        self.sets().retain(|s| !Arc::ptr_eq(s, set));
+    }
+
+    fn emptiest(&self) -> Option<Arc<ReadySet>> {
+        self.sets().iter().min_by_key(|s| s.registered()).cloned()
     }
 }
 
@@ -370,5 +434,85 @@ mod tests {
         assert_eq!(set.wait(None), 0);
         interest.deregister(b.as_raw_fd());
         assert_eq!(set.registered(), 0);
+    }
+
+    /// Registers the reading end of a fresh socket pair through `from`'s placement.
+    fn place_one(
+        from: &Arc<ReadySet>,
+    ) -> (
+        Arc<Interest>,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let interest = Arc::new(Interest::default());
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut buf = [0u8; 8];
+        let r = interest.poll_io(
+            &mut Context::from_waker(&waker),
+            Dir::Read,
+            b.as_raw_fd(),
+            || Ok(from.place()),
+            || io::Read::read(&mut &b, &mut buf),
+        );
+        assert!(r.is_pending(), "nothing to read yet");
+        (interest, a, b)
+    }
+
+    #[test]
+    fn a_full_set_places_new_sockets_in_its_pools_emptiest_set() {
+        let pool = Arc::new(PoolSets::default());
+        let (busy, idle, outsider) = (
+            ReadySet::new(1).unwrap(),
+            ReadySet::new(1).unwrap(),
+            ReadySet::new(1).unwrap(),
+        );
+        pool.join(&busy);
+        pool.join(&idle);
+        // Below its share, a set keeps what first waits on its thread.
+        let mut socks: Vec<_> = (0..SPILL).map(|_| place_one(&busy)).collect();
+        assert_eq!((busy.registered(), idle.registered()), (SPILL, 0));
+        // Then new ones go to the emptiest set until the two are even; on a tie, the own set.
+        socks.extend((0..SPILL + 3).map(|_| place_one(&busy)));
+        assert_eq!(busy.registered(), SPILL + 2);
+        assert_eq!(idle.registered(), SPILL + 1);
+        // A set outside any pool keeps everything.
+        socks.extend((0..SPILL + 1).map(|_| place_one(&outsider)));
+        assert_eq!(outsider.registered(), SPILL + 1);
+        assert_eq!(busy.registered() + idle.registered(), 2 * SPILL + 3);
+
+        // A socket placed in the peer's set is reported by the peer's wait, not the full set's.
+        let (interest, mut a, b) = place_one(&busy);
+        assert_eq!(idle.registered(), SPILL + 2);
+        // First the registrations' own (writable) reports, more than one harvest's worth.
+        for set in [&busy, &idle] {
+            for _ in 0..=(SPILL + 2).div_ceil(EVENTS) {
+                assert_eq!(
+                    set.wait(Some(Duration::ZERO)),
+                    0,
+                    "no read waits were ready"
+                );
+            }
+        }
+        a.write_all(b"x").unwrap();
+        assert_eq!(busy.wait(Some(Duration::ZERO)), 0);
+        assert_eq!(idle.wait(Some(Duration::ZERO)), 1);
+        interest.deregister(b.as_raw_fd());
+        assert_eq!(idle.registered(), SPILL + 1);
+
+        // A set that left its pool (its worker stopped) gets no new sockets.
+        pool.leave(&idle);
+        let before = idle.registered();
+        socks.extend((0..4).map(|_| place_one(&busy)));
+        assert_eq!(idle.registered(), before);
+        assert_eq!(busy.registered(), SPILL + 6);
+        for (interest, _a, b) in &socks {
+            interest.deregister(b.as_raw_fd());
+        }
+        assert_eq!(
+            busy.registered() + idle.registered() + outsider.registered(),
+            0
+        );
     }
 }

@@ -213,6 +213,51 @@ fn thousands_of_short_connections() {
     }
 }
 
+/// More open connections than one worker's readiness set takes (its share, 128), so later ones
+/// wait in the other worker's set while the accepting worker runs their first poll: every one
+/// must keep answering, round after round.
+#[test]
+fn hundreds_of_open_connections_past_one_workers_share_all_answer() {
+    const CONNS: usize = 300;
+    raise_fd_limit(4 * CONNS as u64);
+    for io in socket_runtimes() {
+        let rt = runtime(&io, 2);
+        let (l, addr) = listener(&io);
+        let accepted = spawn_echo_server(&rt, l);
+        let mut conns: Vec<_> = (0..CONNS)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for round in 0..3 {
+            for (i, c) in conns.iter_mut().enumerate() {
+                c.write_all(format!("{round}:{i};").as_bytes()).unwrap();
+            }
+            for (i, c) in conns.iter_mut().enumerate() {
+                let want = format!("{round}:{i};");
+                let mut back = vec![0u8; want.len()];
+                c.read_exact(&mut back).unwrap();
+                assert_eq!(back, want.as_bytes(), "{}", io.backend());
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), CONNS, "{}", io.backend());
+    }
+}
+
+/// Raises the soft descriptor limit to at least `want` (within the hard limit).
+fn raise_fd_limit(want: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+        }
+    }
+}
+
 #[test]
 fn half_closed_connections_keep_the_other_direction() {
     for io in socket_runtimes() {
