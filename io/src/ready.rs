@@ -55,9 +55,10 @@ const EVENTS: usize = 128;
 /// the best tail at 64 connections. Above it, that one worker's harvests and wakes become the
 /// pool's bottleneck: at 1,024 connections on 2 workers the accepting worker used twice its
 /// peer's CPU, and the peer slept and was woken ~5,000 times a second to steal; spilling the rest
-/// evenly cut the CPU per request by 11-14 % and the switches by 70-80 % (benches/RESULTS.md,
-/// 2026-12-07, "placement"). Spilling from the first socket (every set kept even) lost that tail
-/// at 64 connections (p99 1.7x tokio's against 0.64x).
+/// evenly made the two workers' CPU even, cut the switches 4-5x and raised req/s in 12 of 15
+/// paired rounds, with a p99 of 0.8x tokio's against 0.6x (benches/RESULTS.md, 2026-12-07
+/// night). Spilling from the first socket (every set kept even) lost the tail at 64 connections
+/// (p99 1.7x tokio's against 0.64x).
 pub(crate) const SPILL: usize = EVENTS;
 
 /// A direction of readiness.
