@@ -89,8 +89,6 @@ struct ThreadSet {
     set: Arc<ReadySet>,
     displaced: Option<Arc<ReadySet>>,
     thread: ThreadId,
-    /// The worker's pool, whose full sets place sockets in this one while the driver lives.
-    pool: Option<Arc<PoolSets>>,
 }
 
 impl ThreadSet {
@@ -99,12 +97,16 @@ impl ThreadSet {
     /// thread's sockets then use the runtime's readiness thread.
     fn install(io: &Io, pool: Option<Arc<PoolSets>>) -> Option<ThreadSet> {
         match ReadySet::new(io.id()) {
-            Ok(set) => Some(ThreadSet {
-                displaced: ready::install(Arc::clone(&set)),
-                thread: std::thread::current().id(),
-                pool: pool.inspect(|p| p.join(&set)),
-                set,
-            }),
+            Ok(set) => {
+                if let Some(p) = pool {
+                    p.join(&set);
+                }
+                Some(ThreadSet {
+                    displaced: ready::install(Arc::clone(&set)),
+                    thread: std::thread::current().id(),
+                    set,
+                })
+            }
             Err(e) => {
                 tracing::warn!("pagegen-io: no readiness set for this thread ({e}); sockets on it wait in the runtime's readiness thread");
                 None
@@ -124,9 +126,8 @@ impl ThreadSet {
 
 impl Drop for ThreadSet {
     fn drop(&mut self) {
-        if let Some(p) = &self.pool {
-            p.leave(&self.set);
-        }
+        // The worker is gone: its pool's full sets stop placing sockets in this one.
+        self.set.leave_pool();
         if self.thread == std::thread::current().id() {
             ready::uninstall();
             if let Some(d) = self.displaced.take() {

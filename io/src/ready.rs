@@ -127,6 +127,14 @@ impl ReadySet {
             .unwrap_or_else(|| Arc::clone(self))
     }
 
+    /// Takes this set out of the pool it joined, if any: it gets no new sockets from its peers
+    /// (those registered in it stay, reported by whatever thread waits on it).
+    pub(crate) fn leave_pool(self: &Arc<Self>) {
+        if let Some(p) = self.pool.get().and_then(Weak::upgrade) {
+            p.leave(self);
+        }
+    }
+
     fn slab(&self) -> MutexGuard<'_, Slab> {
         self.regs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -255,9 +263,8 @@ impl PoolSets {
         self.sets().push(Arc::clone(set));
     }
 
-    /// Takes a worker's set out of the pool: it gets no new sockets (those registered in it stay,
-    /// reported by whatever thread waits on it).
-    pub(crate) fn leave(&self, set: &Arc<ReadySet>) {
+    /// Takes a worker's set out of the pool ([`ReadySet::leave_pool`]).
+    fn leave(&self, set: &Arc<ReadySet>) {
         self.sets().retain(|s| !Arc::ptr_eq(s, set));
     }
 
@@ -503,7 +510,7 @@ mod tests {
         assert_eq!(idle.registered(), SPILL + 1);
 
         // A set that left its pool (its worker stopped) gets no new sockets.
-        pool.leave(&idle);
+        idle.leave_pool();
         let before = idle.registered();
         socks.extend((0..4).map(|_| place_one(&busy)));
         assert_eq!(idle.registered(), before);

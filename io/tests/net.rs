@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::Poll;
 
-use common::{counting_waker, poll_once, socket_runtimes};
+use common::{counting_waker, nofile, poll_once, set_nofile, socket_runtimes};
 use pagegen_core::{ClassId, Grant, RequestCtx, RequestId};
 use pagegen_executor::{Builder, Runtime};
 use pagegen_io::net::{TcpListener, TcpStream};
@@ -244,17 +244,12 @@ fn hundreds_of_open_connections_past_one_workers_share_all_answer() {
 
 /// Raises the soft descriptor limit to at least `want` (within the hard limit).
 fn raise_fd_limit(want: u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        if r.rlim_cur < want {
-            r.rlim_cur = want.min(r.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-        }
+    let r = nofile();
+    if r.rlim_cur < want {
+        set_nofile(libc::rlimit {
+            rlim_cur: want.min(r.rlim_max),
+            ..r
+        });
     }
 }
 

@@ -10,26 +10,11 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 
-use common::socket_runtimes;
+use common::{nofile, set_nofile, socket_runtimes};
 use pagegen_executor::Builder;
 use pagegen_io::net::TcpListener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
-
-fn nofile() -> libc::rlimit {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a pointer to a live local rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
-    r
-}
-
-fn set_nofile(r: libc::rlimit) {
-    // SAFETY: a pointer to a live local rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
-}
 
 /// Opens descriptors until every number below the highest open one is taken; returns them (kept
 /// open by the caller) and the lowest free number, so that a limit of `free + k` leaves exactly

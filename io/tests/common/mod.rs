@@ -91,3 +91,20 @@ pub fn chains(io: &Io, dir: &std::path::Path) -> bool {
     }
     chained
 }
+
+/// The process's descriptor limit (`RLIMIT_NOFILE`).
+pub fn nofile() -> libc::rlimit {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a pointer to a live local rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+    r
+}
+
+/// Sets the process's descriptor limit (`RLIMIT_NOFILE`).
+pub fn set_nofile(r: libc::rlimit) {
+    // SAFETY: a pointer to a live local rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
+}
