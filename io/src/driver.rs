@@ -398,6 +398,7 @@ mod tests {
             rx.as_raw_fd(),
             || Ok(Arc::clone(&set)),
             || std::io::Read::read(&mut &rx, &mut buf),
+            |_| false,
         );
         assert!(r.is_pending());
         assert_eq!(

@@ -13,6 +13,15 @@
 //!
 //! Readiness protocol (cited as "ready.rs protocol"), per direction (read, write):
 //! 1. Before trying the system call, the socket reads the direction's event count `seq`.
+//!
+//!    Step 1a: if a call at that same count came back short (a read that did not fill its buffer,
+//!    a write that did not send all its data), the direction is drained and no event came since:
+//!    the call would answer `EAGAIN`, so it is skipped and the socket goes to step 3 as if it
+//!    had. (A short answer is how tokio's streams learn the same: the socket buffer was emptied
+//!    or filled, and the next edge will say when that changes.) This saves the second `recv` per
+//!    request of a kept-alive connection, the one that finds nothing. Once an event said the
+//!    direction is closed (the peer's hang-up, an error), nothing is skipped: the end of the
+//!    stream is a state, not an edge, and the call must see it.
 //! 2. It tries the call (non-blocking). Anything but `EAGAIN` is the answer.
 //! 3. On `EAGAIN` it locks its [`Interest`], registers if it never did (an edge-triggered `ADD`
 //!    reports the current readiness as one event), and compares `seq`: if an event arrived since
@@ -22,7 +31,10 @@
 //!
 //! An event between steps 2 and 3 changes `seq` (retry); one after step 3 finds the waker. So a
 //! wait ends at the next edge after the failed call, which the kernel produces on new data, new
-//! send-buffer room, a hang-up or an error.
+//! send-buffer room, a hang-up or an error. A call skipped at step 1a is safe for the same
+//! reason: the socket is registered edge-triggered (or registers at step 3, which reports its
+//! current readiness), so data or room that comes after the short call raises an event, and the
+//! event changes the count the mark was made at.
 //!
 //! The driver checks its set in `poll_nonblocking` (an `epoll_wait` with no timeout, skipped when no
 //! socket is registered in it, so file-only services pay nothing) and sleeps in it in `park`; an
@@ -279,6 +291,14 @@ struct State {
     write_seq: u64,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// The direction's count when a call last showed it drained (a short read or write), if that
+    /// is still the count: no event since, so the next call would answer `EAGAIN` (step 1a).
+    read_drained: Option<u64>,
+    write_drained: Option<u64>,
+    /// An event said the direction is closed (peer hang-up, error): a state no later edge
+    /// announces again, so from then on every call is tried (step 1a never skips).
+    read_closed: bool,
+    write_closed: bool,
     /// The set this socket is registered in, and its token there.
     reg: Option<(Arc<ReadySet>, u64)>,
 }
@@ -297,7 +317,10 @@ impl Interest {
     fn on_event(&self, mask: u32, wakers: &mut Vec<Waker>) {
         let read = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let closed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let mut g = self.lock();
+        g.read_closed |= mask & (closed | libc::EPOLLRDHUP as u32) != 0;
+        g.write_closed |= mask & closed != 0;
         if mask & read != 0 {
             g.read_seq += 1;
             wakers.extend(g.read_waker.take());
@@ -310,7 +333,9 @@ impl Interest {
 
     /// Runs the non-blocking `call` on `fd` until it stops answering `EAGAIN`, waiting for the
     /// direction's readiness in between (ready.rs protocol, steps 1-3). `set` finds the set to
-    /// register in on the first wait.
+    /// register in on the first wait. `drains` says of an answer whether it emptied the direction
+    /// (a read shorter than its buffer, a write shorter than its data): the next call then waits
+    /// for an event instead of trying (step 1a).
     pub(crate) fn poll_io<T>(
         self: &Arc<Self>,
         cx: &mut Context<'_>,
@@ -318,18 +343,37 @@ impl Interest {
         fd: RawFd,
         set: impl Fn() -> io::Result<Arc<ReadySet>>,
         mut call: impl FnMut() -> io::Result<T>,
+        drains: impl Fn(&T) -> bool,
     ) -> Poll<io::Result<T>> {
         loop {
-            let seq = {
+            let (seq, drained) = {
                 let g = self.lock();
                 match dir {
-                    Dir::Read => g.read_seq,
-                    Dir::Write => g.write_seq,
+                    Dir::Read => (
+                        g.read_seq,
+                        !g.read_closed && g.read_drained == Some(g.read_seq),
+                    ),
+                    Dir::Write => (
+                        g.write_seq,
+                        !g.write_closed && g.write_drained == Some(g.write_seq),
+                    ),
                 }
             };
-            match call() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
+            if !drained {
+                match call() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(v) if drains(&v) => {
+                        // Marked with the count read before the call: an event since then
+                        // (data or room that came after the call) makes the mark stale.
+                        let mut g = self.lock();
+                        *match dir {
+                            Dir::Read => &mut g.read_drained,
+                            Dir::Write => &mut g.write_drained,
+                        } = Some(seq);
+                        return Poll::Ready(Ok(v));
+                    }
+                    r => return Poll::Ready(r),
+                }
             }
             let mut g = self.lock();
             if g.reg.is_none() {
@@ -420,6 +464,7 @@ mod tests {
             b.as_raw_fd(),
             || Ok(Arc::clone(&set)),
             || read(&mut buf),
+            |_| false,
         );
         assert!(r.is_pending(), "nothing to read yet");
         assert_eq!(set.registered(), 1);
@@ -435,6 +480,7 @@ mod tests {
             b.as_raw_fd(),
             || Ok(Arc::clone(&set)),
             || read(&mut buf),
+            |_| false,
         );
         assert!(matches!(r, Poll::Ready(Ok(2))));
         // A wake before the wait: the wait returns at once.
@@ -442,6 +488,76 @@ mod tests {
         assert_eq!(set.wait(None), 0);
         interest.deregister(b.as_raw_fd());
         assert_eq!(set.registered(), 0);
+    }
+
+    #[test]
+    fn a_short_read_waits_for_the_next_edge_instead_of_calling_again() {
+        let set = ReadySet::new(1).unwrap();
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let interest = Arc::new(Interest::default());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let calls = std::cell::Cell::new(0);
+        let poll = || {
+            interest.poll_io(
+                &mut Context::from_waker(&waker),
+                Dir::Read,
+                b.as_raw_fd(),
+                || Ok(Arc::clone(&set)),
+                || {
+                    calls.set(calls.get() + 1);
+                    io::Read::read(&mut &b, &mut [0u8; 8])
+                },
+                |&n| n > 0 && n < 8,
+            )
+        };
+        let woken = || count.0.load(Ordering::SeqCst);
+
+        // Two bytes into eight: drained. The next read waits (and registers) without a call.
+        a.write_all(b"hi").unwrap();
+        assert!(matches!(poll(), Poll::Ready(Ok(2))));
+        assert!(poll().is_pending());
+        assert_eq!((calls.get(), set.registered()), (1, 1));
+        set.wait(Some(Duration::ZERO));
+        assert_eq!(woken(), 0, "the registration reported nothing to read");
+
+        // New data is an edge: one wake, one call, the data.
+        a.write_all(b"abc").unwrap();
+        assert_eq!(set.wait(None), 1);
+        assert_eq!(woken(), 1);
+        assert!(matches!(poll(), Poll::Ready(Ok(3))));
+        assert_eq!(calls.get(), 2);
+
+        // Data that came after the short read but before its event was collected: the read
+        // still waits, and the event ends the wait.
+        a.write_all(b"x").unwrap();
+        assert!(poll().is_pending());
+        assert_eq!(calls.get(), 2);
+        assert_eq!(set.wait(None), 1);
+        assert_eq!(woken(), 2);
+        assert!(matches!(poll(), Poll::Ready(Ok(1))));
+
+        // A read that fills its buffer says nothing of what is left: the next one calls.
+        a.write_all(b"12345678").unwrap();
+        set.wait(None);
+        assert!(matches!(poll(), Poll::Ready(Ok(8))));
+        let before = calls.get();
+        assert!(poll().is_pending());
+        assert_eq!(
+            calls.get(),
+            before + 1,
+            "the full read's successor tried the call"
+        );
+
+        // The peer's last bytes and its hang-up, collected before the read: the short read that
+        // takes the bytes is followed by a call that sees the end, though no edge follows it.
+        a.write_all(b"end").unwrap();
+        drop(a);
+        set.wait(None);
+        assert!(matches!(poll(), Poll::Ready(Ok(3))));
+        assert!(matches!(poll(), Poll::Ready(Ok(0))));
+        interest.deregister(b.as_raw_fd());
     }
 
     /// Registers the reading end of a fresh socket pair through `from`'s placement.
@@ -463,6 +579,7 @@ mod tests {
             b.as_raw_fd(),
             || Ok(from.place()),
             || io::Read::read(&mut &b, &mut buf),
+            |_| false,
         );
         assert!(r.is_pending(), "nothing to read yet");
         (interest, a, b)

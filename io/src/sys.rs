@@ -301,10 +301,15 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> i32 {
     }
 }
 
+/// The slices of `bufs` one [`send_vectored`] offers the kernel: the first `IOV_MAX`.
+pub(crate) fn sendable<'a, 'b>(bufs: &'a [std::io::IoSlice<'b>]) -> &'a [std::io::IoSlice<'b>] {
+    &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)]
+}
+
 /// `sendmsg(2)` of `bufs` in order (the first `IOV_MAX` of them) with `MSG_NOSIGNAL | flags`;
 /// bytes sent or `-errno` (`-EAGAIN`: the send buffer is full).
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>], flags: i32) -> i32 {
-    let bufs = &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)];
+    let bufs = sendable(bufs);
     // SAFETY: `msghdr` is plain data; all zeroes is a valid value (no address, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is ABI-compatible with `iovec` on Unix (its documented guarantee); the kernel

@@ -94,7 +94,9 @@ impl TcpListener {
                     let raw = self.sock.as_raw_fd();
                     let io = &self.io;
                     let accept = || sys::accept(raw, libc::SOCK_NONBLOCK).map_err(os_err);
-                    match interest.poll_io(cx, Dir::Read, raw, || io.ready_set(), accept) {
+                    // An accepted connection says nothing of the backlog left: never drained.
+                    let drains = |_: &OwnedFd| false;
+                    match interest.poll_io(cx, Dir::Read, raw, || io.ready_set(), accept, drains) {
                         Poll::Ready(Ok(fd)) => fd,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => return Poll::Pending,

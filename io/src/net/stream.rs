@@ -379,12 +379,14 @@ impl Ready {
         let since = *self.read_since.get_or_insert_with(Instant::now);
         let fd = stream.sock.as_raw_fd();
         let io = &stream.io;
+        let room = buf.remaining();
         let r = self.interest.poll_io(
             cx,
             Dir::Read,
             fd,
             || io.ready_set(),
             || sys::recv_into(fd, buf),
+            |&n| n > 0 && n < room,
         );
         let Poll::Ready(r) = r else {
             return Poll::Pending;
@@ -410,6 +412,8 @@ impl Ready {
         let since = *self.write_since.get_or_insert_with(Instant::now);
         let fd = stream.sock.as_raw_fd();
         let io = &stream.io;
+        // Less sent than offered: the send buffer is full (drained, ready.rs protocol step 1a).
+        let offered: usize = sys::sendable(bufs).iter().map(|b| b.len()).sum();
         let send = || {
             let r = sys::send_vectored(fd, bufs, 0);
             if r < 0 {
@@ -418,10 +422,14 @@ impl Ready {
                 Ok(r as usize)
             }
         };
-        let Poll::Ready(r) = self
-            .interest
-            .poll_io(cx, Dir::Write, fd, || io.ready_set(), send)
-        else {
+        let Poll::Ready(r) = self.interest.poll_io(
+            cx,
+            Dir::Write,
+            fd,
+            || io.ready_set(),
+            send,
+            |&n| n < offered,
+        ) else {
             self.unsent = true;
             return Poll::Pending;
         };
