@@ -447,14 +447,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_wait_ends_at_the_next_edge_and_an_unpark_before_a_wait_is_kept() {
+    type Pair = std::os::unix::net::UnixStream;
+
+    /// A set, a socket pair (the second end non-blocking, to be read), an interest for it, and a
+    /// waker counting its wakes.
+    fn fixture() -> (Arc<ReadySet>, Pair, Pair, Arc<Interest>, Arc<Count>, Waker) {
         let set = ReadySet::new(1).unwrap();
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, b) = Pair::pair().unwrap();
         b.set_nonblocking(true).unwrap();
-        let interest = Arc::new(Interest::default());
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
+        (set, a, b, Arc::default(), count, waker)
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_next_edge_and_an_unpark_before_a_wait_is_kept() {
+        let (set, mut a, b, interest, count, waker) = fixture();
         let mut cx = Context::from_waker(&waker);
         let mut buf = [0u8; 8];
         let read = |buf: &mut [u8]| io::Read::read(&mut &b, buf);
@@ -492,12 +500,7 @@ mod tests {
 
     #[test]
     fn a_short_read_waits_for_the_next_edge_instead_of_calling_again() {
-        let set = ReadySet::new(1).unwrap();
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        let interest = Arc::new(Interest::default());
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (set, mut a, b, interest, count, waker) = fixture();
         let calls = std::cell::Cell::new(0);
         let poll = || {
             interest.poll_io(
