@@ -285,22 +285,50 @@ impl PoolSets {
     }
 }
 
+/// One direction's readiness (ready.rs protocol).
 #[derive(Debug, Default)]
-struct State {
-    read_seq: u64,
-    write_seq: u64,
-    read_waker: Option<Waker>,
-    write_waker: Option<Waker>,
-    /// The direction's count when a call last showed it drained (a short read or write), if that
+struct DirState {
+    /// Events that concerned this direction so far.
+    seq: u64,
+    /// The task waiting for the next one.
+    waker: Option<Waker>,
+    /// The count when a call last showed the direction drained (a short read or write), if that
     /// is still the count: no event since, so the next call would answer `EAGAIN` (step 1a).
-    read_drained: Option<u64>,
-    write_drained: Option<u64>,
+    drained: Option<u64>,
     /// An event said the direction is closed (peer hang-up, error): a state no later edge
     /// announces again, so from then on every call is tried (step 1a never skips).
-    read_closed: bool,
-    write_closed: bool,
+    closed: bool,
+}
+
+impl DirState {
+    /// Counts an event for this direction and takes its waker; `closed` says the event ended it.
+    fn on_event(&mut self, closed: bool, wakers: &mut Vec<Waker>) {
+        self.closed |= closed;
+        self.seq += 1;
+        wakers.extend(self.waker.take());
+    }
+
+    /// Whether a call now would find the direction as drained as the last short one did.
+    fn skips(&self) -> bool {
+        !self.closed && self.drained == Some(self.seq)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    read: DirState,
+    write: DirState,
     /// The set this socket is registered in, and its token there.
     reg: Option<(Arc<ReadySet>, u64)>,
+}
+
+impl State {
+    fn dir(&mut self, dir: Dir) -> &mut DirState {
+        match dir {
+            Dir::Read => &mut self.read,
+            Dir::Write => &mut self.write,
+        }
+    }
 }
 
 /// One socket's readiness: event counts and wakers per direction (ready.rs protocol).
@@ -319,15 +347,12 @@ impl Interest {
         let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let closed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let mut g = self.lock();
-        g.read_closed |= mask & (closed | libc::EPOLLRDHUP as u32) != 0;
-        g.write_closed |= mask & closed != 0;
         if mask & read != 0 {
-            g.read_seq += 1;
-            wakers.extend(g.read_waker.take());
+            let ended = mask & (closed | libc::EPOLLRDHUP as u32) != 0;
+            g.read.on_event(ended, wakers);
         }
         if mask & write != 0 {
-            g.write_seq += 1;
-            wakers.extend(g.write_waker.take());
+            g.write.on_event(mask & closed != 0, wakers);
         }
     }
 
@@ -347,17 +372,9 @@ impl Interest {
     ) -> Poll<io::Result<T>> {
         loop {
             let (seq, drained) = {
-                let g = self.lock();
-                match dir {
-                    Dir::Read => (
-                        g.read_seq,
-                        !g.read_closed && g.read_drained == Some(g.read_seq),
-                    ),
-                    Dir::Write => (
-                        g.write_seq,
-                        !g.write_closed && g.write_drained == Some(g.write_seq),
-                    ),
-                }
+                let mut g = self.lock();
+                let d = g.dir(dir);
+                (d.seq, d.skips())
             };
             if !drained {
                 match call() {
@@ -365,11 +382,7 @@ impl Interest {
                     Ok(v) if drains(&v) => {
                         // Marked with the count read before the call: an event since then
                         // (data or room that came after the call) makes the mark stale.
-                        let mut g = self.lock();
-                        *match dir {
-                            Dir::Read => &mut g.read_drained,
-                            Dir::Write => &mut g.write_drained,
-                        } = Some(seq);
+                        self.lock().dir(dir).drained = Some(seq);
                         return Poll::Ready(Ok(v));
                     }
                     r => return Poll::Ready(r),
@@ -387,14 +400,11 @@ impl Interest {
                 };
                 g.reg = Some((set, token));
             }
-            let (now, slot) = match dir {
-                Dir::Read => (g.read_seq, &mut g.read_waker),
-                Dir::Write => (g.write_seq, &mut g.write_waker),
-            };
-            if now != seq {
+            let d = g.dir(dir);
+            if d.seq != seq {
                 continue; // An event arrived since the call: try again.
             }
-            match slot {
+            match &mut d.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
             }
