@@ -573,6 +573,11 @@ impl<H: PollHook> Worker<'_, H> {
 
     /// I1/I2': register as sleeping, re-check, park; on wake-up, I3.
     fn park(&mut self) {
+        // The poll first costs an idle worker one more system call per idle spell than tokio's
+        // direct park (two `epoll_wait` per request at one connection), but it keeps a worker
+        // whose I/O is already waiting out of the sleeper list. Parking without it was measured
+        // and not kept: requests/s moved both ways between sittings, CPU per request did not
+        // fall (benches/RESULTS.md, 2026-12-08).
         if self.park.poll_nonblocking() > 0 {
             return;
         }
