@@ -17,7 +17,7 @@ use crate::net::graph::Batch;
 use crate::net::state::{GRU_IN, HEAD_IN, HIDDEN};
 use crate::net::{ClassState, Step};
 use crate::rng::SplitMix;
-use crate::target::{targets, Targets, RESOURCES};
+use crate::target::{targets, vacuous, Targets, RESOURCES};
 
 const REST: usize = HEAD_IN - HIDDEN;
 /// Steps of a mid-sequence window whose loss is ignored while the GRU state warms up from zero.
@@ -105,9 +105,13 @@ impl Dataset {
         }
         let mut by_class: HashMap<ClassId, (ClassState, Vec<Row>)> = HashMap::new();
         for (r, part) in &all {
+            let y = targets(r);
+            if vacuous(r, &y) {
+                continue; // As the serving predictors skip it (`target::vacuous`).
+            }
             let (state, rows) = by_class.entry(r.class).or_default();
             let step = Step {
-                y: targets(r),
+                y,
                 censored: r.censored(),
                 x: sanitize(&r.features),
             };

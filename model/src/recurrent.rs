@@ -42,7 +42,7 @@ use crate::net::{ClassState, NetWeights, Step};
 use crate::predictor::Predictor;
 use crate::published::Prior;
 use crate::table::ClassTable;
-use crate::target::{demand_from_log, targets, Targets, RESOURCES};
+use crate::target::{demand_from_log, targets, vacuous, Targets, RESOURCES};
 
 /// Observations of a class before its residuals enter the cover window: the misses of a class's
 /// first requests (no statistics, no fit yet) say nothing about its later ones, and in a window of
@@ -53,7 +53,7 @@ const PENDING: usize = 16;
 /// GRU inputs kept per class to rebuild the state under new weights. 32 steps: the GRU's effective
 /// memory is far shorter (the statistics carry the long-run level).
 pub const HISTORY: usize = 32;
-const PUB_LEN: usize = HIDDEN + 10 * RESOURCES + 1 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
+const PUB_LEN: usize = HIDDEN + 10 * RESOURCES + 2 + 2 * FEATURE_WIDTH + RESOURCES * RLS_DIM;
 
 /// Serving settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +123,7 @@ impl Slot {
         s.rvar.iter().for_each(|&v| put(v));
         s.median.iter().for_each(|&v| put(v));
         put(s.n as f32);
+        put(s.measured as f32);
         s.xbar.iter().for_each(|&v| put(v));
         s.xvar.iter().for_each(|&v| put(v));
         s.rls.iter().flatten().for_each(|&v| put(v));
@@ -146,6 +147,7 @@ impl Slot {
         s.rvar.iter_mut().for_each(|v| *v = get());
         s.median.iter_mut().for_each(|v| *v = get());
         s.n = get() as u32;
+        s.measured = get() as u32;
         s.xbar.iter_mut().for_each(|v| *v = get());
         s.xvar.iter_mut().for_each(|v| *v = get());
         s.rls.iter_mut().flatten().for_each(|v| *v = get());
@@ -292,6 +294,9 @@ impl RecurrentPredictor {
     /// [`observe`](Predictor::observe) with the record's [`targets`] and the clock's reading
     /// already taken (by [`Deployed`](crate::Deployed), which shares both among its predictors).
     pub(crate) fn observe_at(&self, record: &ProfileRecord, y: &Targets, now: u64) {
+        if vacuous(record, y) {
+            return;
+        }
         let generation = self.weights.load().generation;
         let Some(slot) = self
             .classes
@@ -337,7 +342,13 @@ impl Predictor for RecurrentPredictor {
             return self.prior.demand();
         };
         let state = slot.load();
-        if state.n == 0 {
+        // A class seen only through censored records (every request shed, or cancelled before it
+        // finished) has statistics built from lower bounds, zero for a shed request, and the
+        // model reads them as a class that needs nothing: a memory hog whose requests were all
+        // shed was predicted at 335 ns of CPU and granted the latency pool, where it held the
+        // workers for seconds (benches/RESULTS.md, 2026-12-08). It gets the prior, as an
+        // unknown class does, until one of its requests runs to the end.
+        if state.measured == 0 {
             return self.prior.demand();
         }
         let x = sanitize(features);
@@ -361,7 +372,7 @@ impl Predictor for RecurrentPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagegen_core::{Usage, VirtualClock};
+    use pagegen_core::{CancelReason, Outcome, Resource, Usage, VirtualClock};
     use std::time::Duration;
 
     fn rec(i: u64, cpu: u64) -> ProfileRecord {
@@ -457,5 +468,39 @@ mod tests {
         for (x, y) in hp.iter().zip(&hq) {
             assert!((x - y).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_class_seen_only_through_censored_records_is_served_the_prior() {
+        let clock = Arc::new(VirtualClock::new());
+        let cfg = RecurrentConfig {
+            min_update_interval_ns: 0,
+        };
+        let p = RecurrentPredictor::new(
+            cfg,
+            Prior::default(),
+            clock,
+            Arc::new(NetWeights::random(3)),
+        );
+        let c = ClassId::from_raw(4);
+        let prior = Prior::default().demand();
+        // Every request shed (usage zero), then one cancelled for memory after 40 ms of CPU.
+        let mut shed = rec(0, 0);
+        shed.outcome = Outcome::Shed;
+        for i in 0..30 {
+            shed.request_id = i;
+            p.observe(&shed);
+        }
+        let mut cut = rec(30, 40_000_000);
+        cut.outcome = Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory));
+        p.observe(&cut);
+        // The shed requests said nothing (`target::vacuous`): only the cancelled one is folded.
+        let st = p.state(c).unwrap();
+        assert_eq!((st.n, st.measured), (1, 0));
+        assert_eq!(p.predict(c, &Features::default()), prior);
+        // The first request that runs to the end: the class is predicted from its state.
+        p.observe(&rec(31, 1_000));
+        assert_eq!(p.state(c).unwrap().measured, 1);
+        assert_ne!(p.predict(c, &Features::default()), prior);
     }
 }

@@ -54,6 +54,15 @@ pub fn targets(record: &ProfileRecord) -> Targets {
     y
 }
 
+/// Whether a record with targets `y` says nothing of its class's usage: censored (a lower bound)
+/// and zero in every resource, as a request shed before it ran. The predictors and the training
+/// set skip it: counted as an observation it would only slow the class's learning (a class's
+/// first real observations get the weight `1/n` gives them) and, as the first one, start the
+/// class's running median at zero (benches/RESULTS.md, 2026-12-08).
+pub fn vacuous(record: &ProfileRecord, y: &Targets) -> bool {
+    record.censored() && y.iter().all(|&v| v == 0.0)
+}
+
 /// Builds a [`Demand`] from log-space central and upper predictions (clamped, ordered).
 pub fn demand_from_log(central: &Targets, upper: &Targets) -> Demand {
     let mut d = Demand {

@@ -14,6 +14,11 @@
 //! (`TooLarge`), a refused request is censored and cannot bring `m` down, so the class stayed
 //! shut until a restart. Twice the largest observation still covers the class's known tail, and a
 //! request past it is the checkpoints' business, not admission's.
+//!
+//! Until a class has one uncensored record its estimates are never below the prior's: lower
+//! bounds alone (a shed request used nothing) would otherwise read as a class that needs nothing,
+//! and a memory hog whose requests were all shed would be granted the latency pool
+//! (benches/RESULTS.md, 2026-12-08; the recurrent model serves the prior in that case).
 
 use std::sync::Mutex;
 
@@ -22,7 +27,7 @@ use pagegen_core::{ClassId, Demand, Features, ProfileRecord};
 use crate::predictor::Predictor;
 use crate::published::{Prior, Published, Z_UPPER};
 use crate::table::ClassTable;
-use crate::target::{targets, Targets, RESOURCES};
+use crate::target::{targets, vacuous, Targets, RESOURCES};
 
 /// EWMA settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,6 +47,8 @@ impl Default for EwmaConfig {
 #[derive(Debug, Default)]
 struct State {
     n: u32,
+    /// Uncensored records seen (saturating).
+    measured: u32,
     mean: Targets,
     var: Targets,
     /// Largest target seen (censored ones included: the usage was at least that).
@@ -77,12 +84,18 @@ impl EwmaPredictor {
     /// [`observe`](Predictor::observe) with the record's [`targets`] already computed (by
     /// [`Deployed`](crate::Deployed), which shares them among its predictors).
     pub(crate) fn observe_targets(&self, record: &ProfileRecord, y: &Targets) {
+        if vacuous(record, y) {
+            return;
+        }
         let Some(slot) = self.classes.get_or_init(record.class, Slot::default) else {
             return;
         };
         let censored = record.censored();
         let mut st = slot.state.lock().unwrap_or_else(|e| e.into_inner());
         st.n = st.n.saturating_add(1);
+        if !censored {
+            st.measured = st.measured.saturating_add(1);
+        }
         let w = (1.0 / st.n as f32).max(self.config.alpha);
         let mut c = [0f32; RESOURCES];
         let mut u = [0f32; RESOURCES];
@@ -98,6 +111,10 @@ impl EwmaPredictor {
             u[i] = (st.mean[i] + Z_UPPER * st.var[i].max(0.0).sqrt())
                 .min(st.max[i] + std::f32::consts::LN_2)
                 .max(c[i]);
+            if st.measured == 0 {
+                c[i] = c[i].max(self.prior.central[i]);
+                u[i] = u[i].max(self.prior.upper[i]).max(c[i]);
+            }
         }
         slot.out.store(&c, &u);
     }
@@ -121,7 +138,7 @@ impl Predictor for EwmaPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagegen_core::{Outcome, Usage};
+    use pagegen_core::{CancelReason, Outcome, Resource, Usage};
 
     fn rec(cpu: u64) -> ProfileRecord {
         let mut u = Usage::default();
@@ -191,5 +208,34 @@ mod tests {
                 .central
                 > before.cpu_ns.central
         );
+    }
+
+    #[test]
+    fn a_class_known_only_from_below_is_never_predicted_under_the_prior() {
+        let p = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
+        let prior = Prior::default().demand();
+        let c = ClassId::from_raw(1);
+        // Every request shed: usage zero, censored.
+        let mut shed = rec(0);
+        shed.outcome = Outcome::Shed;
+        for _ in 0..20 {
+            p.observe(&shed);
+        }
+        assert_eq!(p.predict(c, &Features::default()), prior);
+        // Cancelled past its memory budget after 300 ms of CPU: still only a lower bound.
+        let mut cut = rec(300_000_000);
+        cut.outcome = Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory));
+        p.observe(&cut);
+        let d = p.predict(c, &Features::default());
+        for r in Resource::ALL {
+            assert!(d.get(r).central >= prior.get(r).central, "{r:?}: {d:?}");
+            assert!(d.get(r).upper >= prior.get(r).upper, "{r:?}: {d:?}");
+        }
+        // One request that ran to the end: from then on the class is its own measure.
+        for _ in 0..50 {
+            p.observe(&rec(10_000));
+        }
+        let d = p.predict(c, &Features::default());
+        assert!(d.cpu_ns.central < prior.cpu_ns.central, "{d:?}");
     }
 }

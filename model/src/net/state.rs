@@ -100,6 +100,11 @@ pub struct ClassState {
     pub median: Targets,
     /// Observations folded (saturating).
     pub n: u32,
+    /// Observations folded that were not censored (saturating). Until the first, the class's usage
+    /// is known only from below — a shed request used nothing, a cancelled one at least what it
+    /// had used — and its statistics cannot say how much it needs
+    /// ([`RecurrentPredictor`](crate::RecurrentPredictor) serves the prior meanwhile).
+    pub measured: u32,
     /// Running mean of the features.
     pub xbar: [f32; FEATURE_WIDTH],
     /// Running variance of the features.
@@ -132,6 +137,7 @@ impl Default for ClassState {
             rvar: [0.0; RESOURCES],
             median: [0.0; RESOURCES],
             n: 0,
+            measured: 0,
             xbar: [0.0; FEATURE_WIDTH],
             xvar: [0.0; FEATURE_WIDTH],
             rls: [[0.0; super::rls::RLS_DIM]; RESOURCES],
@@ -340,6 +346,7 @@ impl ClassState {
             }
         }
         if !step.censored {
+            self.measured = self.measured.saturating_add(1);
             if self.n >= 2 {
                 let fit = super::rls::predict(&self.rls, &self.standardize(&step.x));
                 for (r, f) in fit.iter().enumerate() {
