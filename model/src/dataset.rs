@@ -207,3 +207,34 @@ impl Dataset {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagegen_core::{Outcome, Usage};
+
+    fn rec(i: u64, cpu_ns: u64, outcome: Outcome) -> ProfileRecord {
+        let mut u = Usage::default();
+        u.cpu.cpu_ns = cpu_ns;
+        let mut r = ProfileRecord::new(i, ClassId::from_raw(2), u);
+        r.started_unix_ms = i;
+        r.outcome = outcome;
+        r
+    }
+
+    #[test]
+    fn requests_shed_before_they_ran_make_no_training_rows() {
+        let mut records: Vec<_> = (0..40).map(|i| rec(i, 0, Outcome::Shed)).collect();
+        records.extend((40..50).map(|i| rec(i, 1_000_000, Outcome::Completed)));
+        // Shed by a checkpoint after 5 ms of CPU: a lower bound, which trains.
+        records.push(rec(50, 5_000_000, Outcome::Shed));
+        let d = Dataset::build(records, 1_000, 0);
+        let rows: Vec<&Row> = d.sequences.iter().flat_map(|(_, r)| r).collect();
+        assert_eq!(rows.len(), 11);
+        assert_eq!(rows.iter().filter(|r| r.censored).count(), 1);
+        // The class's statistics start from its first real observation, not from zero.
+        assert!(rows[1].center[0] > 10.0, "{:?}", rows[1].center);
+        // Replay scoring still sees every record.
+        assert_eq!(d.records.len(), 51);
+    }
+}
