@@ -7,7 +7,9 @@
 //! they grow large. Central = the 50th percentile, upper = the 99th percentile plus a safety margin
 //! (VPA's default margin is 15 %). Time comes from a [`Clock`], so tests step half-lives exactly.
 //! A censored record is added only when it lies above the current median ("at least this much" can
-//! only say something about the upper part of the distribution).
+//! only say something about the upper part of the distribution). A record that says nothing
+//! (`target::vacuous`: shed before it ran) is skipped, and until a class has one uncensored record
+//! its estimates are never below the prior's, as for the EWMA (benches/RESULTS.md, 2026-12-08).
 //!
 //! # Percentiles without rescanning (completion-path cost)
 //!
@@ -36,7 +38,7 @@ use pagegen_core::{ClassId, Clock, Demand, Features, ProfileRecord};
 use crate::predictor::Predictor;
 use crate::published::{Prior, Published};
 use crate::table::ClassTable;
-use crate::target::{targets, Targets, RESOURCES, UPPER_QUANTILE, Y_MAX};
+use crate::target::{targets, vacuous, Targets, RESOURCES, UPPER_QUANTILE, Y_MAX};
 
 /// Bucket width in log space: `ln(1.05)`, VPA's 5 % bucket growth.
 const BUCKET: f32 = 0.048_79;
@@ -161,6 +163,8 @@ fn top(i: usize) -> f32 {
 struct State {
     /// Time of weight 1.
     reference_ns: u64,
+    /// Uncensored records seen (saturating).
+    measured: u32,
     hists: [Hist; RESOURCES],
 }
 
@@ -200,9 +204,13 @@ impl HistogramPredictor {
     /// [`observe`](Predictor::observe) with the record's [`targets`] and the clock's reading
     /// already taken (by [`Deployed`](crate::Deployed), which shares both among its predictors).
     pub(crate) fn observe_at(&self, record: &ProfileRecord, y: &Targets, now: u64) {
+        if vacuous(record, y) {
+            return;
+        }
         let Some(slot) = self.classes.get_or_init(record.class, || Slot {
             state: Mutex::new(Box::new(State {
                 reference_ns: now,
+                measured: 0,
                 hists: std::array::from_fn(|_| Hist::new()),
             })),
             out: Published::default(),
@@ -212,6 +220,9 @@ impl HistogramPredictor {
         let censored = record.censored();
         let mut guard = slot.state.lock().unwrap_or_else(|e| e.into_inner());
         let st = &mut **guard;
+        if !censored {
+            st.measured = st.measured.saturating_add(1);
+        }
         let half = self.config.half_life_ns.max(1) as f64;
         let mut weight = (now.saturating_sub(st.reference_ns) as f64 / half).exp2();
         if weight > RESCALE_AT {
@@ -233,6 +244,10 @@ impl HistogramPredictor {
                 // bucket plus the margin as the upper one (VPA rounds up the same way).
                 c[r] = h.median - BUCKET / 2.0;
                 u[r] = h.upper + margin;
+            }
+            if st.measured == 0 {
+                c[r] = c[r].max(self.prior.central[r]);
+                u[r] = u[r].max(self.prior.upper[r]).max(c[r]);
             }
         }
         slot.out.store(&c, &u);
@@ -412,5 +427,36 @@ mod tests {
         }
         let d = p.predict(ClassId::from_raw(1), &Features::default());
         assert!(d.peak_bytes.upper < 130_000, "{d:?}");
+    }
+
+    #[test]
+    fn a_class_known_only_from_below_is_never_predicted_under_the_prior() {
+        let p = HistogramPredictor::new(
+            HistogramConfig::default(),
+            Prior::default(),
+            Arc::new(VirtualClock::new()),
+        );
+        let prior = Prior::default().demand();
+        let c = ClassId::from_raw(1);
+        let mut shed = rec(0);
+        shed.outcome = Outcome::Shed;
+        for _ in 0..20 {
+            p.observe(&shed);
+        }
+        assert!(p.classes.get(c).is_none(), "a shed request says nothing");
+        assert_eq!(p.predict(c, &Features::default()), prior);
+        // A lower bound alone: at least the prior.
+        let mut cut = rec(2_000_000);
+        cut.outcome = Outcome::Shed;
+        p.observe(&cut);
+        let d = p.predict(c, &Features::default());
+        assert!(d.peak_bytes.central >= prior.peak_bytes.central, "{d:?}");
+        assert!(d.cpu_ns.upper >= prior.cpu_ns.upper, "{d:?}");
+        // Requests that ran to the end: the class's own measure.
+        for _ in 0..50 {
+            p.observe(&rec(4_096));
+        }
+        let d = p.predict(c, &Features::default());
+        assert!(d.peak_bytes.central < prior.peak_bytes.central, "{d:?}");
     }
 }
