@@ -166,6 +166,35 @@ fn the_profile_of_a_real_run_counts_each_route() {
     assert!(heap.contains(r#""requests":8,"#), "{heap}");
     assert!(heap.contains(r#""spans":{"p50":0,"p99":0}"#), "{heap}");
 
+    // Per request: one JSON line each, with its class, predictor, grant and usage.
+    let out = pagegen(&["profile", "--state-dir", d, "--records"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let stored = {
+        let at = json.find(r#""records":"#).unwrap() + r#""records":"#.len();
+        let digits: String = json[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<usize>().unwrap()
+    };
+    assert_eq!(lines.len(), stored, "{stdout}");
+    assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')));
+    let of = |class: &str| -> Vec<&str> {
+        let key = format!(r#""class":"{class}""#);
+        lines.iter().copied().filter(|l| l.contains(&key)).collect()
+    };
+    let hello = of("GET /hello");
+    assert_eq!(hello.len(), 12, "{stdout}");
+    for l in &hello {
+        assert!(l.contains(r#""outcome":"completed""#), "{l}");
+        assert!(l.contains(r#""predictor":"ewma""#), "{l}");
+        assert!(l.contains(r#""grant":{"pool":"latency""#), "{l}");
+        assert!(l.contains(r#""used":{"cpu_ns":"#), "{l}");
+    }
+    assert_eq!(of("GET /heap").len(), 8, "{stdout}");
+
     // Beside a live holder of the directory's lock, as beside a running server.
     let held = pagegen::model::StateDir::open(tmp.path()).unwrap();
     let out = pagegen(&["profile", "--state-dir", d]);

@@ -4,6 +4,7 @@
 //! | command | does |
 //! |---|---|
 //! | `pagegen profile [--state-dir DIR] [--json]` | per-route profiles, predictor accuracy and last grants, read without the lock ([`profile`]) |
+//! | `pagegen profile --records [--state-dir DIR]` | every stored request as one JSON line, in the order stored: its prediction and predictor, grant, usage and outcome ([`profile::records`]) |
 //! | `pagegen export FILE [--state-dir DIR]` | writes the champion model's weights ([`ModelRuntime::export`](pagegen_model::ModelRuntime::export)) |
 //! | `pagegen import FILE [--state-dir DIR]` | installs weights another instance exported ([`ModelRuntime::import`](pagegen_model::ModelRuntime::import)) |
 //! | `pagegen train [--rounds N] [--state-dir DIR]` | trains the model now from the recorded profiles, unpaced, and checkpoints the model when the gate has it serve ([`ModelRuntime::train_now`](pagegen_model::ModelRuntime::train_now)) |
@@ -36,7 +37,7 @@ pub const EXIT_USAGE: u8 = 64;
 
 /// How to call the binary.
 pub const USAGE: &str = "\
-usage: pagegen profile [--state-dir DIR] [--json]
+usage: pagegen profile [--state-dir DIR] [--json | --records]
        pagegen export FILE [--state-dir DIR]
        pagegen import FILE [--state-dir DIR]
        pagegen train [--rounds N] [--state-dir DIR]
@@ -52,6 +53,8 @@ pub enum Command {
         dir: PathBuf,
         /// `--json`.
         json: bool,
+        /// `--records`: every record as a JSON line instead of the per-class profile.
+        records: bool,
     },
     /// `export FILE`.
     Export {
@@ -85,6 +88,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let verb = verb.to_str().ok_or("the command is not UTF-8")?.to_owned();
     let mut dir: Option<PathBuf> = None;
     let mut json = false;
+    let mut records = false;
     let mut file: Option<PathBuf> = None;
     let mut rounds = 1usize;
     while let Some(a) = args.next() {
@@ -106,6 +110,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 dir = Some(PathBuf::from(&s["--state-dir=".len()..]));
             }
             Some("--json") if verb == "profile" => json = true,
+            Some("--records") if verb == "profile" => records = true,
             Some(s) if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ if file.is_none() && verb != "profile" && verb != "train" => file = Some(a.into()),
             _ => return Err(format!("unexpected argument {}", a.to_string_lossy())),
@@ -114,7 +119,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let dir = dir.unwrap_or_else(default_dir);
     let need_file = |file: Option<PathBuf>| file.ok_or(format!("{verb} needs a FILE"));
     Ok(match verb.as_str() {
-        "profile" => Command::Profile { dir, json },
+        "profile" if json && records => {
+            return Err("--json and --records: choose one (--records is JSON lines)".into())
+        }
+        "profile" => Command::Profile { dir, json, records },
         "export" => Command::Export {
             dir,
             file: need_file(file)?,
@@ -140,7 +148,9 @@ fn default_dir() -> PathBuf {
 pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = match cmd {
         Command::Help => writeln!(out, "{USAGE}").map(|()| 0),
-        Command::Profile { dir, json } => return run_profile(&dir, json, out, err),
+        Command::Profile { dir, json, records } => {
+            return run_profile(&dir, json, records, out, err)
+        }
         Command::Export { dir, file } => export(&dir, &file, err),
         Command::Import { dir, file } => import(&dir, &file, err),
         Command::Train { dir, rounds } => train(&dir, rounds, out, err),
@@ -154,12 +164,24 @@ pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
-fn run_profile(dir: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let p = profile::read(dir);
+fn run_profile(
+    dir: &Path,
+    json: bool,
+    records: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let (p, lines) = if records {
+        profile::records(dir)
+    } else {
+        (profile::read(dir), Vec::new())
+    };
     for w in &p.warnings {
         let _ = writeln!(err, "pagegen profile: {w}");
     }
-    let written = if json {
+    let written = if records {
+        lines.iter().try_for_each(|l| writeln!(out, "{l}"))
+    } else if json {
         writeln!(out, "{}", p.to_json())
     } else {
         write!(out, "{}", table::render(&p))
@@ -356,9 +378,23 @@ mod tests {
             parse(args("profile --state-dir /x --json")),
             Ok(Command::Profile {
                 dir: "/x".into(),
-                json: true
+                json: true,
+                records: false
             })
         );
+        assert_eq!(
+            parse(args("profile --records")).map(|c| matches!(
+                c,
+                Command::Profile {
+                    records: true,
+                    json: false,
+                    ..
+                }
+            )),
+            Ok(true)
+        );
+        assert!(parse(args("profile --json --records")).is_err());
+        assert!(parse(args("export f --records")).is_err());
         assert_eq!(
             parse(args("export f.st --state-dir=/x")),
             Ok(Command::Export {

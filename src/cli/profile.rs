@@ -165,6 +165,37 @@ pub struct Behaviour {
 
 /// Reads `dir` (see the module docs). Never fails: what cannot be read becomes a warning.
 pub fn read(dir: &Path) -> Profile {
+    let (mut p, names, records) = load(dir);
+    p.records = records.len();
+    let mut by_class: BTreeMap<u32, Vec<&ProfileRecord>> = BTreeMap::new();
+    for r in &records {
+        by_class.entry(r.class.raw()).or_default().push(r);
+    }
+    // `default` (id 0) always exists; it is shown only when something ran in it.
+    for &id in names.keys().filter(|&&id| id != 0) {
+        by_class.entry(id).or_default();
+    }
+    p.classes = by_class
+        .into_iter()
+        .map(|(id, recs)| class_profile(class_name(&names, id), id, &recs))
+        .collect();
+    p
+}
+
+/// Every stored record of `dir` in the order it was stored (completion order), one JSON object each (`pagegen profile
+/// --records`): what each request was predicted, by whom, what it was granted, what it used and
+/// how it ended. The per-request view behind the per-class tables, for finding which requests a
+/// grant rule sent where. The [`Profile`] carries the warnings and whether the registry is corrupt
+/// (its classes are then named by id); its classes are left empty.
+pub fn records(dir: &Path) -> (Profile, Vec<Value>) {
+    let (mut p, names, records) = load(dir);
+    p.records = records.len();
+    let lines = records.iter().map(|r| record_json(r, &names)).collect();
+    (p, lines)
+}
+
+/// The registry's names and the store's records, warnings in the profile.
+fn load(dir: &Path) -> (Profile, BTreeMap<u32, String>, Vec<ProfileRecord>) {
     let mut p = Profile {
         dir: dir.to_owned(),
         ..Profile::default()
@@ -187,23 +218,83 @@ pub fn read(dir: &Path) -> Profile {
             Vec::new()
         }
     };
-    p.records = records.len();
-    let mut by_class: BTreeMap<u32, Vec<&ProfileRecord>> = BTreeMap::new();
-    for r in &records {
-        by_class.entry(r.class.raw()).or_default().push(r);
-    }
-    // `default` (id 0) always exists; it is shown only when something ran in it.
-    for &id in names.keys().filter(|&&id| id != 0) {
-        by_class.entry(id).or_default();
-    }
-    p.classes = by_class
-        .into_iter()
-        .map(|(id, recs)| {
-            let name = names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
-            class_profile(name, id, &recs)
-        })
-        .collect();
-    p
+    (p, names, records)
+}
+
+fn class_name(names: &BTreeMap<u32, String>, id: u32) -> String {
+    names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"))
+}
+
+fn record_json(r: &ProfileRecord, names: &BTreeMap<u32, String>) -> Value {
+    let estimate = |e: pagegen_core::Estimate| {
+        Value::Obj(vec![
+            ("central", Value::UInt(e.central)),
+            ("upper", Value::UInt(e.upper)),
+        ])
+    };
+    let predicted = r.predicted.map_or(Value::Null, |d| {
+        Value::Obj(vec![
+            ("cpu_ns", estimate(d.cpu_ns)),
+            ("wall_ns", estimate(d.wall_ns)),
+            ("peak_bytes", estimate(d.peak_bytes)),
+            ("io_ops", estimate(d.io_ops)),
+            ("io_bytes", estimate(d.io_bytes)),
+        ])
+    });
+    let (outcome, reason) = match r.outcome {
+        Outcome::Completed => ("completed", Value::Null),
+        Outcome::Failed => ("failed", Value::Null),
+        Outcome::Panicked => ("panicked", Value::Null),
+        Outcome::Shed => ("shed", Value::Null),
+        Outcome::Cancelled(why) => ("cancelled", Value::Str(why.to_string())),
+    };
+    let u = &r.usage;
+    Value::Obj(vec![
+        ("started_unix_ms", Value::UInt(r.started_unix_ms)),
+        ("request_id", Value::UInt(r.request_id)),
+        ("class", Value::Str(class_name(names, r.class.raw()))),
+        ("class_id", Value::UInt(u64::from(r.class.raw()))),
+        ("outcome", Value::Str(outcome.into())),
+        ("cancel_reason", reason),
+        ("demoted", Value::Bool(r.demoted)),
+        (
+            "predictor",
+            r.served_by
+                .map_or(Value::Null, |s| Value::Str(s.name().into())),
+        ),
+        ("explored", Value::Bool(r.explored)),
+        ("predicted", predicted),
+        ("grant", r.grant.map_or(Value::Null, grant_json)),
+        (
+            "used",
+            Value::Obj(vec![
+                ("cpu_ns", Value::UInt(u.cpu.cpu_ns)),
+                ("wall_ns", Value::UInt(u.cpu.wall_ns)),
+                (
+                    "first_poll_delay_ns",
+                    Value::UInt(u.cpu.first_poll_delay_ns),
+                ),
+                ("peak_bytes", Value::UInt(peak(r))),
+                ("io_ops", Value::UInt(u.io.total_ops())),
+                ("io_bytes", Value::UInt(u.io.read_bytes + u.io.write_bytes)),
+                ("socket_bytes_in", Value::UInt(u.socket.bytes_in)),
+                ("socket_bytes_out", Value::UInt(u.socket.bytes_out)),
+            ]),
+        ),
+    ])
+}
+
+fn grant_json(g: Grant) -> Value {
+    Value::Obj(vec![
+        ("pool", Value::Str(pool_name(g.pool))),
+        ("cpu_ns", limit(g.cpu_ns)),
+        ("wall_ns", limit(g.wall_ns)),
+        ("mem_soft_bytes", limit(g.mem_soft)),
+        ("mem_hard_bytes", limit(g.mem_hard)),
+        ("io_depth", depth(g.io_depth)),
+        ("io_bytes_per_sec", limit(g.io_bytes_per_sec)),
+        ("net_priority", Value::UInt(u64::from(g.net_priority))),
+    ])
 }
 
 /// The registry's names by id; a missing file is an empty registry, a corrupt one a warning.
@@ -471,18 +562,7 @@ impl Profile {
     /// The profile as one JSON object with a `classes` array.
     pub fn to_json(&self) -> Value {
         let classes = self.classes.iter().map(|c| {
-            let grant = c.last_grant.map_or(Value::Null, |g| {
-                Value::Obj(vec![
-                    ("pool", Value::Str(pool_name(g.pool))),
-                    ("cpu_ns", limit(g.cpu_ns)),
-                    ("wall_ns", limit(g.wall_ns)),
-                    ("mem_soft_bytes", limit(g.mem_soft)),
-                    ("mem_hard_bytes", limit(g.mem_hard)),
-                    ("io_depth", depth(g.io_depth)),
-                    ("io_bytes_per_sec", limit(g.io_bytes_per_sec)),
-                    ("net_priority", Value::UInt(u64::from(g.net_priority))),
-                ])
-            });
+            let grant = c.last_grant.map_or(Value::Null, grant_json);
             Value::Obj(vec![
                 ("name", Value::Str(c.name.clone())),
                 ("id", Value::UInt(u64::from(c.id))),
