@@ -24,3 +24,28 @@ pub trait Predictor: Send + Sync + fmt::Debug {
     /// Learns from a finished request.
     fn observe(&self, record: &ProfileRecord);
 }
+
+/// Test support shared by the predictors' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Predictor;
+    use crate::published::Prior;
+    use pagegen_core::{ClassId, Features, Outcome, ProfileRecord, Usage};
+
+    /// Shows `p` `n` requests of `class` shed before they ran (censored, zero usage), then checks
+    /// that it still predicts the class at the prior, as a class it never saw
+    /// (`target::vacuous`).
+    pub(crate) fn shed_before_running(p: &dyn Predictor, class: ClassId, n: u64) {
+        for i in 0..n {
+            let mut shed = ProfileRecord::new(i, class, Usage::default());
+            shed.outcome = Outcome::Shed;
+            p.observe(&shed);
+        }
+        assert_eq!(
+            p.predict(class, &Features::default()),
+            Prior::default().demand(),
+            "{} after {n} shed requests",
+            p.name()
+        );
+    }
+}

@@ -485,12 +485,7 @@ mod tests {
         let c = ClassId::from_raw(4);
         let prior = Prior::default().demand();
         // Every request shed (usage zero), then one cancelled for memory after 40 ms of CPU.
-        let mut shed = rec(0, 0);
-        shed.outcome = Outcome::Shed;
-        for i in 0..30 {
-            shed.request_id = i;
-            p.observe(&shed);
-        }
+        crate::predictor::testing::shed_before_running(&p, c, 30);
         let mut cut = rec(30, 40_000_000);
         cut.outcome = Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory));
         p.observe(&cut);

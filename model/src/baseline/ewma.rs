@@ -215,13 +215,7 @@ mod tests {
         let p = EwmaPredictor::new(EwmaConfig::default(), Prior::default());
         let prior = Prior::default().demand();
         let c = ClassId::from_raw(1);
-        // Every request shed: usage zero, censored.
-        let mut shed = rec(0);
-        shed.outcome = Outcome::Shed;
-        for _ in 0..20 {
-            p.observe(&shed);
-        }
-        assert_eq!(p.predict(c, &Features::default()), prior);
+        crate::predictor::testing::shed_before_running(&p, c, 20);
         // Cancelled past its memory budget after 300 ms of CPU: still only a lower bound.
         let mut cut = rec(300_000_000);
         cut.outcome = Outcome::Cancelled(CancelReason::BudgetExceeded(Resource::Memory));
