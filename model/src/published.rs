@@ -36,6 +36,13 @@ impl Default for Prior {
 }
 
 impl Prior {
+    /// Raises resource `r`'s log-space estimates to at least the prior's (upper never below
+    /// central): what a baseline serves for a class it knows only from below (`target::vacuous`).
+    pub(crate) fn floor(&self, r: usize, central: &mut f32, upper: &mut f32) {
+        *central = central.max(self.central[r]);
+        *upper = upper.max(self.upper[r]).max(*central);
+    }
+
     /// The prior as a demand.
     pub fn demand(&self) -> Demand {
         demand_from_log(&self.central, &self.upper)

@@ -166,7 +166,6 @@ pub struct Behaviour {
 /// Reads `dir` (see the module docs). Never fails: what cannot be read becomes a warning.
 pub fn read(dir: &Path) -> Profile {
     let (mut p, names, records) = load(dir);
-    p.records = records.len();
     let mut by_class: BTreeMap<u32, Vec<&ProfileRecord>> = BTreeMap::new();
     for r in &records {
         by_class.entry(r.class.raw()).or_default().push(r);
@@ -182,19 +181,18 @@ pub fn read(dir: &Path) -> Profile {
     p
 }
 
-/// Every stored record of `dir` in the order it was stored (completion order), one JSON object each (`pagegen profile
-/// --records`): what each request was predicted, by whom, what it was granted, what it used and
+/// Every stored record of `dir` in the order it was stored (completion order), one JSON object
+/// each (`pagegen profile --records`): what each request was predicted, by whom, what it was granted, what it used and
 /// how it ended. The per-request view behind the per-class tables, for finding which requests a
 /// grant rule sent where. The [`Profile`] carries the warnings and whether the registry is corrupt
 /// (its classes are then named by id); its classes are left empty.
 pub fn records(dir: &Path) -> (Profile, Vec<Value>) {
-    let (mut p, names, records) = load(dir);
-    p.records = records.len();
+    let (p, names, records) = load(dir);
     let lines = records.iter().map(|r| record_json(r, &names)).collect();
     (p, lines)
 }
 
-/// The registry's names and the store's records, warnings in the profile.
+/// The registry's names and the store's records; the profile holds the warnings and the count.
 fn load(dir: &Path) -> (Profile, BTreeMap<u32, String>, Vec<ProfileRecord>) {
     let mut p = Profile {
         dir: dir.to_owned(),
@@ -218,6 +216,7 @@ fn load(dir: &Path) -> (Profile, BTreeMap<u32, String>, Vec<ProfileRecord>) {
             Vec::new()
         }
     };
+    p.records = records.len();
     (p, names, records)
 }
 

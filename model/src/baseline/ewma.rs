@@ -112,8 +112,7 @@ impl EwmaPredictor {
                 .min(st.max[i] + std::f32::consts::LN_2)
                 .max(c[i]);
             if st.measured == 0 {
-                c[i] = c[i].max(self.prior.central[i]);
-                u[i] = u[i].max(self.prior.upper[i]).max(c[i]);
+                self.prior.floor(i, &mut c[i], &mut u[i]);
             }
         }
         slot.out.store(&c, &u);

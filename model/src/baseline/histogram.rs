@@ -246,8 +246,7 @@ impl HistogramPredictor {
                 u[r] = h.upper + margin;
             }
             if st.measured == 0 {
-                c[r] = c[r].max(self.prior.central[r]);
-                u[r] = u[r].max(self.prior.upper[r]).max(c[r]);
+                self.prior.floor(r, &mut c[r], &mut u[r]);
             }
         }
         slot.out.store(&c, &u);
